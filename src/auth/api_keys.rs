@@ -1,0 +1,323 @@
+//! API keys from a secrets file.
+//!
+//! One key per line: `<principal> <key>` or `<principal> sha256:<hex>`, optionally
+//! followed by `rate=600/min burst=50`. `#` starts a comment. A principal may have
+//! several keys (rotation: add new, move clients, remove old). Keys are hashed as
+//! soon as they are read; only SHA-256 digests are kept, looked up by digest and
+//! compared in constant time. No error message ever contains key material.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Principal;
+use crate::config::Rate;
+
+/// Plaintext keys shorter than this are refused: they can be guessed.
+pub const MIN_KEY_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeysError {
+    #[error("cannot read API keys file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("API keys file {path}: {problems}")]
+    Invalid { path: PathBuf, problems: String },
+    #[error("API keys file {path} defines no keys")]
+    Empty { path: PathBuf },
+}
+
+type Digest32 = [u8; 32];
+
+fn digest(key: &[u8]) -> Digest32 {
+    Sha256::digest(key).into()
+}
+
+/// `sha256:<hex>` for a key, the form to put in the keys file instead of the key.
+pub fn hash_key(key: &SecretString) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(digest(key.expose_secret().as_bytes()))
+    )
+}
+
+struct Entry {
+    digest: Digest32,
+    principal: Arc<Principal>,
+}
+
+/// The current set of valid keys.
+#[derive(Default)]
+pub struct KeyStore {
+    by_digest: HashMap<Digest32, Entry>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.by_digest.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    /// The principal owning `presented`, if it is a valid key.
+    pub fn verify(&self, presented: &SecretString) -> Option<Arc<Principal>> {
+        let d = digest(presented.expose_secret().as_bytes());
+        let entry = self.by_digest.get(&d)?;
+        // The map lookup is on a one-way digest; confirm in constant time anyway.
+        bool::from(entry.digest.ct_eq(&d)).then(|| entry.principal.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Distinct principals, sorted.
+    pub fn principals(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .by_digest
+            .values()
+            .map(|e| e.principal.name.to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A store holding one key (the dev profile's generated key).
+    pub fn single(principal: &str, key: &SecretString) -> KeyStore {
+        let d = digest(key.expose_secret().as_bytes());
+        let mut by_digest = HashMap::new();
+        by_digest.insert(
+            d,
+            Entry {
+                digest: d,
+                principal: Arc::new(Principal::new(principal)),
+            },
+        );
+        KeyStore { by_digest }
+    }
+
+    pub fn load_file(path: &Path) -> Result<KeyStore, ApiKeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ApiKeysError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let store = Self::parse(&text).map_err(|problems| ApiKeysError::Invalid {
+            path: path.to_owned(),
+            problems: problems.join("; "),
+        })?;
+        if store.is_empty() {
+            return Err(ApiKeysError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        Ok(store)
+    }
+
+    /// Parse the file's text; every problem is reported with its line number.
+    pub fn parse(text: &str) -> Result<KeyStore, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut by_digest: HashMap<Digest32, Entry> = HashMap::new();
+        let mut limits: HashMap<String, Option<(Rate, NonZeroU32)>> = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let n = index + 1;
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let (Some(name), Some(key)) = (fields.next(), fields.next()) else {
+                problems.push(format!("line {n}: expected `<principal> <key>`"));
+                continue;
+            };
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c))
+            {
+                problems.push(format!(
+                    "line {n}: principal {name:?} may only use letters, digits and - _ . @ :"
+                ));
+                continue;
+            }
+            let d = if let Some(hex_digest) = key.strip_prefix("sha256:") {
+                match hex::decode(hex_digest)
+                    .ok()
+                    .and_then(|b| Digest32::try_from(b).ok())
+                {
+                    Some(d) => d,
+                    None => {
+                        problems.push(format!(
+                            "line {n}: sha256: must be followed by 64 hex digits"
+                        ));
+                        continue;
+                    }
+                }
+            } else if key.len() < MIN_KEY_LEN {
+                problems.push(format!(
+                    "line {n}: the key for {name:?} is shorter than {MIN_KEY_LEN} characters"
+                ));
+                continue;
+            } else {
+                digest(key.as_bytes())
+            };
+            let mut rate = None;
+            let mut burst = None;
+            let mut bad = false;
+            for attr in fields {
+                match attr.split_once('=') {
+                    Some(("rate", v)) => match Rate::parse(v) {
+                        Ok(r) => rate = Some(r),
+                        Err(e) => {
+                            problems.push(format!("line {n}: rate: {e}"));
+                            bad = true;
+                        }
+                    },
+                    Some(("burst", v)) => match v.parse::<u32>().ok().and_then(NonZeroU32::new) {
+                        Some(b) => burst = Some(b),
+                        None => {
+                            problems.push(format!("line {n}: burst must be a whole number ≥ 1"));
+                            bad = true;
+                        }
+                    },
+                    _ => {
+                        problems.push(format!(
+                            "line {n}: unknown attribute (expected rate=<n>/<unit> or burst=<n>)"
+                        ));
+                        bad = true;
+                    }
+                }
+            }
+            if bad {
+                continue;
+            }
+            let limit = match (rate, burst) {
+                (None, None) => None,
+                (Some(r), b) => Some((r, b.unwrap_or(r.count))),
+                (None, Some(_)) => {
+                    problems.push(format!("line {n}: burst= needs rate= on the same line"));
+                    continue;
+                }
+            };
+            match limits.get(name) {
+                Some(existing) if limit.is_some() && existing.is_some() && *existing != limit => {
+                    problems.push(format!(
+                        "line {n}: {name:?} already has a different rate on an earlier line"
+                    ));
+                    continue;
+                }
+                Some(existing) if limit.is_none() => {
+                    let existing = *existing;
+                    limits.insert(name.to_owned(), existing);
+                }
+                _ => {
+                    limits.insert(name.to_owned(), limit);
+                }
+            }
+            if let Some(other) = by_digest.get(&d) {
+                if other.principal.name.as_ref() != name {
+                    problems.push(format!(
+                        "line {n}: this key is already assigned to another principal"
+                    ));
+                }
+                continue;
+            }
+            by_digest.insert(
+                d,
+                Entry {
+                    digest: d,
+                    principal: Arc::new(Principal::new(name)),
+                },
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        // One shared principal value per name, carrying its rate override.
+        let mut shared: HashMap<String, Arc<Principal>> = HashMap::new();
+        for entry in by_digest.values_mut() {
+            let name = entry.principal.name.to_string();
+            let limit = limits.get(&name).copied().flatten();
+            let p = shared
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Principal {
+                        name: name.clone().into(),
+                        limit,
+                    })
+                })
+                .clone();
+            entry.principal = p;
+        }
+        Ok(KeyStore { by_digest })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn plain_and_hashed_keys_verify() {
+        let hashed = hash_key(&secret("bob-key-0123456789"));
+        let text = format!(
+            "# team keys\nalice alice-key-0123456789   # laptop\n\nbob {hashed} rate=600/min burst=50\n"
+        );
+        let store = KeyStore::parse(&text).unwrap();
+        assert_eq!(store.principals(), ["alice", "bob"]);
+        let alice = store.verify(&secret("alice-key-0123456789")).unwrap();
+        assert_eq!(alice.name.as_ref(), "alice");
+        assert!(alice.limit.is_none());
+        let bob = store.verify(&secret("bob-key-0123456789")).unwrap();
+        let (rate, burst) = bob.limit.unwrap();
+        assert_eq!(rate.to_string(), "600/min");
+        assert_eq!(burst.get(), 50);
+        assert!(store.verify(&secret("alice-key-012345678")).is_none());
+    }
+
+    #[test]
+    fn problems_name_lines_but_never_keys() {
+        let err = KeyStore::parse(
+            "alice short\nbob sha256:zz\ncarol carol-key-0123456789 colour=blue\nalice\nd*ve dave-key-0123456789\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 5, "{err:?}");
+        let all = err.join("\n");
+        for n in 1..=5 {
+            assert!(all.contains(&format!("line {n}:")), "{all}");
+        }
+        assert!(!all.contains("short") || all.contains("shorter"));
+        assert!(!all.contains("carol-key"));
+    }
+
+    #[test]
+    fn several_keys_per_principal_for_rotation() {
+        let store =
+            KeyStore::parse("alice old-key-0123456789\nalice new-key-0123456789\n").unwrap();
+        assert_eq!(store.len(), 2);
+        assert!(store.verify(&secret("old-key-0123456789")).is_some());
+        assert!(store.verify(&secret("new-key-0123456789")).is_some());
+    }
+
+    #[test]
+    fn one_key_cannot_belong_to_two_principals() {
+        let err = KeyStore::parse("a same-key-0123456789\nb same-key-0123456789\n").unwrap_err();
+        assert!(err[0].contains("line 2"));
+    }
+}

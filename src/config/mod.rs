@@ -1,0 +1,890 @@
+//! Configuration: TOML file, then environment variables, then CLI flags.
+//!
+//! The file is parsed into [`raw::RawConfig`] (unknown keys rejected), overrides are
+//! applied onto it with their origin recorded, and [`validate`] turns it into a
+//! [`Config`], collecting every problem so the operator sees them all at once. Each
+//! error names the key and where its value came from (file + key, env var, or flag).
+
+pub mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use raw::{KEYS, KeySpec, RawConfig};
+
+/// The environment variable naming the config file.
+pub const ENV_CONFIG_FILE: &str = "MCP_EDGE_CONFIG";
+
+/// Where the environment comes from. Tests pass a map; the binary passes [`ProcessEnv`].
+pub trait EnvSource {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl EnvSource for BTreeMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).map(|v| v.to_string())
+    }
+}
+
+/// Where a key's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: Origin,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Origin::Default => write!(f, "{} (default): {}", self.key, self.message),
+            Origin::File(path) => write!(f, "{} in {}: {}", self.key, path.display(), self.message),
+            Origin::Env(var) => write!(
+                f,
+                "{} (environment variable {var}): {}",
+                self.key, self.message
+            ),
+            Origin::Flag(flag) => write!(f, "{} (flag {flag}): {}", self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Overrides given as CLI flags: `(key, flag, value)`.
+#[derive(Debug, Default, Clone)]
+pub struct FlagOverrides(pub Vec<(&'static str, &'static str, String)>);
+
+/// Inputs to [`load`].
+pub struct Sources<'a> {
+    pub file: Option<PathBuf>,
+    pub env: &'a dyn EnvSource,
+    pub flags: FlagOverrides,
+}
+
+/// Which defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// No config file and no TLS/auth settings: generate a localhost certificate and
+    /// an API key in memory so `cargo run` just works.
+    Dev,
+    /// A real deployment: nothing is generated; missing files are errors.
+    Deployment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    StreamableHttp,
+    Stdio,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum TlsConfig {
+    /// PEM certificate chain and private key files.
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    /// A certificate for the public hostnames made in memory at start (dev only).
+    SelfSigned,
+    /// Plain HTTP, only on a loopback bind (behind a trusted proxy).
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum AuthConfig {
+    /// API keys from a secrets file; `None` means one key generated at start (dev only).
+    ApiKeys { api_keys_file: Option<PathBuf> },
+    /// No authentication: only allowed on a loopback bind, and only when set explicitly.
+    None,
+}
+
+/// A request rate such as `120/min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
+}
+
+impl Rate {
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let (count, unit) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("expected <count>/<unit> such as 120/min, got {text:?}"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate count must be a whole number, got {count:?}"))?;
+        let count = NonZeroU32::new(count).ok_or("rate count must be at least 1")?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => {
+                return Err(format!("rate unit must be s, min or hour, got {other:?}"));
+            }
+        };
+        Ok(Rate { count, per })
+    }
+
+    /// The interval at which one request's worth of capacity comes back.
+    pub fn period(&self) -> Duration {
+        self.per / self.count.get()
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            _ => "hour",
+        };
+        write!(f, "{}/{}", self.count, unit)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub transport: Transport,
+    pub public_hostnames: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub handshake_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub first_request_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitConfig {
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+    pub failed_auth_rate: Rate,
+    pub failed_auth_burst: NonZeroU32,
+    pub max_tracked_clients: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionsConfig {
+    pub max_total: usize,
+    pub max_per_principal: usize,
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// The validated configuration the server runs with. Holds paths, never secret values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub profile: Profile,
+    pub config_file: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub sessions: SessionsConfig,
+    pub docs_dir: PathBuf,
+    pub log: LogConfig,
+}
+
+/// Raw values plus the origin of each key that was set.
+struct Layered {
+    raw: RawConfig,
+    origins: HashMap<&'static str, Origin>,
+}
+
+impl Layered {
+    fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+}
+
+/// Collects errors as validation goes, so all are reported at once.
+struct Errors<'a> {
+    layered: &'a Layered,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            key: key.to_owned(),
+            origin: self.layered.origin(key),
+            message: message.into(),
+        });
+    }
+}
+
+fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => key_paths(t, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<(RawConfig, Vec<&'static str>), Vec<ConfigError>> {
+    let file_err = |key: &str, message: String| ConfigError {
+        key: key.to_owned(),
+        origin: Origin::File(path.to_owned()),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![file_err("(file)", format!("cannot read config file: {e}"))])?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| vec![file_err("(file)", format!("not valid TOML: {e}"))])?;
+    // Report every unknown key at once, before serde would stop at the first.
+    let mut present = Vec::new();
+    key_paths(&table, "", &mut present);
+    let mut known = Vec::new();
+    let mut errors = Vec::new();
+    for key in &present {
+        match KEYS.iter().find(|k| k.key == key) {
+            Some(spec) => known.push(spec.key),
+            None => errors.push(file_err(key, "unknown key".into())),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+        vec![file_err(
+            "(file)",
+            format!("invalid value: {}", e.message().trim()),
+        )]
+    })?;
+    Ok((raw, known))
+}
+
+/// Read, layer and validate the configuration.
+pub fn load(sources: Sources<'_>) -> Result<Config, ConfigErrors> {
+    let file = sources
+        .file
+        .clone()
+        .or_else(|| sources.env.get(ENV_CONFIG_FILE).map(PathBuf::from));
+    let mut layered = Layered {
+        raw: RawConfig::default(),
+        origins: HashMap::new(),
+    };
+    let mut errors = Vec::new();
+    if let Some(path) = &file {
+        match read_file(path) {
+            Ok((raw, keys)) => {
+                layered.raw = raw;
+                for key in keys {
+                    layered.origins.insert(key, Origin::File(path.clone()));
+                }
+            }
+            Err(e) => return Err(ConfigErrors(e)),
+        }
+    }
+    for spec in KEYS {
+        if let Some(value) = sources.env.get(spec.env) {
+            match layered.raw.set(spec.key, &value) {
+                Ok(()) => {
+                    layered.origins.insert(spec.key, Origin::Env(spec.env));
+                }
+                Err(message) => errors.push(ConfigError {
+                    key: spec.key.into(),
+                    origin: Origin::Env(spec.env),
+                    message,
+                }),
+            }
+        }
+    }
+    for (key, flag, value) in &sources.flags.0 {
+        let Some(spec) = KEYS.iter().find(|k| k.key == *key) else {
+            errors.push(ConfigError {
+                key: key.to_string(),
+                origin: Origin::Flag(flag),
+                message: "unknown key".into(),
+            });
+            continue;
+        };
+        match layered.raw.set(spec.key, value) {
+            Ok(()) => {
+                layered.origins.insert(spec.key, Origin::Flag(flag));
+            }
+            Err(message) => errors.push(ConfigError {
+                key: spec.key.to_string(),
+                origin: Origin::Flag(flag),
+                message,
+            }),
+        }
+    }
+    let profile = if file.is_none()
+        && !raw::DEPLOYMENT_KEYS
+            .iter()
+            .any(|k| layered.origins.contains_key(k))
+    {
+        Profile::Dev
+    } else {
+        Profile::Deployment
+    };
+    match validate(&layered, profile, file) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(mut more) => {
+            errors.append(&mut more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn duration(
+    errors: &mut Errors<'_>,
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Duration {
+    match value {
+        None => default,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(
+                    key,
+                    format!("invalid duration {text:?} ({e}); use e.g. 30s or 5m"),
+                );
+                default
+            }
+        },
+    }
+}
+
+fn rate(errors: &mut Errors<'_>, key: &str, value: Option<&str>, default: &str) -> Rate {
+    let text = value.unwrap_or(default);
+    Rate::parse(text).unwrap_or_else(|e| {
+        errors.push(key, e);
+        Rate::parse(default).expect("default rate parses")
+    })
+}
+
+fn nonzero(errors: &mut Errors<'_>, key: &str, value: Option<u32>, default: u32) -> NonZeroU32 {
+    let v = value.unwrap_or(default);
+    NonZeroU32::new(v).unwrap_or_else(|| {
+        errors.push(key, "must be at least 1");
+        NonZeroU32::MIN
+    })
+}
+
+fn positive(errors: &mut Errors<'_>, key: &str, value: Option<u64>, default: u64) -> usize {
+    let v = value.unwrap_or(default);
+    if v == 0 {
+        errors.push(key, "must be at least 1");
+        return default as usize;
+    }
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+fn path_of(value: &Option<String>) -> Option<PathBuf> {
+    value
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && (name.parse::<IpAddr>().is_ok()
+            || name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+            }))
+}
+
+fn validate(
+    layered: &Layered,
+    profile: Profile,
+    file: Option<PathBuf>,
+) -> Result<Config, Vec<ConfigError>> {
+    let raw = &layered.raw;
+    let mut errors = Errors {
+        layered,
+        list: Vec::new(),
+    };
+    let e = &mut errors;
+
+    let transport = match raw.server.transport.as_deref() {
+        None | Some("streamable-http") | Some("http") => Transport::StreamableHttp,
+        Some("stdio") => Transport::Stdio,
+        Some(other) => {
+            e.push(
+                "server.transport",
+                format!("must be \"streamable-http\" or \"stdio\", got {other:?}"),
+            );
+            Transport::StreamableHttp
+        }
+    };
+
+    // The dev profile stays on this machine; a deployment listens everywhere (containers).
+    let default_host = match profile {
+        Profile::Dev => "127.0.0.1",
+        Profile::Deployment => "0.0.0.0",
+    };
+    let host_text = raw.server.host.as_deref().unwrap_or(default_host);
+    let host_text = host_text.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = match host_text {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        text => text.parse().unwrap_or_else(|_| {
+            e.push(
+                "server.host",
+                format!("must be an IP address to bind (e.g. 0.0.0.0 or 127.0.0.1), got {text:?}"),
+            );
+            IpAddr::from([127, 0, 0, 1])
+        }),
+    };
+    let port = raw.server.port.unwrap_or(8443);
+    let listen = SocketAddr::new(ip, port);
+    let loopback = ip.is_loopback();
+
+    let mut public_hostnames = raw
+        .server
+        .public_hostnames
+        .clone()
+        .unwrap_or_else(|| vec!["localhost".into()]);
+    for name in &mut public_hostnames {
+        *name = name.trim().to_ascii_lowercase();
+    }
+    public_hostnames.retain(|n| !n.is_empty());
+    for name in &public_hostnames {
+        if !valid_hostname(name) {
+            e.push(
+                "server.public_hostnames",
+                format!("{name:?} is not a hostname (give names only, no scheme or port)"),
+            );
+        }
+    }
+    if public_hostnames.is_empty() {
+        e.push("server.public_hostnames", "must name at least one hostname");
+    }
+    let allowed_origins = raw.server.allowed_origins.clone().unwrap_or_default();
+    for origin in &allowed_origins {
+        if origin != "null" && !(origin.starts_with("https://") || origin.starts_with("http://")) {
+            e.push(
+                "server.allowed_origins",
+                format!("{origin:?} must start with https:// or http://"),
+            );
+        }
+    }
+
+    let handshake_timeout = duration(
+        e,
+        "server.handshake_timeout",
+        raw.server.handshake_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let first_request_timeout = duration(
+        e,
+        "server.first_request_timeout",
+        raw.server.first_request_timeout.as_deref(),
+        Duration::from_secs(15),
+    );
+    let shutdown_grace = duration(
+        e,
+        "server.shutdown_grace",
+        raw.server.shutdown_grace.as_deref(),
+        Duration::from_secs(30),
+    );
+    let max_body_bytes = positive(
+        e,
+        "server.max_body_bytes",
+        raw.server.max_body_bytes,
+        4 << 20,
+    );
+
+    let cert_file = path_of(&raw.tls.cert_file);
+    let key_file = path_of(&raw.tls.key_file);
+    let tls = match raw.tls.mode.as_deref() {
+        None | Some("files") => match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => TlsConfig::Files {
+                cert_file,
+                key_file,
+            },
+            (None, None) if profile == Profile::Dev => TlsConfig::SelfSigned,
+            (cert, key) => {
+                if transport == Transport::StreamableHttp {
+                    if cert.is_none() {
+                        e.push(
+                            "tls.cert_file",
+                            "is required (PEM certificate chain, e.g. /run/secrets/tls_cert); set MCP_TLS_CERT_FILE or tls.cert_file",
+                        );
+                    }
+                    if key.is_none() {
+                        e.push(
+                            "tls.key_file",
+                            "is required (PEM private key, e.g. /run/secrets/tls_key); set MCP_TLS_KEY_FILE or tls.key_file",
+                        );
+                    }
+                }
+                TlsConfig::Off
+            }
+        },
+        Some("self-signed") => TlsConfig::SelfSigned,
+        Some("off") => {
+            if !loopback && transport == Transport::StreamableHttp {
+                e.push(
+                    "tls.mode",
+                    format!(
+                        "\"off\" (plain HTTP) is only allowed on a loopback bind behind a trusted proxy, but server.host is {ip}"
+                    ),
+                );
+            }
+            TlsConfig::Off
+        }
+        Some(other) => {
+            e.push(
+                "tls.mode",
+                format!("must be \"files\", \"self-signed\" or \"off\", got {other:?}"),
+            );
+            TlsConfig::Off
+        }
+    };
+
+    let auth = match raw.auth.mode.as_deref() {
+        None | Some("api-keys") => match path_of(&raw.auth.api_keys_file) {
+            Some(path) => AuthConfig::ApiKeys {
+                api_keys_file: Some(path),
+            },
+            None if profile == Profile::Dev => AuthConfig::ApiKeys {
+                api_keys_file: None,
+            },
+            None => {
+                if transport == Transport::StreamableHttp {
+                    e.push(
+                        "auth.api_keys_file",
+                        "is required: a network listener needs auth (set MCP_API_KEYS_FILE, or auth.mode = \"none\" on a loopback bind)",
+                    );
+                }
+                AuthConfig::None
+            }
+        },
+        Some("none") => {
+            if !loopback && transport == Transport::StreamableHttp {
+                e.push(
+                    "auth.mode",
+                    format!("\"none\" is only allowed on a loopback bind, but server.host is {ip}"),
+                );
+            }
+            AuthConfig::None
+        }
+        Some(other) => {
+            e.push(
+                "auth.mode",
+                format!("must be \"api-keys\" or \"none\", got {other:?}"),
+            );
+            AuthConfig::None
+        }
+    };
+
+    let rl = &raw.rate_limit;
+    let rate_limit = RateLimitConfig {
+        rate: rate(e, "rate_limit.rate", rl.rate.as_deref(), "120/min"),
+        burst: nonzero(e, "rate_limit.burst", rl.burst, 30),
+        failed_auth_rate: rate(
+            e,
+            "rate_limit.failed_auth_rate",
+            rl.failed_auth_rate.as_deref(),
+            "20/min",
+        ),
+        failed_auth_burst: nonzero(e, "rate_limit.failed_auth_burst", rl.failed_auth_burst, 10),
+        max_tracked_clients: positive(
+            e,
+            "rate_limit.max_tracked_clients",
+            rl.max_tracked_clients,
+            100_000,
+        ),
+    };
+
+    let sessions = SessionsConfig {
+        max_total: positive(e, "sessions.max_total", raw.sessions.max_total, 1000),
+        max_per_principal: positive(
+            e,
+            "sessions.max_per_principal",
+            raw.sessions.max_per_principal,
+            50,
+        ),
+        idle_timeout: duration(
+            e,
+            "sessions.idle_timeout",
+            raw.sessions.idle_timeout.as_deref(),
+            Duration::from_secs(300),
+        ),
+    };
+
+    let docs_dir = PathBuf::from(raw.docs.dir.as_deref().unwrap_or("."));
+
+    let format = match raw.log.format.as_deref() {
+        None | Some("pretty") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            e.push(
+                "log.format",
+                format!("must be \"json\" or \"pretty\", got {other:?}"),
+            );
+            LogFormat::Pretty
+        }
+    };
+    let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        e.push(
+            "log.level",
+            format!("{level:?} is not a level or filter (e.g. info, debug, mcp_edge=debug)"),
+        );
+    }
+
+    if !errors.list.is_empty() {
+        return Err(errors.list);
+    }
+    Ok(Config {
+        profile,
+        config_file: file,
+        server: ServerConfig {
+            listen,
+            transport,
+            public_hostnames,
+            allowed_origins,
+            handshake_timeout,
+            first_request_timeout,
+            shutdown_grace,
+            max_body_bytes,
+        },
+        tls,
+        auth,
+        rate_limit,
+        sessions,
+        docs_dir,
+        log: LogConfig { format, level },
+    })
+}
+
+impl Config {
+    /// The effective configuration as TOML-like text. It holds only paths and
+    /// settings; secret values never enter [`Config`].
+    pub fn to_pretty_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    }
+
+    /// A dev-profile configuration for tests and embedding, listening on `listen`.
+    pub fn dev(listen: SocketAddr, docs_dir: PathBuf) -> Config {
+        let env: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut config = load(Sources {
+            file: None,
+            env: &env,
+            flags: FlagOverrides::default(),
+        })
+        .expect("the embedded defaults are valid");
+        config.server.listen = listen;
+        config.docs_dir = docs_dir;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file.map(|text| {
+            let p = dir.path().join("edge.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let env: BTreeMap<&str, &str> = env.iter().copied().collect();
+        load(Sources {
+            file: path,
+            env: &env,
+            flags: FlagOverrides::default(),
+        })
+    }
+
+    #[test]
+    fn no_configuration_is_the_dev_profile() {
+        let c = load_with(None, &[]).unwrap();
+        assert_eq!(c.profile, Profile::Dev);
+        assert_eq!(c.tls, TlsConfig::SelfSigned);
+        assert_eq!(
+            c.auth,
+            AuthConfig::ApiKeys {
+                api_keys_file: None
+            }
+        );
+        assert_eq!(c.server.listen, "127.0.0.1:8443".parse().unwrap());
+    }
+
+    #[test]
+    fn env_overrides_file_and_names_itself_in_errors() {
+        let err = load_with(
+            Some("[server]\nport = 9000\n"),
+            &[("MCP_PORT", "nope"), ("MCP_RATE_LIMIT", "5/fortnight")],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("server.port (environment variable MCP_PORT)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rate_limit.rate (environment variable MCP_RATE_LIMIT)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn all_unknown_file_keys_are_reported_together() {
+        let err = load_with(Some("[server]\nprot = 1\n[tls]\ncert = \"x\"\n"), &[]).unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["server.prot", "tls.cert"]);
+        assert!(err.to_string().contains("edge.toml"));
+    }
+
+    #[test]
+    fn a_deployment_needs_certificate_and_keys() {
+        let err = load_with(Some("[server]\nport = 9000\n"), &[]).unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["tls.cert_file", "tls.key_file", "auth.api_keys_file"]
+        );
+    }
+
+    #[test]
+    fn no_auth_and_plain_http_only_on_loopback() {
+        let err = load_with(
+            None,
+            &[
+                ("MCP_HOST", "0.0.0.0"),
+                ("MCP_AUTH_MODE", "none"),
+                ("MCP_TLS_MODE", "off"),
+            ],
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["tls.mode", "auth.mode"]);
+        let ok = load_with(
+            None,
+            &[
+                ("MCP_HOST", "127.0.0.1"),
+                ("MCP_AUTH_MODE", "none"),
+                ("MCP_TLS_MODE", "off"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.auth, AuthConfig::None);
+        assert_eq!(ok.profile, Profile::Deployment);
+    }
+
+    #[test]
+    fn stdio_needs_no_tls_or_keys() {
+        let c = load_with(Some("[server]\ntransport = \"stdio\"\n"), &[]).unwrap();
+        assert_eq!(c.server.transport, Transport::Stdio);
+    }
+
+    #[test]
+    fn rates_parse() {
+        let r = Rate::parse("120/min").unwrap();
+        assert_eq!(r.period(), Duration::from_millis(500));
+        assert!(Rate::parse("0/min").is_err());
+        assert!(Rate::parse("12").is_err());
+        assert_eq!(Rate::parse("5/s").unwrap().to_string(), "5/s");
+    }
+
+    #[test]
+    fn lists_from_env_are_comma_separated() {
+        let c = load_with(
+            None,
+            &[("MCP_PUBLIC_HOSTNAMES", "mcp.example.com, Edge.Example.com")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.public_hostnames,
+            ["mcp.example.com", "edge.example.com"]
+        );
+        let err = load_with(None, &[("MCP_PUBLIC_HOSTNAMES", "https://x.com/")]).unwrap_err();
+        assert_eq!(err.0[0].key, "server.public_hostnames");
+    }
+}

@@ -1,0 +1,123 @@
+//! The one place where edge errors become HTTP responses.
+//!
+//! Every refusal carries a JSON-RPC error object (with `id: null`, since the request
+//! may not have been parsed) so MCP clients can show the message.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::auth::AuthFailure;
+use crate::mcp::SessionLimit;
+use crate::ratelimit::Decision;
+
+/// JSON-RPC error codes used by the edge (server-defined range).
+pub mod codes {
+    pub const UNAUTHORIZED: i64 = -32001;
+    pub const FORBIDDEN: i64 = -32003;
+    pub const NOT_FOUND: i64 = -32004;
+    pub const RATE_LIMITED: i64 = -32029;
+    pub const BUSY: i64 = -32000;
+    pub const INVALID_REQUEST: i64 = -32600;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    Unauthorized(AuthFailure),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("rate limit exceeded")]
+    RateLimited(Decision),
+    #[error("session not found: start a new session with initialize")]
+    SessionNotFound,
+    #[error("{0}")]
+    SessionLimit(SessionLimit),
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl EdgeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EdgeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            EdgeError::SessionNotFound | EdgeError::NotFound => StatusCode::NOT_FOUND,
+            EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => StatusCode::TOO_MANY_REQUESTS,
+            EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> i64 {
+        match self {
+            EdgeError::Unauthorized(_) => codes::UNAUTHORIZED,
+            EdgeError::Forbidden(_) => codes::FORBIDDEN,
+            EdgeError::RateLimited(_) | EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => {
+                codes::RATE_LIMITED
+            }
+            EdgeError::SessionNotFound | EdgeError::NotFound => codes::NOT_FOUND,
+            EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
+                codes::BUSY
+            }
+            EdgeError::PayloadTooLarge(_) | EdgeError::BadRequest(_) => codes::INVALID_REQUEST,
+        }
+    }
+}
+
+/// `RateLimit-*` headers (IETF draft) for a decision; also set on allowed requests.
+pub fn rate_limit_headers(headers: &mut http::HeaderMap, d: &Decision) {
+    let secs = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(secs(d.reset)));
+    if let Ok(v) = HeaderValue::from_str(&format!("{};w={}", d.limit, secs(d.window).max(1))) {
+        headers.insert("ratelimit-policy", v);
+    }
+    if let Some(wait) = d.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs(wait).max(1)));
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": self.code(), "message": self.to_string() },
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            EdgeError::Unauthorized(failure) => {
+                // RFC 6750: no error code when credentials were simply absent.
+                let challenge = match failure {
+                    AuthFailure::Missing => "Bearer realm=\"mcp-edge\"".to_owned(),
+                    other => format!(
+                        "Bearer realm=\"mcp-edge\", error=\"invalid_token\", error_description=\"{other}\""
+                    ),
+                };
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            EdgeError::RateLimited(decision) => rate_limit_headers(headers, decision),
+            EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,216 @@
+//! The `mcp-edge` binary: parse the CLI, load config (exit 64 when bad), run.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+
+use mcp_edge::app::{self, Running};
+use mcp_edge::cli::{Cli, Command};
+use mcp_edge::config::{self, Config, ProcessEnv, Sources, Transport};
+
+/// BSD sysexits EX_USAGE / EX_CONFIG-style code for a bad configuration.
+const EXIT_CONFIG: u8 = 64;
+
+fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
+    config::load(Sources {
+        file: cli.config.clone(),
+        env: &ProcessEnv,
+        flags: cli.overrides.to_flags(),
+    })
+    .map_err(|errors| {
+        eprint!("mcp-edge: {errors}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.as_ref().unwrap_or(&Command::Serve);
+    match command {
+        Command::HashKey => return hash_key(),
+        Command::Bench(args) => {
+            return runtime().block_on(async {
+                match mcp_edge::bench::run(args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("mcp-edge bench: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            });
+        }
+        _ => {}
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match command {
+        Command::CheckConfig => check_config(&config),
+        Command::Healthcheck(args) => {
+            let url = args
+                .url
+                .clone()
+                .unwrap_or_else(|| mcp_edge::healthcheck::default_url(&config));
+            runtime().block_on(async {
+                match mcp_edge::healthcheck::probe(&url, args.timeout).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("unhealthy: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        _ => {
+            mcp_edge::telemetry::init(&config.log);
+            runtime().block_on(serve(config))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn hash_key() -> ExitCode {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        eprintln!("mcp-edge hash-key: cannot read the key from stdin");
+        return ExitCode::FAILURE;
+    }
+    let key = SecretString::from(input.trim_end_matches(['\r', '\n']).to_owned());
+    if key.expose_secret().is_empty() || key.expose_secret().contains(char::is_whitespace) {
+        eprintln!("mcp-edge hash-key: give one key without spaces on stdin");
+        return ExitCode::FAILURE;
+    }
+    if key.expose_secret().len() < mcp_edge::auth::api_keys::MIN_KEY_LEN {
+        eprintln!(
+            "mcp-edge hash-key: warning: keys shorter than {} characters can be guessed",
+            mcp_edge::auth::api_keys::MIN_KEY_LEN
+        );
+    }
+    println!("{}", mcp_edge::auth::api_keys::hash_key(&key));
+    ExitCode::SUCCESS
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    use mcp_edge::config::{AuthConfig, TlsConfig};
+    let mut ok = true;
+    if config.server.transport == Transport::StreamableHttp {
+        if let TlsConfig::Files {
+            cert_file,
+            key_file,
+        } = &config.tls
+            && let Err(e) = mcp_edge::tls::config_from_files(cert_file, key_file)
+        {
+            eprintln!("mcp-edge: tls: {e}");
+            ok = false;
+        }
+        if let AuthConfig::ApiKeys {
+            api_keys_file: Some(path),
+        } = &config.auth
+        {
+            match mcp_edge::auth::KeyStore::load_file(path) {
+                Ok(store) => eprintln!(
+                    "api keys: {} key(s) for {} principal(s) in {}",
+                    store.len(),
+                    store.principals().len(),
+                    path.display()
+                ),
+                Err(e) => {
+                    eprintln!("mcp-edge: auth: {e}");
+                    ok = false;
+                }
+            }
+        }
+    }
+    println!("{}", config.to_pretty_json());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// Print the dev profile's key once, to the terminal only (never to the log).
+fn announce_dev(running: &Running) {
+    let Some(key) = running.dev_key() else {
+        return;
+    };
+    let cert_note = match running.dev_cert_pem() {
+        Some(pem) => {
+            let path = std::env::temp_dir().join("mcp-edge-dev-cert.pem");
+            match std::fs::write(&path, pem) {
+                Ok(()) => format!(
+                    "self-signed certificate (trust it in clients): {}",
+                    path.display()
+                ),
+                Err(e) => format!("self-signed certificate (could not write it out: {e})"),
+            }
+        }
+        None => String::new(),
+    };
+    let url = running.mcp_url();
+    let key = key.expose_secret();
+    let banner = format!(
+        "\n  mcp-edge dev profile (no config given)\n\n    endpoint:  {url}\n    API key:   {key}\n    {cert_note}\n\n  Connect with header  Authorization: Bearer {key}\n  This key lives only in this process; give a config file for a real deployment.\n"
+    );
+    if std::io::stderr().is_terminal() {
+        eprintln!("{banner}");
+    } else {
+        // Not a terminal (e.g. `cargo run` piped): still the only place the key appears.
+        eprintln!("{banner}");
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    if config.server.transport == Transport::Stdio {
+        return match app::serve_stdio(config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "stdio transport failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let running = match app::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("mcp-edge: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    announce_dev(&running);
+    wait_for_signal().await;
+    let shutdown = running.shutdown();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => ExitCode::SUCCESS,
+        () = wait_for_signal() => {
+            tracing::warn!("second signal: exiting now");
+            ExitCode::from(130)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

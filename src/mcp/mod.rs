@@ -1,0 +1,112 @@
+//! The MCP side of the edge: the rmcp Streamable HTTP service in front of a backend,
+//! session ownership, and the stdio transport.
+
+pub mod builtin;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+pub use builtin::DocsBackend;
+pub use sessions::{Ownership, SessionLimit, SessionRegistry};
+
+use crate::config::Config;
+
+pub type McpService = StreamableHttpService<DocsBackend, LocalSessionManager>;
+
+/// Host names rmcp accepts in `Host`: the public names plus loopback (a loopback
+/// name cannot be the target of DNS rebinding from a remote page).
+pub fn allowed_hosts(config: &Config) -> Vec<String> {
+    let mut hosts = config.server.public_hostnames.clone();
+    for local in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+        if !hosts.iter().any(|h| h == local) {
+            hosts.push(local.to_owned());
+        }
+    }
+    hosts
+}
+
+/// Browser origins accepted: the configured ones plus the public names on any port.
+pub fn allowed_origins(config: &Config) -> Vec<String> {
+    let mut origins = config.server.allowed_origins.clone();
+    for host in allowed_hosts(config) {
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        origins.push(format!("https://{host}:*"));
+        origins.push(format!("http://{host}:*"));
+    }
+    origins
+}
+
+pub struct McpParts {
+    pub service: McpService,
+    pub session_manager: Arc<LocalSessionManager>,
+    pub registry: Arc<SessionRegistry>,
+}
+
+pub fn build(config: &Config, backend: DocsBackend, cancel: CancellationToken) -> McpParts {
+    let mut session_config = SessionConfig::default();
+    session_config.keep_alive = Some(config.sessions.idle_timeout);
+    let mut manager = LocalSessionManager::default();
+    manager.session_config = session_config;
+    let session_manager = Arc::new(manager);
+    let http_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(allowed_hosts(config))
+        .with_allowed_origins(allowed_origins(config))
+        .enforce_origin_validation()
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_max_request_body_bytes(config.server.max_body_bytes)
+        .with_cancellation_token(cancel);
+    let service = StreamableHttpService::new(
+        move || Ok(backend.clone()),
+        session_manager.clone(),
+        http_config,
+    );
+    McpParts {
+        service,
+        session_manager,
+        registry: SessionRegistry::new(
+            config.sessions.max_total,
+            config.sessions.max_per_principal,
+        ),
+    }
+}
+
+/// Forget sessions rmcp has already dropped (idle timeout, transport closed), so
+/// they stop counting against the caps.
+pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) {
+    let live = manager.sessions.read().await;
+    let gone: Vec<String> = registry
+        .session_ids()
+        .into_iter()
+        .filter(|id| !live.contains_key(id.as_str()))
+        .collect();
+    drop(live);
+    for id in gone {
+        tracing::debug!(session = %id, "session expired");
+        registry.remove(&id);
+    }
+}
+
+/// Close every session of a principal (its key was revoked).
+pub async fn close_sessions_of(
+    registry: &SessionRegistry,
+    manager: &LocalSessionManager,
+    principal: &str,
+) {
+    use rmcp::transport::streamable_http_server::SessionManager;
+    for id in registry.sessions_of(principal) {
+        let sid: rmcp::transport::streamable_http_server::session::SessionId = id.clone().into();
+        if let Err(e) = manager.close_session(&sid).await {
+            tracing::warn!(session = %id, error = %e, "closing session failed");
+        }
+        registry.remove(&id);
+    }
+}

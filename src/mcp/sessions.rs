@@ -1,0 +1,187 @@
+//! Which principal owns which MCP session, and how many sessions each may hold.
+//!
+//! rmcp hands out `Mcp-Session-Id`s but does not know who created them, so without
+//! this any valid key could drive another user's session. The edge records the owner
+//! when a session is created and refuses (404, as for an unknown session) a request
+//! that carries someone else's id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionLimit {
+    #[error("the server holds its maximum number of sessions ({0}); try again later")]
+    Total(usize),
+    #[error("this principal already holds its maximum number of sessions ({0}); close one first")]
+    PerPrincipal(usize),
+}
+
+#[derive(Default)]
+struct State {
+    owners: HashMap<String, Arc<str>>,
+    per_principal: HashMap<Arc<str>, usize>,
+    /// Initialize requests in flight, counted against the caps until they resolve.
+    pending: usize,
+    pending_per_principal: HashMap<Arc<str>, usize>,
+}
+
+pub struct SessionRegistry {
+    max_total: usize,
+    max_per_principal: usize,
+    state: Mutex<State>,
+}
+
+/// Whether a request's session id may be used by its principal.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Owner,
+    /// Not a session the edge knows (rmcp answers for it: usually 404).
+    Unknown,
+    Foreign,
+}
+
+impl SessionRegistry {
+    pub fn new(max_total: usize, max_per_principal: usize) -> Arc<SessionRegistry> {
+        Arc::new(SessionRegistry {
+            max_total,
+            max_per_principal,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn ownership(&self, session_id: &str, principal: &str) -> Ownership {
+        match self.lock().owners.get(session_id) {
+            None => Ownership::Unknown,
+            Some(owner) if owner.as_ref() == principal => Ownership::Owner,
+            Some(_) => Ownership::Foreign,
+        }
+    }
+
+    /// Hold a place for a session about to be created; released on drop unless committed.
+    pub fn reserve(self: &Arc<Self>, principal: Arc<str>) -> Result<Reservation, SessionLimit> {
+        let mut s = self.lock();
+        if s.owners.len() + s.pending >= self.max_total {
+            return Err(SessionLimit::Total(self.max_total));
+        }
+        let held = s.per_principal.get(&principal).copied().unwrap_or(0)
+            + s.pending_per_principal
+                .get(&principal)
+                .copied()
+                .unwrap_or(0);
+        if held >= self.max_per_principal {
+            return Err(SessionLimit::PerPrincipal(self.max_per_principal));
+        }
+        s.pending += 1;
+        *s.pending_per_principal
+            .entry(principal.clone())
+            .or_default() += 1;
+        Ok(Reservation {
+            registry: self.clone(),
+            principal,
+            done: false,
+        })
+    }
+
+    pub fn remove(&self, session_id: &str) {
+        let mut s = self.lock();
+        if let Some(owner) = s.owners.remove(session_id) {
+            decrement(&mut s.per_principal, &owner);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn session_ids(&self) -> Vec<String> {
+        self.lock().owners.keys().cloned().collect()
+    }
+
+    /// Sessions of one principal (used to close them when its key is revoked).
+    pub fn sessions_of(&self, principal: &str) -> Vec<String> {
+        self.lock()
+            .owners
+            .iter()
+            .filter(|(_, owner)| owner.as_ref() == principal)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+fn decrement(map: &mut HashMap<Arc<str>, usize>, key: &Arc<str>) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+pub struct Reservation {
+    registry: Arc<SessionRegistry>,
+    principal: Arc<str>,
+    done: bool,
+}
+
+impl Reservation {
+    /// The session was created: record its owner.
+    pub fn commit(mut self, session_id: String) {
+        let mut s = self.registry.lock();
+        s.pending -= 1;
+        decrement(&mut s.pending_per_principal, &self.principal);
+        if s.owners
+            .insert(session_id, self.principal.clone())
+            .is_none()
+        {
+            *s.per_principal.entry(self.principal.clone()).or_default() += 1;
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut s = self.registry.lock();
+            s.pending -= 1;
+            decrement(&mut s.pending_per_principal, &self.principal);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_and_caps() {
+        let reg = SessionRegistry::new(3, 2);
+        let alice: Arc<str> = "alice".into();
+        let bob: Arc<str> = "bob".into();
+        reg.reserve(alice.clone()).unwrap().commit("s1".into());
+        let pending = reg.reserve(alice.clone()).unwrap();
+        assert_eq!(
+            reg.reserve(alice.clone()).err(),
+            Some(SessionLimit::PerPrincipal(2))
+        );
+        drop(pending);
+        reg.reserve(alice.clone()).unwrap().commit("s2".into());
+        reg.reserve(bob.clone()).unwrap().commit("s3".into());
+        assert_eq!(reg.reserve(bob.clone()).err(), Some(SessionLimit::Total(3)));
+        assert_eq!(reg.ownership("s1", "alice"), Ownership::Owner);
+        assert_eq!(reg.ownership("s1", "bob"), Ownership::Foreign);
+        assert_eq!(reg.ownership("zz", "bob"), Ownership::Unknown);
+        reg.remove("s1");
+        assert_eq!(reg.len(), 2);
+        assert_eq!(reg.sessions_of("alice"), vec!["s2".to_string()]);
+        reg.reserve(bob).unwrap();
+    }
+}

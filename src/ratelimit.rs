@@ -1,0 +1,308 @@
+//! Per-client rate limits (GCRA via governor).
+//!
+//! Authenticated requests are limited per principal, with per-principal overrides
+//! from the keys file. Requests that fail authentication are limited per client IP,
+//! and an IP over that limit is refused *before* its key is checked, so guessing keys
+//! is throttled. Keyed state is swept periodically (idle keys evicted) and capped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::auth::Principal;
+use crate::config::{Rate, RateLimitConfig};
+
+type Keyed<K> = DefaultKeyedRateLimiter<K, StateInformationMiddleware>;
+type Direct = DefaultDirectRateLimiter<StateInformationMiddleware>;
+
+/// The outcome of one check, with what the `RateLimit-*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Until the full burst is available again (allowed) or the next request may pass.
+    pub reset: Duration,
+    /// Set when refused: how long to wait.
+    pub retry_after: Option<Duration>,
+    /// The policy window, for `RateLimit-Policy`.
+    pub window: Duration,
+}
+
+fn quota(rate: Rate, burst: NonZeroU32) -> Quota {
+    Quota::with_period(rate.period())
+        .unwrap_or_else(|| Quota::per_second(rate.count))
+        .allow_burst(burst)
+}
+
+struct Override {
+    rate: Rate,
+    burst: NonZeroU32,
+    limiter: Direct,
+}
+
+pub struct RateLimits {
+    default_rate: Rate,
+    default_burst: NonZeroU32,
+    per_principal: Keyed<Arc<str>>,
+    overrides: Mutex<HashMap<Arc<str>, Arc<Override>>>,
+    failed_auth_rate: Rate,
+    failed_auth_burst: NonZeroU32,
+    /// Swapped for a fresh limiter if a flood of new IPs fills it (hard memory bound).
+    failed_auth: ArcSwap<Keyed<IpAddr>>,
+    /// IPs over the failed-auth limit, refused before any key is checked, until the instant.
+    penalties: Mutex<HashMap<IpAddr, Instant>>,
+    max_tracked: usize,
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> RateLimits {
+        RateLimits {
+            default_rate: config.rate,
+            default_burst: config.burst,
+            per_principal: governor::RateLimiter::keyed(quota(config.rate, config.burst))
+                .with_middleware::<StateInformationMiddleware>(),
+            overrides: Mutex::new(HashMap::new()),
+            failed_auth_rate: config.failed_auth_rate,
+            failed_auth_burst: config.failed_auth_burst,
+            failed_auth: ArcSwap::from_pointee(Self::failed_auth_limiter(config)),
+            penalties: Mutex::new(HashMap::new()),
+            max_tracked: config.max_tracked_clients,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn failed_auth_limiter(config: &RateLimitConfig) -> Keyed<IpAddr> {
+        governor::RateLimiter::keyed(quota(config.failed_auth_rate, config.failed_auth_burst))
+            .with_middleware::<StateInformationMiddleware>()
+    }
+
+    fn decide<T>(
+        &self,
+        outcome: Result<governor::middleware::StateSnapshot, governor::NotUntil<T>>,
+        rate: Rate,
+        burst: NonZeroU32,
+    ) -> Decision
+    where
+        T: governor::clock::Reference,
+        DefaultClock: Clock<Instant = T>,
+    {
+        let window = rate
+            .per
+            .mul_f64(f64::from(burst.get()) / f64::from(rate.count.get()));
+        match outcome {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Decision {
+                    allowed: true,
+                    limit: burst.get(),
+                    remaining,
+                    reset: rate.period() * (burst.get() - remaining.min(burst.get())),
+                    retry_after: None,
+                    window,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Decision {
+                    allowed: false,
+                    limit: burst.get(),
+                    remaining: 0,
+                    reset: wait,
+                    retry_after: Some(wait),
+                    window,
+                }
+            }
+        }
+    }
+
+    /// Count one request by an authenticated principal.
+    pub fn check_principal(&self, principal: &Principal) -> Decision {
+        match principal.limit {
+            None => {
+                if self.per_principal.len() >= self.max_tracked {
+                    self.per_principal.retain_recent();
+                }
+                let outcome = self.per_principal.check_key(&principal.name);
+                self.decide(outcome, self.default_rate, self.default_burst)
+            }
+            Some((rate, burst)) => {
+                let limiter = {
+                    let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+                    let current = overrides
+                        .get(&principal.name)
+                        .filter(|o| o.rate == rate && o.burst == burst);
+                    match current {
+                        Some(o) => o.clone(),
+                        None => {
+                            let o = Arc::new(Override {
+                                rate,
+                                burst,
+                                limiter: governor::RateLimiter::direct(quota(rate, burst))
+                                    .with_middleware::<StateInformationMiddleware>(),
+                            });
+                            overrides.insert(principal.name.clone(), o.clone());
+                            o
+                        }
+                    }
+                };
+                let outcome = limiter.limiter.check();
+                self.decide(outcome, rate, burst)
+            }
+        }
+    }
+
+    /// Before checking credentials: is this IP locked out for failing auth too often?
+    pub fn failed_auth_lockout(&self, ip: IpAddr) -> Option<Decision> {
+        let penalties = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *penalties.get(&ip)?;
+        let now = Instant::now();
+        (until > now).then(|| Decision {
+            allowed: false,
+            limit: self.failed_auth_burst.get(),
+            remaining: 0,
+            reset: until - now,
+            retry_after: Some(until - now),
+            window: self.failed_auth_rate.per,
+        })
+    }
+
+    /// Count one failed authentication from `ip`; refused when over the limit.
+    pub fn record_failed_auth(&self, ip: IpAddr) -> Decision {
+        let mut limiter = self.failed_auth.load_full();
+        if limiter.len() >= self.max_tracked {
+            limiter.retain_recent();
+            if limiter.len() >= self.max_tracked {
+                // Still full of recently active IPs: start over rather than grow. Locked-out
+                // IPs stay locked out through `penalties`, which is bounded separately.
+                limiter = Arc::new(
+                    governor::RateLimiter::keyed(quota(
+                        self.failed_auth_rate,
+                        self.failed_auth_burst,
+                    ))
+                    .with_middleware::<StateInformationMiddleware>(),
+                );
+                self.failed_auth.store(limiter.clone());
+            }
+        }
+        let outcome = limiter.check_key(&ip);
+        let decision = self.decide(outcome, self.failed_auth_rate, self.failed_auth_burst);
+        if let Some(wait) = decision.retry_after {
+            let mut penalties = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+            if penalties.len() >= self.max_tracked {
+                let now = Instant::now();
+                penalties.retain(|_, until| *until > now);
+            }
+            if penalties.len() < self.max_tracked {
+                penalties.insert(ip, Instant::now() + wait);
+            }
+        }
+        decision
+    }
+
+    /// Drop state that is indistinguishable from a fresh key, bounding memory.
+    pub fn sweep(&self) {
+        self.per_principal.retain_recent();
+        self.per_principal.shrink_to_fit();
+        let failed_auth = self.failed_auth.load();
+        failed_auth.retain_recent();
+        failed_auth.shrink_to_fit();
+        let now = Instant::now();
+        self.penalties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
+        let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+        if overrides.len() > self.max_tracked {
+            overrides.clear();
+        }
+    }
+
+    /// How many keys are currently tracked (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.per_principal.len()
+            + self.failed_auth.load().len()
+            + self
+                .penalties
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rate: &str, burst: u32) -> RateLimitConfig {
+        RateLimitConfig {
+            rate: Rate::parse(rate).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+            failed_auth_rate: Rate::parse("1/min").unwrap(),
+            failed_auth_burst: NonZeroU32::new(2).unwrap(),
+            max_tracked_clients: 1000,
+        }
+    }
+
+    #[test]
+    fn burst_then_refused_per_principal() {
+        let limits = RateLimits::new(&config("60/min", 3));
+        let alice = Principal::new("alice");
+        let bob = Principal::new("bob");
+        for expected_remaining in [2, 1, 0] {
+            let d = limits.check_principal(&alice);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, expected_remaining);
+        }
+        let refused = limits.check_principal(&alice);
+        assert!(!refused.allowed);
+        assert!(refused.retry_after.unwrap() > Duration::from_millis(500));
+        assert!(limits.check_principal(&bob).allowed);
+    }
+
+    #[test]
+    fn overrides_have_their_own_budget() {
+        let limits = RateLimits::new(&config("60/min", 1));
+        let mut vip = Principal::new("vip");
+        vip.limit = Some((Rate::parse("600/min").unwrap(), NonZeroU32::new(5).unwrap()));
+        for _ in 0..5 {
+            assert!(limits.check_principal(&vip).allowed);
+        }
+        assert!(!limits.check_principal(&vip).allowed);
+    }
+
+    #[test]
+    fn failed_auth_locks_out_the_ip() {
+        let limits = RateLimits::new(&config("60/min", 3));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(limits.failed_auth_lockout(ip).is_none());
+        assert!(limits.record_failed_auth(ip).allowed);
+        assert!(limits.record_failed_auth(ip).allowed);
+        assert!(!limits.record_failed_auth(ip).allowed);
+        assert!(limits.failed_auth_lockout(ip).is_some());
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(limits.failed_auth_lockout(other).is_none());
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let mut c = config("60/min", 3);
+        c.max_tracked_clients = 50;
+        let limits = RateLimits::new(&c);
+        for i in 0..5000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            limits.record_failed_auth(ip);
+        }
+        assert!(limits.failed_auth.load().len() <= 50);
+        limits.sweep();
+        assert!(limits.tracked() <= 100);
+    }
+}

@@ -1,0 +1,147 @@
+//! Logs: tracing to stderr (JSON or pretty), one line per request.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Install the global subscriber. `RUST_LOG`, when set, wins over the configured level.
+pub fn init(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    // A plain level keeps chatty dependencies (index commits, per-session notices) quiet.
+    let level = if log.level.contains('=') {
+        log.level.clone()
+    } else {
+        format!("{},tantivy=warn,rmcp=warn", log.level)
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// What inner layers learn about a request, logged once it is answered.
+#[derive(Debug, Default)]
+pub struct LogFields {
+    pub principal: Option<Arc<str>>,
+    pub auth: Option<&'static str>,
+    pub rate_limited: bool,
+    pub mcp_method: Option<String>,
+    pub tool: Option<String>,
+    pub session: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct RequestLog(Arc<Mutex<LogFields>>);
+
+impl RequestLog {
+    /// Record something about the request, if it is being logged.
+    pub fn note(request: &Request, f: impl FnOnce(&mut LogFields)) {
+        if let Some(log) = request.extensions().get::<RequestLog>() {
+            f(&mut log.0.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Assign a request id (or keep a sane incoming one), echo it, and log one line per
+/// request. Headers are never logged, so `Authorization` cannot leak here.
+pub async fn log_requests(mut request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let incoming = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned);
+    let request_id = incoming.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let log = RequestLog::default();
+    request.extensions_mut().insert(log.clone());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let version = format!("{:?}", request.version());
+    let mut response = next.run(request).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    let fields = log.0.lock().unwrap_or_else(|p| p.into_inner());
+    let status = response.status().as_u16();
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "mcp_edge::access",
+        request_id = %request_id,
+        remote = %remote,
+        http = %version,
+        method = %method,
+        path = %path,
+        status,
+        latency_ms = format_args!("{latency_ms:.2}"),
+        principal = fields.principal.as_deref().unwrap_or("-"),
+        auth_failure = fields.auth.unwrap_or("-"),
+        rate_limited = fields.rate_limited,
+        mcp_method = fields.mcp_method.as_deref().unwrap_or("-"),
+        tool = fields.tool.as_deref().unwrap_or("-"),
+        session = fields.session.as_deref().unwrap_or("-"),
+        "request"
+    );
+    drop(fields);
+    response
+}
+
+/// A response body that holds a shutdown-drain token until it has been sent.
+pub struct TrackedBody {
+    inner: Body,
+    _token: TaskTrackerToken,
+}
+
+impl TrackedBody {
+    pub fn new(inner: Body, token: TaskTrackerToken) -> TrackedBody {
+        TrackedBody {
+            inner,
+            _token: token,
+        }
+    }
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

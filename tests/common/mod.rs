@@ -1,0 +1,281 @@
+//! Shared harness: a test CA, secrets on disk, and the real server on port 0.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mcp_edge::app::{self, Running};
+use mcp_edge::config::{self, Config, FlagOverrides, Sources};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use tempfile::TempDir;
+
+pub const ALICE_KEY: &str = "alice-key-0123456789abcdef";
+pub const BOB_KEY: &str = "bob-key-0123456789abcdef";
+pub const CAROL_KEY: &str = "carol-key-0123456789abcdef";
+pub const WRONG_KEY: &str = "wrong-key-0123456789abcdef";
+
+/// Files a deployment would mount as secrets, plus a docs folder.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub keys_path: PathBuf,
+    pub docs_dir: PathBuf,
+}
+
+/// A CA and a server certificate for localhost signed by it.
+pub fn test_pki(names: &[&str]) -> (String, String, String) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "mcp-edge test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("run/secrets");
+        std::fs::create_dir_all(&secrets).unwrap();
+        let (ca_pem, cert_pem, key_pem) = test_pki(&["localhost", "127.0.0.1"]);
+        let ca_path = dir.path().join("ca.pem");
+        let cert_path = secrets.join("tls_cert");
+        let key_path = secrets.join("tls_key");
+        std::fs::write(&ca_path, &ca_pem).unwrap();
+        std::fs::write(&cert_path, cert_pem).unwrap();
+        std::fs::write(&key_path, key_pem).unwrap();
+        let keys_path = secrets.join("api_keys");
+        std::fs::write(
+            &keys_path,
+            format!(
+                "# principal key [rate=… burst=…]\nalice {ALICE_KEY}\nbob {BOB_KEY}\ncarol {CAROL_KEY} rate=60/min burst=3\n"
+            ),
+        )
+        .unwrap();
+        let docs_dir = dir.path().join("docs");
+        std::fs::create_dir_all(docs_dir.join("guide")).unwrap();
+        std::fs::write(
+            docs_dir.join("guide/tls.md"),
+            "# Terminating TLS\n\nThe edge terminates TLS with rustls. Certificates are reloaded \
+             from secret files. TLS TLS TLS.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            docs_dir.join("rate-limits.md"),
+            "# Rate limits\n\nEach principal gets a GCRA budget; over it the edge answers 429 \
+             with Retry-After. The TLS layer is unrelated.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            docs_dir.join("notes.txt"),
+            "Plain text notes about sessions and the edge.\n",
+        )
+        .unwrap();
+        Fixture {
+            dir,
+            ca_pem,
+            ca_path,
+            cert_path,
+            key_path,
+            keys_path,
+            docs_dir,
+        }
+    }
+
+    /// The environment of a real deployment, listening on 127.0.0.1:0.
+    pub fn env(&self) -> HashMap<String, String> {
+        let p = |p: &Path| p.display().to_string();
+        [
+            ("MCP_HOST", "127.0.0.1".to_string()),
+            ("MCP_PORT", "0".to_string()),
+            ("MCP_TLS_CERT_FILE", p(&self.cert_path)),
+            ("MCP_TLS_KEY_FILE", p(&self.key_path)),
+            ("MCP_API_KEYS_FILE", p(&self.keys_path)),
+            ("MCP_DOCS_DIR", p(&self.docs_dir)),
+            ("MCP_SHUTDOWN_GRACE", "5s".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+pub fn load(env: &HashMap<String, String>) -> Config {
+    config::load(Sources {
+        file: None,
+        env,
+        flags: FlagOverrides::default(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The real server, started in this process.
+pub struct Edge {
+    pub fx: Fixture,
+    pub running: Running,
+}
+
+impl Edge {
+    pub async fn start() -> Edge {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> Edge {
+        let fx = Fixture::new();
+        let mut env = fx.env();
+        customize(&mut env);
+        let running = app::start(load(&env)).await.expect("server starts");
+        Edge { fx, running }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.running.addr().port()
+    }
+
+    pub fn base(&self) -> String {
+        format!("https://localhost:{}", self.port())
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/mcp", self.base())
+    }
+
+    /// An HTTPS client that trusts only the test CA.
+    pub fn http(&self) -> reqwest::Client {
+        client_trusting(&self.fx.ca_pem)
+    }
+
+    /// rmcp's own client over HTTPS with a bearer key (session mode).
+    pub async fn mcp(&self, key: &str) -> RunningService<RoleClient, ()> {
+        let transport = StreamableHttpClientTransport::with_client(
+            self.http(),
+            StreamableHttpClientTransportConfig::with_uri(self.url()).auth_header(key),
+        );
+        ().serve(transport).await.expect("MCP client connects")
+    }
+
+    /// A JSON-RPC POST to /mcp with the headers a client sends.
+    pub fn post(&self, key: Option<&str>) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .http()
+            .post(self.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(key) = key {
+            rb = rb.bearer_auth(key);
+        }
+        rb
+    }
+
+    /// Open a session by hand; returns its id.
+    pub async fn initialize(&self, key: &str) -> reqwest::Response {
+        self.post(Some(key))
+            .json(&serde_json::json!({
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "test", "version": "1"}}
+            }))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    mcp_edge::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The JSON-RPC messages in an SSE or JSON response body.
+pub fn messages(body: &str) -> Vec<serde_json::Value> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        return vec![v];
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-edge")
+}
+
+/// Poll `check` until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Start the real binary and read its bound port from the JSON "listening" log line.
+pub async fn spawn_edge(
+    fx: &Fixture,
+    extra_env: &[(&str, &str)],
+    log: Option<std::sync::Arc<std::sync::Mutex<String>>>,
+) -> (tokio::process::Child, u16) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(bin())
+        .env_clear()
+        .envs(fx.env())
+        .env("MCP_LOG_FORMAT", "json")
+        .envs(extra_env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(log) = &log {
+                log.lock().unwrap().push_str(&line);
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+            {
+                let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+                return addr.port();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .expect("server starts");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(log) = &log {
+                log.lock().unwrap().push_str(&line);
+                log.lock().unwrap().push('\n');
+            }
+        }
+    });
+    (child, port)
+}

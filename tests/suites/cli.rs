@@ -1,0 +1,207 @@
+//! The binary's subcommands: healthcheck, check-config, hash-key, and config errors.
+
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn healthcheck_subcommand_probes_the_running_server() {
+    let edge = Edge::start().await;
+    let ok = tokio::process::Command::new(bin())
+        .args(["healthcheck", "--url", &format!("{}/health", edge.base())])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Default URL comes from the config: the port via MCP_PORT.
+    let by_config = tokio::process::Command::new(bin())
+        .arg("healthcheck")
+        .env_clear()
+        .env("MCP_PORT", edge.port().to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        by_config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_config.stderr)
+    );
+
+    let down = tokio::process::Command::new(bin())
+        .args([
+            "healthcheck",
+            "--url",
+            "https://127.0.0.1:1/health",
+            "--timeout",
+            "2s",
+        ])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+}
+
+#[test]
+fn bad_config_exits_64_and_names_every_key() {
+    let out = Command::new(bin())
+        .arg("check-config")
+        .env_clear()
+        .env("MCP_PORT", "eighty")
+        .env("MCP_LOG_FORMAT", "xml")
+        .env("MCP_RATE_LIMIT", "10 per minute")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "MCP_PORT",
+        "server.port",
+        "MCP_LOG_FORMAT",
+        "log.format",
+        "MCP_RATE_LIMIT",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+
+    let fx = Fixture::new();
+    let file = fx.dir.path().join("edge.toml");
+    std::fs::write(
+        &file,
+        "[server]\nport = 8443\nbogus = 1\n[tls]\nmode = \"files\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["--config", file.to_str().unwrap(), "serve"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.bogus") && err.contains("edge.toml"),
+        "{err}"
+    );
+
+    // A deployment config without its secret files does not fall back to generated ones.
+    std::fs::write(&file, "[server]\nport = 8443\n").unwrap();
+    let out = Command::new(bin())
+        .args(["--config", file.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.cert_file") && err.contains("auth.api_keys_file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_secret_file_is_a_startup_error() {
+    let fx = Fixture::new();
+    let mut env = fx.env();
+    env.insert("MCP_API_KEYS_FILE".into(), "/nonexistent/api_keys".into());
+    let out = Command::new(bin()).env_clear().envs(&env).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/api_keys"));
+}
+
+#[test]
+fn check_config_validates_secrets_and_prints_no_secret() {
+    let fx = Fixture::new();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .env_clear()
+        .envs(fx.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("3 principal(s)"), "{all}");
+    assert!(all.contains("\"port\"") || all.contains("listen"), "{all}");
+    assert!(!all.contains(ALICE_KEY) && !all.contains(BOB_KEY));
+}
+
+#[test]
+fn hash_key_prints_a_sha256_line_usable_in_the_keys_file() {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"team-key-0123456789abc\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let hashed = line.trim();
+    assert_eq!(
+        hashed,
+        mcp_edge::auth::api_keys::hash_key(&secrecy::SecretString::from(
+            "team-key-0123456789abc".to_string()
+        ))
+    );
+    let store = mcp_edge::auth::KeyStore::parse(&format!("team {hashed}\n")).unwrap();
+    assert!(
+        store
+            .verify(&secrecy::SecretString::from(
+                "team-key-0123456789abc".to_string()
+            ))
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn keys_never_reach_the_log_even_at_trace_level() {
+    let fx = Fixture::new();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (mut child, port) = spawn_edge(&fx, &[("MCP_LOG_LEVEL", "trace")], Some(log.clone())).await;
+    let http = client_trusting(&fx.ca_pem);
+    let url = format!("https://localhost:{port}/mcp");
+    for key in [ALICE_KEY, WRONG_KEY] {
+        let r = http
+            .post(&url)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+            .send()
+            .await
+            .unwrap();
+        let _ = r.text().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    child.kill().await.unwrap();
+    let text = log.lock().unwrap().clone();
+    assert!(
+        text.contains("\"principal\":\"alice\""),
+        "the access log names the principal"
+    );
+    assert!(text.contains("invalid_key"), "the failure reason is logged");
+    assert!(
+        !text.contains(ALICE_KEY) && !text.contains(WRONG_KEY),
+        "a key leaked into the log"
+    );
+}
