@@ -1,8 +1,10 @@
 mod access;
 mod cli;
 mod config_files;
+mod identity;
 mod mcp_http;
 mod python_sdk;
+mod rotation;
 mod sessions;
 mod shutdown;
 mod stdio;
