@@ -19,7 +19,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{ApiKeysError, Authenticator, KeyStore};
 use crate::config::{AuthConfig, Config, Transport};
 use crate::docs::{DocsError, DocsIndex, DocsWatcher};
-use crate::mcp::{self, DocsBackend};
+use crate::mcp::backends::ProxyError;
+use crate::mcp::{self, Backend, DocsBackend};
 use crate::ratelimit::RateLimits;
 use crate::server::{self, AppState};
 use crate::tls::{self, TlsError};
@@ -45,6 +46,22 @@ pub enum StartError {
     NotHttp,
     #[error("stdio transport: {0}")]
     Stdio(String),
+    #[error(transparent)]
+    Backend(#[from] ProxyError),
+}
+
+/// The configured backend: the built-in docs (default) and/or proxied MCP servers,
+/// reached once so a wrong command or URL shows in the log at start.
+pub async fn backend(config: &Config) -> Result<(Backend, Option<DocsWatcher>), StartError> {
+    let (docs, watcher) = if Backend::needs_docs(config) {
+        let (docs, watcher) = docs_backend(config).await?;
+        (Some(docs), watcher)
+    } else {
+        (None, None)
+    };
+    let backend = Backend::from_config(config, docs)?;
+    backend.probe().await;
+    Ok((backend, watcher))
 }
 
 /// Build the docs backend (blocking index build off the async threads) and follow changes.
@@ -88,6 +105,7 @@ pub struct Running {
     serve: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
     _watcher: Option<DocsWatcher>,
+    backend: Backend,
 }
 
 impl Running {
@@ -116,6 +134,11 @@ impl Running {
         &self.state
     }
 
+    /// The backend behind `/mcp` (e.g. to read its live child-process count).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     /// Stop accepting, let in-flight calls finish within the grace period, then close
     /// open streams and sessions. Returns when the server has stopped.
     pub async fn shutdown(self) {
@@ -142,6 +165,7 @@ impl Running {
         for task in self.background {
             task.abort();
         }
+        self.backend.shutdown(grace).await;
         tracing::info!("stopped");
     }
 }
@@ -182,9 +206,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
     }
 
-    let (backend, watcher) = docs_backend(&config).await?;
+    let (backend, watcher) = backend(&config).await?;
     let cancel = CancellationToken::new();
-    let parts = mcp::build(&config, backend, cancel.clone());
+    let parts = mcp::build(&config, backend.clone(), cancel.clone());
+    let legacy = config.legacy_sse.then(|| {
+        tracing::info!("legacy HTTP+SSE transport enabled at /sse and /messages");
+        mcp::legacy_sse::router(mcp::legacy_sse::LegacySse::new(
+            backend.clone(),
+            parts.registry.clone(),
+            cancel.clone(),
+            config.server.max_body_bytes,
+        ))
+    });
 
     let state = AppState {
         config: config.clone(),
@@ -196,7 +229,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         allowed_hosts: Arc::new(mcp::allowed_hosts(&config)),
         allowed_origins: Arc::new(mcp::allowed_origins(&config)),
     };
-    let app = server::router(state.clone(), parts.service)
+    let app = server::router_with(state.clone(), parts.service, legacy)
         .into_make_service_with_connect_info::<SocketAddr>();
 
     let listen = config.server.listen;
@@ -241,6 +274,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let _ = handle.listening().await;
 
     let mut background = Vec::new();
+    background.extend(mcp::backends::process::start_pid1_reaper());
     {
         let registry = parts.registry.clone();
         let manager = parts.session_manager.clone();
@@ -274,17 +308,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         serve,
         background,
         _watcher: watcher,
+        backend,
     })
 }
 
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).
 pub async fn serve_stdio(config: Config) -> Result<(), StartError> {
     use rmcp::ServiceExt;
-    let (backend, _watcher) = docs_backend(&config).await?;
+    let (backend, _watcher) = backend(&config).await?;
+    let _reaper = mcp::backends::process::start_pid1_reaper();
     let service = backend
+        .instance()
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| StartError::Stdio(e.to_string()))?;
     let _ = service.waiting().await;
+    backend.shutdown(config.proxy.kill_grace * 2).await;
     Ok(())
 }

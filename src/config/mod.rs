@@ -5,6 +5,7 @@
 //! [`Config`], collecting every problem so the operator sees them all at once. Each
 //! error names the key and where its value came from (file + key, env var, or flag).
 
+pub mod backends;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use backends::{BackendConfig, BackendKind, ProxyConfig};
 pub use raw::{KEYS, KeySpec, RawConfig};
 
 /// The environment variable naming the config file.
@@ -258,6 +260,11 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub docs_dir: PathBuf,
     pub log: LogConfig,
+    /// MCP servers behind the edge; empty = the built-in docs tools.
+    pub backends: Vec<BackendConfig>,
+    pub proxy: ProxyConfig,
+    /// Serve the 2024-11-05 HTTP+SSE transport at `/sse` + `/messages`.
+    pub legacy_sse: bool,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -268,6 +275,11 @@ struct Layered {
 
 impl Layered {
     fn origin(&self, key: &str) -> Origin {
+        let key = if key.starts_with("backends[") {
+            "backends"
+        } else {
+            key
+        };
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
     }
 }
@@ -318,6 +330,11 @@ fn read_file(path: &Path) -> Result<(RawConfig, Vec<&'static str>), Vec<ConfigEr
     let mut known = Vec::new();
     let mut errors = Vec::new();
     for key in &present {
+        // `[[backends]]` is an array of tables; serde checks its fields.
+        if key == "backends" {
+            known.push("backends");
+            continue;
+        }
         match KEYS.iter().find(|k| k.key == key) {
             Some(spec) => known.push(spec.key),
             None => errors.push(file_err(key, "unknown key".into())),
@@ -716,6 +733,8 @@ fn validate(
         );
     }
 
+    let (backends, proxy, legacy_sse) = backends::validate(e, raw);
+
     if !errors.list.is_empty() {
         return Err(errors.list);
     }
@@ -738,6 +757,9 @@ fn validate(
         sessions,
         docs_dir,
         log: LogConfig { format, level },
+        backends,
+        proxy,
+        legacy_sse,
     })
 }
 

@@ -20,6 +20,13 @@ pub struct RawConfig {
     pub docs: RawDocs,
     #[serde(default)]
     pub log: RawLog,
+    /// `[[backends]]`: MCP servers behind the edge (none = the built-in docs tools).
+    #[serde(default)]
+    pub backends: Vec<super::backends::RawBackend>,
+    #[serde(default)]
+    pub proxy: super::backends::RawProxy,
+    #[serde(default)]
+    pub legacy_sse: super::backends::RawLegacySse,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -192,6 +199,38 @@ pub const KEYS: &[KeySpec] = &[
         key: "log.level",
         env: "MCP_LOG_LEVEL",
     },
+    KeySpec {
+        key: "proxy.call_timeout",
+        env: "MCP_CALL_TIMEOUT",
+    },
+    KeySpec {
+        key: "proxy.spawn_timeout",
+        env: "MCP_SPAWN_TIMEOUT",
+    },
+    KeySpec {
+        key: "proxy.max_children",
+        env: "MCP_MAX_CHILDREN",
+    },
+    KeySpec {
+        key: "proxy.pool_size",
+        env: "MCP_POOL_SIZE",
+    },
+    KeySpec {
+        key: "proxy.pool_idle_timeout",
+        env: "MCP_POOL_IDLE_TIMEOUT",
+    },
+    KeySpec {
+        key: "proxy.kill_grace",
+        env: "MCP_KILL_GRACE",
+    },
+    KeySpec {
+        key: "proxy.restart_backoff_max",
+        env: "MCP_RESTART_BACKOFF_MAX",
+    },
+    KeySpec {
+        key: "legacy_sse.enabled",
+        env: "MCP_LEGACY_SSE",
+    },
 ];
 
 /// Keys whose presence means the operator is configuring a real deployment, so the
@@ -254,6 +293,16 @@ impl RawConfig {
             "docs.dir" => self.docs.dir = text(),
             "log.format" => self.log.format = text(),
             "log.level" => self.log.level = text(),
+            "proxy.call_timeout" => self.proxy.call_timeout = text(),
+            "proxy.spawn_timeout" => self.proxy.spawn_timeout = text(),
+            "proxy.max_children" => self.proxy.max_children = Some(number(value)?),
+            "proxy.pool_size" => self.proxy.pool_size = Some(number(value)?),
+            "proxy.pool_idle_timeout" => self.proxy.pool_idle_timeout = text(),
+            "proxy.kill_grace" => self.proxy.kill_grace = text(),
+            "proxy.restart_backoff_max" => self.proxy.restart_backoff_max = text(),
+            "legacy_sse.enabled" => {
+                self.legacy_sse.enabled = Some(super::backends::boolean(value)?)
+            }
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -274,10 +323,13 @@ mod tests {
                     || k.ends_with("bytes")
                     || k.ends_with("max_total")
                     || k.ends_with("per_principal")
-                    || k.ends_with("max_tracked_clients") =>
+                    || k.ends_with("max_tracked_clients")
+                    || k.ends_with("max_children")
+                    || k.ends_with("pool_size") =>
                 {
                     "10"
                 }
+                k if k.ends_with("enabled") => "true",
                 _ => "x",
             };
             raw.set(spec.key, sample)

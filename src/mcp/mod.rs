@@ -1,7 +1,9 @@
 //! The MCP side of the edge: the rmcp Streamable HTTP service in front of a backend,
 //! session ownership, and the stdio transport.
 
+pub mod backends;
 pub mod builtin;
+pub mod legacy_sse;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -11,12 +13,36 @@ use rmcp::transport::streamable_http_server::session::local::{LocalSessionManage
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+pub use backends::Backend;
 pub use builtin::DocsBackend;
 pub use sessions::{Ownership, SessionLimit, SessionRegistry};
 
 use crate::config::Config;
 
-pub type McpService = StreamableHttpService<DocsBackend, LocalSessionManager>;
+pub type McpService = StreamableHttpService<Backend, LocalSessionManager>;
+
+/// The one place that decides whether the caller may see and call a tool. Every
+/// `tools/list` result and every `tools/call` of every backend passes through here with
+/// the name the client sees (namespaced as `<backend>__<tool>` when there are several
+/// backends). The authenticated principal is in the HTTP request parts:
+/// `context.extensions.get::<http::request::Parts>()` → `parts.extensions.get::<Arc<Principal>>()`.
+pub fn tool_allowed(context: &rmcp::service::RequestContext<rmcp::RoleServer>, tool: &str) -> bool {
+    let _principal = context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Arc<crate::auth::Principal>>());
+    let _ = tool;
+    true
+}
+
+/// The JSON-RPC error for a tool the caller may not use.
+pub fn tool_denied(tool: &str) -> rmcp::ErrorData {
+    rmcp::ErrorData::new(
+        rmcp::model::ErrorCode(-32003),
+        format!("access to tool {tool:?} is not allowed for this principal"),
+        None,
+    )
+}
 
 /// Host names rmcp accepts in `Host`: the public names plus loopback (a loopback
 /// name cannot be the target of DNS rebinding from a remote page).
@@ -51,7 +77,8 @@ pub struct McpParts {
     pub registry: Arc<SessionRegistry>,
 }
 
-pub fn build(config: &Config, backend: DocsBackend, cancel: CancellationToken) -> McpParts {
+pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationToken) -> McpParts {
+    let backend: Backend = backend.into();
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(config.sessions.idle_timeout);
     let mut manager = LocalSessionManager::default();
@@ -65,7 +92,7 @@ pub fn build(config: &Config, backend: DocsBackend, cancel: CancellationToken) -
         .with_max_request_body_bytes(config.server.max_body_bytes)
         .with_cancellation_token(cancel);
     let service = StreamableHttpService::new(
-        move || Ok(backend.clone()),
+        move || Ok(backend.instance()),
         session_manager.clone(),
         http_config,
     );

@@ -1,4 +1,5 @@
 mod access;
+mod backends;
 mod cli;
 mod config_files;
 mod mcp_http;

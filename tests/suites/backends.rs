@@ -1,0 +1,616 @@
+//! MCP servers behind the edge: real stdio child processes (the official Python SDK,
+//! `@modelcontextprotocol/server-everything`, a tiny dependency-free server), an
+//! upstream HTTP server (a second edge), several backends at once, process handling.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ClientConfig, ProtocolVersion, ReadResourceRequestParams,
+};
+use rmcp::service::ClientLifecycleMode;
+use rmcp::service::ClientServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+pub fn manifest(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn python_sdk_installed() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import mcp, httpx2"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the official MCP Python SDK is missing: pip install -r tests/python/requirements.txt (.ci/run does this)"
+    );
+}
+
+pub fn node_modules() -> PathBuf {
+    let dir = PathBuf::from(manifest("tests/node/node_modules"));
+    assert!(
+        dir.join("@modelcontextprotocol/server-everything").exists(),
+        "npm packages missing: (cd tests/node && npm ci) — .ci/run does this"
+    );
+    dir
+}
+
+/// A stdio backend table for `script` under tests/python, tagged with `marker` in its env.
+fn py_backend(name: &str, script: &str, marker: &str, extra: &str) -> String {
+    format!(
+        "[[backends]]\nname = \"{name}\"\nkind = \"stdio\"\ncommand = [\"python3\", \"{}\"]\nenv = {{ EDGE_TEST_MARKER = \"{marker}\"{extra} }}\n",
+        manifest(&format!("tests/python/{script}"))
+    )
+}
+
+/// Start the edge with `toml` as its config file (plus the harness's env).
+pub async fn edge_with_config(
+    toml: &str,
+    customize: impl FnOnce(&mut HashMap<String, String>),
+) -> (Edge, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, toml).unwrap();
+    let path_text = path.display().to_string();
+    let edge = Edge::start_with(move |env| {
+        env.insert("MCP_EDGE_CONFIG".into(), path_text);
+        customize(env);
+    })
+    .await;
+    (edge, dir)
+}
+
+/// PIDs of live (non-zombie) processes whose environment carries `marker`.
+pub fn processes_with_marker(marker: &str) -> Vec<i32> {
+    let needle = format!("EDGE_TEST_MARKER={marker}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = state
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim().chars().next().unwrap_or('?'))
+            .unwrap_or('?');
+        found.push((pid, state));
+    }
+    // Zombies count too: a zombie is a process nobody reaped.
+    found.into_iter().map(|(pid, _)| pid).collect()
+}
+
+fn marker() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default()
+}
+
+async fn run_python_client(
+    edge: &Edge,
+    url: &str,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
+    let out = tokio::process::Command::new("python3")
+        .arg(manifest("tests/python/backend_client.py"))
+        .args(extra_args)
+        .env("MCP_EDGE_URL", url)
+        .env("MCP_EDGE_KEY", ALICE_KEY)
+        .env("MCP_EDGE_CA", &edge.fx.ca_path)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+fn check_python_server_run(seen: &Value, p: &str, up: &str) {
+    assert_eq!(seen["echo"], "echo: hi", "{seen}");
+    assert_eq!(seen["counted"], "counted to 3", "{seen}");
+    // Progress arrives with the client's own token (the SDK drops unknown tokens).
+    let progress = seen["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 3, "{seen}");
+    assert_eq!(progress[2], json!([3.0, 3.0, "step 3"]), "{seen}");
+    assert_eq!(
+        seen["sampled"], "model said: 42 (to: meaning of life?)",
+        "{seen}"
+    );
+    assert_eq!(seen["resource"], "hello from python", "{seen}");
+    assert_eq!(seen["resource_uri"], format!("{up}note://hello"), "{seen}");
+    assert_eq!(seen["templated"], "note bob", "{seen}");
+    assert!(
+        seen["templates"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(format!("{up}note://{{name}}"))),
+        "{seen}"
+    );
+    assert_eq!(seen["prompt"], "Please greet Ada warmly.", "{seen}");
+    for tool in ["echo", "slow_count", "ask_model", "crash"] {
+        assert!(
+            seen["tools"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(format!("{p}{tool}"))),
+            "{seen}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn python_sdk_server_behind_the_edge_end_to_end() {
+    python_sdk_installed();
+    let m = marker();
+    let (edge, _dir) = edge_with_config(&py_backend("py", "stdio_server.py", &m, ""), |_| {}).await;
+    let seen = run_python_client(&edge, &edge.url(), &[], &[]).await;
+    assert_eq!(seen["server"], "py-test-server");
+    check_python_server_run(&seen, "", "");
+    // The session's child goes away with the session (the client sent DELETE).
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            edge.running
+                .backend()
+                .live_children()
+                .unwrap()
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= 1 // the pooled connection made by the start-up probe
+        })
+        .await
+    );
+    edge.running.shutdown().await;
+    assert!(processes_with_marker(&m).is_empty());
+}
+
+#[tokio::test]
+async fn legacy_sse_client_works_through_the_edge() {
+    python_sdk_installed();
+    let m = marker();
+    let toml = format!(
+        "[legacy_sse]\nenabled = true\n{}",
+        py_backend("py", "stdio_server.py", &m, "")
+    );
+    let (edge, _dir) = edge_with_config(&toml, |_| {}).await;
+    let url = format!("{}/sse", edge.base());
+    let seen = run_python_client(&edge, &url, &["--sse"], &[]).await;
+    check_python_server_run(&seen, "", "");
+
+    // Same auth as /mcp: no key, no stream; someone else's session id is unknown.
+    let r = edge.http().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = edge
+        .http()
+        .post(format!("{}/messages?sessionId=nope", edge.base()))
+        .bearer_auth(ALICE_KEY)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    edge.running.shutdown().await;
+    assert!(processes_with_marker(&m).is_empty());
+}
+
+#[tokio::test]
+async fn legacy_sse_is_off_by_default() {
+    let edge = Edge::start().await;
+    let r = edge
+        .http()
+        .get(format!("{}/sse", edge.base()))
+        .bearer_auth(ALICE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn server_everything_behind_the_edge() {
+    let nm = node_modules();
+    let m = marker();
+    let toml = format!(
+        "[[backends]]\nname = \"everything\"\ncommand = [\"node\", \"{}\", \"stdio\"]\nenv = {{ EDGE_TEST_MARKER = \"{m}\" }}\n",
+        nm.join("@modelcontextprotocol/server-everything/dist/index.js")
+            .display()
+    );
+    let (edge, _dir) = edge_with_config(&toml, |_| {}).await;
+    let out = tokio::process::Command::new("node")
+        .arg(manifest("tests/node/everything_client.mjs"))
+        .env("MCP_EDGE_URL", edge.url())
+        .env("MCP_EDGE_KEY", ALICE_KEY)
+        .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["echo"], "Echo: hello everything", "{seen}");
+    assert!(seen["tools"].as_u64().unwrap() >= 10, "{seen}");
+    assert!(seen["progress"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(seen["progressTokensOk"].as_bool().unwrap(), "{seen}");
+    assert!(
+        seen["sampling"]
+            .as_str()
+            .unwrap()
+            .contains("from the test client"),
+        "{seen}"
+    );
+    assert!(!seen["resource"].as_str().unwrap().is_empty(), "{seen}");
+    assert!(!seen["prompt"].as_str().unwrap().is_empty(), "{seen}");
+    edge.running.shutdown().await;
+    assert!(processes_with_marker(&m).is_empty());
+}
+
+#[tokio::test]
+async fn two_hundred_sessions_leave_no_child_behind() {
+    let m = marker();
+    let (edge, _dir) = edge_with_config(
+        &py_backend(
+            "tiny",
+            "tiny_server.py",
+            &m,
+            ", TINY_SPAWN_GRANDCHILD = \"1\"",
+        ),
+        |env| {
+            env.insert("MCP_MAX_SESSIONS_PER_PRINCIPAL".into(), "500".into());
+            env.insert("MCP_RATE_LIMIT".into(), "100000/min".into());
+            env.insert("MCP_RATE_BURST".into(), "10000".into());
+            env.insert("MCP_KILL_GRACE".into(), "2s".into());
+        },
+    )
+    .await;
+    let live = edge.running.backend().live_children().unwrap();
+    let edge = std::sync::Arc::new(edge);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let edge = edge.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let client = edge.mcp(ALICE_KEY).await;
+                let r = client
+                    .call_tool(
+                        CallToolRequestParams::new("echo")
+                            .with_arguments(args(json!({"text": format!("{worker}-{i}")}))),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(text_of(&r), format!("echo: {worker}-{i}"));
+                client.cancel().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // The start-up probe's pooled connection may stay; every session's child is gone,
+    // and so are the grandchildren they started (same process group).
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            live.load(std::sync::atomic::Ordering::Relaxed) <= 1
+        })
+        .await,
+        "children still live: {}",
+        live.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            processes_with_marker(&m).len() <= 2 // probe child + its grandchild
+        })
+        .await,
+        "left behind: {:?}",
+        processes_with_marker(&m)
+    );
+    let edge = std::sync::Arc::into_inner(edge).unwrap();
+    edge.running.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(10), async || processes_with_marker(&m)
+            .is_empty())
+        .await,
+        "left behind after shutdown: {:?}",
+        processes_with_marker(&m)
+    );
+}
+
+#[tokio::test]
+async fn a_child_killed_mid_call_fails_that_call_and_the_next_session_works() {
+    let m = marker();
+    let (edge, _dir) = edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |env| {
+        env.insert("MCP_RESTART_BACKOFF_MAX".into(), "200ms".into());
+    })
+    .await;
+    let client = edge.mcp(ALICE_KEY).await;
+    let r = client
+        .call_tool(CallToolRequestParams::new("pid"))
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_str(&text_of(&r)).unwrap();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    // Its own process group.
+    assert_eq!(info["pgid"], info["pid"]);
+
+    let peer = client.peer().clone();
+    let hung =
+        tokio::spawn(async move { peer.call_tool(CallToolRequestParams::new("hang")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), hung)
+        .await
+        .expect("the call ends")
+        .unwrap()
+        .expect_err("a JSON-RPC error");
+    let text = err.to_string();
+    assert!(text.contains("went away"), "{text}");
+
+    // The same session gets a new child after the backoff.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            client
+                .call_tool(
+                    CallToolRequestParams::new("echo")
+                        .with_arguments(args(json!({"text": "again"}))),
+                )
+                .await
+                .is_ok_and(|r| text_of(&r) == "echo: again")
+        })
+        .await
+    );
+    // And a new session works.
+    let other = edge.mcp(BOB_KEY).await;
+    let r = other
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "x"}))))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "echo: x");
+
+    // A crash inside the call is the same.
+    let err = client
+        .call_tool(CallToolRequestParams::new("crash"))
+        .await
+        .expect_err("crash gives an error");
+    assert!(err.to_string().contains("went away"), "{err}");
+    drop(other);
+    client.cancel().await.unwrap();
+    edge.running.shutdown().await;
+    assert!(processes_with_marker(&m).is_empty());
+}
+
+#[tokio::test]
+async fn per_call_timeout_and_env_allowlist() {
+    python_sdk_installed();
+    let m = marker();
+    let (edge, _dir) = edge_with_config(
+        &py_backend("py", "stdio_server.py", &m, ", GREETING = \"hello\""),
+        |env| {
+            env.insert("MCP_CALL_TIMEOUT".into(), "1s".into());
+        },
+    )
+    .await;
+    let client = edge.mcp(ALICE_KEY).await;
+    let started = std::time::Instant::now();
+    let err = client
+        .call_tool(CallToolRequestParams::new("hang"))
+        .await
+        .expect_err("times out");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(err.to_string().contains("proxy.call_timeout"), "{err}");
+
+    let r = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let who: Value = r
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| serde_json::from_str(&text_of(&r)).unwrap());
+    let who = who.get("result").cloned().unwrap_or(who);
+    assert_eq!(who["greeting"], "hello", "{who}");
+    // The edge's own settings (secret file paths) are not passed to children.
+    assert_eq!(who["api_keys_file"], Value::Null, "{who}");
+    assert_eq!(who["pgid"], who["pid"], "{who}");
+    client.cancel().await.unwrap();
+    edge.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_backends_are_namespaced() {
+    python_sdk_installed();
+    let m = marker();
+    let toml = format!(
+        "[[backends]]\nname = \"docs\"\nkind = \"docs\"\n\n{}",
+        py_backend("py", "stdio_server.py", &m, "")
+    );
+    let (edge, _dir) = edge_with_config(&toml, |_| {}).await;
+    let seen = run_python_client(
+        &edge,
+        &edge.url(),
+        &[],
+        &[("MCP_EDGE_PREFIX", "py__"), ("MCP_EDGE_URI_PREFIX", "py+")],
+    )
+    .await;
+    check_python_server_run(&seen, "py__", "py+");
+    assert!(
+        seen["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("docs__search_docs")),
+        "{seen}"
+    );
+    // The docs backend answers under its own prefix.
+    let client = edge.mcp(ALICE_KEY).await;
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("docs__search_docs")
+                .with_arguments(args(json!({"query": "rustls"}))),
+        )
+        .await
+        .unwrap();
+    assert!(text_of(&r).contains("guide/tls.md"), "{}", text_of(&r));
+    let r = client
+        .read_resource(ReadResourceRequestParams::new("docs+docs:///guide/tls.md"))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&r.contents[0]).unwrap()["uri"],
+        "docs+docs:///guide/tls.md"
+    );
+    let err = client
+        .call_tool(CallToolRequestParams::new("echo"))
+        .await
+        .expect_err("un-namespaced names are unknown");
+    assert!(err.to_string().contains("unknown tool"), "{err}");
+    client.cancel().await.unwrap();
+    edge.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn stateless_requests_use_the_bounded_pool() {
+    let m = marker();
+    let (edge, _dir) = edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |env| {
+        env.insert("MCP_POOL_SIZE".into(), "2".into());
+    })
+    .await;
+    let live = edge.running.backend().live_children().unwrap();
+    // 2026-07-28 stateless clients: no session, so their calls share the pool.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let transport = StreamableHttpClientTransport::with_client(
+            edge.http(),
+            StreamableHttpClientTransportConfig::with_uri(edge.url()).auth_header(ALICE_KEY),
+        );
+        clients.push(
+            ClientConfig::default()
+                .serve_with_lifecycle(
+                    transport,
+                    ClientLifecycleMode::Discover {
+                        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                    },
+                )
+                .await
+                .expect("stateless client connects"),
+        );
+    }
+    for i in 0..9 {
+        let r = clients[i % 3]
+            .call_tool(
+                CallToolRequestParams::new("echo")
+                    .with_arguments(args(json!({"text": format!("s{i}")}))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(text_of(&r), format!("echo: s{i}"));
+    }
+    assert_eq!(edge.running.state().sessions.len(), 0);
+    assert!(live.load(std::sync::atomic::Ordering::Relaxed) <= 2);
+    edge.running.shutdown().await;
+    assert!(processes_with_marker(&m).is_empty());
+}
+
+#[tokio::test]
+async fn upstream_http_backend_uses_its_own_credential() {
+    // The upstream: a second edge serving the docs tools, accepting only its own key.
+    let upstream_key = "upstream-only-key-0123456789";
+    let keys_dir = tempfile::tempdir().unwrap();
+    let upstream_keys = keys_dir.path().join("keys");
+    std::fs::write(&upstream_keys, format!("edge-front {upstream_key}\n")).unwrap();
+    let keys_path = upstream_keys.display().to_string();
+    let upstream = Edge::start_with(move |env| {
+        env.insert("MCP_API_KEYS_FILE".into(), keys_path);
+    })
+    .await;
+    let credential = keys_dir.path().join("upstream_token");
+    std::fs::write(&credential, format!("{upstream_key}\n")).unwrap();
+    let toml = format!(
+        "[[backends]]\nname = \"remote\"\nkind = \"http\"\nurl = \"{}\"\ncredential_file = \"{}\"\nca_file = \"{}\"\nconnect_timeout = \"5s\"\n",
+        upstream.url(),
+        credential.display(),
+        upstream.fx.ca_path.display()
+    );
+    let (edge, _dir) = edge_with_config(&toml, |_| {}).await;
+    // The client's key (alice) is the front edge's; the upstream would refuse it.
+    let client = edge.mcp(ALICE_KEY).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert!(names.contains(&"search_docs".to_string()), "{names:?}");
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("search_docs")
+                .with_arguments(args(json!({"query": "rustls"}))),
+        )
+        .await
+        .unwrap();
+    assert!(text_of(&r).contains("guide/tls.md"), "{}", text_of(&r));
+    let direct = upstream.initialize(ALICE_KEY).await;
+    assert_eq!(direct.status(), 401, "alice's key is not valid upstream");
+    client.cancel().await.unwrap();
+    edge.running.shutdown().await;
+    upstream.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_backend_is_a_clear_error_not_a_panic() {
+    let (edge, _dir) = edge_with_config(
+        "[[backends]]\nname = \"broken\"\ncommand = [\"/nonexistent/mcp-server\"]\n",
+        |env| {
+            env.insert("MCP_RESTART_BACKOFF_MAX".into(), "100ms".into());
+        },
+    )
+    .await;
+    let r = edge.initialize(ALICE_KEY).await;
+    let body = r.text().await.unwrap();
+    let msgs = messages(&body);
+    let error = &msgs.last().unwrap()["error"];
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start \"/nonexistent/mcp-server\""),
+        "{body}"
+    );
+    // The edge itself stays up.
+    let health = edge
+        .http()
+        .get(format!("{}/health", edge.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
