@@ -24,6 +24,11 @@ TOOLS = [
 if os.environ.get("TINY_SPAWN_GRANDCHILD") == "1":
     subprocess.Popen(["sleep", "600"])
 
+if os.environ.get("TINY_SPAWN_ORPHAN") == "1":
+    # The shell exits at once; its background job is re-parented to PID 1 and exits
+    # shortly after. Unless PID 1 reaps it, it stays a zombie.
+    subprocess.Popen(["sh", "-c", "(sleep 0.3; exit 0) & exit 0"]).wait()
+
 
 def reply(id_, result=None, error=None):
     msg = {"jsonrpc": "2.0", "id": id_}

@@ -614,3 +614,215 @@ async fn a_broken_backend_is_a_clear_error_not_a_panic() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// The real binary with a backend; returns it and its port (read from the JSON log).
+async fn spawn_edge_binary(
+    fx: &Fixture,
+    program: &[&str],
+    config: &std::path::Path,
+) -> (tokio::process::Child, u16) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = match program.split_first() {
+        Some((wrapper, args)) => {
+            let mut c = tokio::process::Command::new(wrapper);
+            c.args(args).arg(bin());
+            c
+        }
+        None => tokio::process::Command::new(bin()),
+    };
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(fx.env())
+        .env("MCP_EDGE_CONFIG", config)
+        .env("MCP_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "listening"
+            {
+                let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+                return addr.port();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .expect("server starts");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+async fn open_session(fx: &Fixture, port: u16) -> String {
+    let http = client_trusting(&fx.ca_pem);
+    let init = http
+        .post(format!("https://localhost:{port}/mcp"))
+        .bearer_auth(ALICE_KEY)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.text().await;
+    sid
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_stops_and_reaps_every_child() {
+    let fx = Fixture::new();
+    let m = marker();
+    let config = fx.dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        py_backend(
+            "tiny",
+            "tiny_server.py",
+            &m,
+            ", TINY_SPAWN_GRANDCHILD = \"1\"",
+        ),
+    )
+    .unwrap();
+    let (mut edge, port) = spawn_edge_binary(&fx, &[], &config).await;
+    for _ in 0..3 {
+        open_session(&fx, port).await;
+    }
+    assert!(
+        processes_with_marker(&m).len() >= 6,
+        "{:?}",
+        processes_with_marker(&m)
+    );
+    sigterm(&edge);
+    let status = tokio::time::timeout(Duration::from_secs(20), edge.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        processes_with_marker(&m).is_empty(),
+        "left behind: {:?}",
+        processes_with_marker(&m)
+    );
+}
+
+/// Zombies whose parent is `ppid`.
+fn zombies_of(ppid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let parent: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if state == "Z" && parent == ppid {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn children_of(ppid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let parent: i32 = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if parent == ppid {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// As PID 1 (here: in a new PID namespace via `unshare`), the edge reaps orphans that
+/// are re-parented to it, so none stays a zombie.
+#[tokio::test]
+async fn as_pid_1_the_edge_reaps_reparented_orphans() {
+    let can_unshare = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !can_unshare {
+        eprintln!("skipped: cannot create a PID namespace here (needs root or user namespaces)");
+        return;
+    }
+    let fx = Fixture::new();
+    let m = marker();
+    let config = fx.dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        py_backend("tiny", "tiny_server.py", &m, ", TINY_SPAWN_ORPHAN = \"1\""),
+    )
+    .unwrap();
+    let (mut unshare, port) = spawn_edge_binary(
+        &fx,
+        &["unshare", "--pid", "--fork", "--kill-child"],
+        &config,
+    )
+    .await;
+    let edge_pid = children_of(unshare.id().unwrap() as i32)[0];
+    // Each session's child leaves one orphan behind.
+    for _ in 0..3 {
+        open_session(&fx, port).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || zombies_of(edge_pid)
+            .is_empty())
+        .await,
+        "zombies under the edge (PID 1): {:?}",
+        zombies_of(edge_pid)
+    );
+    // A graceful stop of the edge (PID 1 in there) stops its children.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(edge_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), unshare.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        eventually(Duration::from_secs(5), async || processes_with_marker(&m)
+            .is_empty())
+        .await,
+        "left behind: {:?}",
+        processes_with_marker(&m)
+    );
+}

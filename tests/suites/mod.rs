@@ -2,6 +2,7 @@ mod access;
 mod backends;
 mod cli;
 mod config_files;
+mod conformance;
 mod mcp_http;
 mod python_sdk;
 mod sessions;
