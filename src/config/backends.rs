@@ -323,3 +323,87 @@ pub(super) fn validate(
     let legacy_sse = raw.legacy_sse.enabled.unwrap_or(false);
     (backends, proxy, legacy_sse)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{FlagOverrides, Sources, load};
+
+    fn load_file(text: &str) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        let base =
+            "[tls]\nmode = \"off\"\n[auth]\nmode = \"none\"\n[server]\nhost = \"127.0.0.1\"\n";
+        std::fs::write(&path, format!("{base}{text}")).unwrap();
+        let env: BTreeMap<&str, &str> = BTreeMap::new();
+        load(Sources {
+            file: Some(path),
+            env: &env,
+            flags: FlagOverrides::default(),
+        })
+    }
+
+    #[test]
+    fn no_backends_means_the_docs_tools() {
+        let c = load_file("").unwrap();
+        assert!(c.backends.is_empty());
+        assert!(!c.legacy_sse);
+        assert_eq!(c.proxy, ProxyConfig::default());
+    }
+
+    #[test]
+    fn backends_parse_and_secrets_stay_out_of_check_config() {
+        let c = load_file(
+            "[[backends]]\nname = \"py\"\ncommand = [\"python3\", \"-m\", \"srv\"]\nenv = { TOKEN = \"s3cret-value\" }\n\n\
+             [[backends]]\nname = \"gh\"\nurl = \"https://gh.example.com/mcp\"\ncredential_file = \"/run/secrets/gh\"\n\n\
+             [[backends]]\nname = \"docs\"\nkind = \"docs\"\n\n[legacy_sse]\nenabled = true\n[proxy]\nmax_children = 7\n",
+        )
+        .unwrap();
+        assert_eq!(c.backends.len(), 3);
+        assert!(matches!(c.backends[0].kind, BackendKind::Stdio { .. }));
+        assert!(matches!(c.backends[1].kind, BackendKind::Http { .. }));
+        assert_eq!(c.backends[2].kind, BackendKind::Docs);
+        assert!(c.legacy_sse);
+        assert_eq!(c.proxy.max_children, 7);
+        let printed = c.to_pretty_json();
+        assert!(printed.contains("TOKEN"), "{printed}");
+        assert!(!printed.contains("s3cret-value"), "{printed}");
+    }
+
+    #[test]
+    fn every_backend_problem_is_reported_with_its_key() {
+        let err = load_file(
+            "[[backends]]\nname = \"Bad Name\"\ncommand = [\"x\"]\n\n\
+             [[backends]]\nname = \"a\"\n\n\
+             [[backends]]\nname = \"a\"\nkind = \"http\"\nurl = \"ftp://x\"\ncommand = [\"y\"]\n\n\
+             [[backends]]\nname = \"b\"\nkind = \"grpc\"\n\n[proxy]\ncall_timeout = \"soon\"\npool_size = 0\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "proxy.call_timeout",
+                "proxy.pool_size",
+                "backends[0].name",
+                "backends[1].command",
+                "backends[2].name",
+                "backends[2].command",
+                "backends[2].url",
+                "backends[3].kind",
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("backends[1].command in "), "{text}");
+        assert!(text.contains("edge.toml"), "{text}");
+    }
+
+    #[test]
+    fn unknown_backend_fields_are_errors() {
+        let err = load_file("[[backends]]\nname = \"a\"\ncomand = [\"x\"]\n").unwrap_err();
+        assert!(err.to_string().contains("comand"), "{err}");
+    }
+}

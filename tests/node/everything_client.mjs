@@ -3,13 +3,14 @@
 // NODE_EXTRA_CA_CERTS. Prints one JSON line with what it saw. Run by tests/suites/backends.rs.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { CreateMessageRequestSchema, ListRootsRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const url = new URL(process.env.MCP_EDGE_URL);
 const transport = new StreamableHTTPClientTransport(url, {
   requestInit: { headers: { Authorization: `Bearer ${process.env.MCP_EDGE_KEY}` } },
 });
-const client = new Client({ name: "edge-e2e", version: "1.0.0" }, { capabilities: { sampling: {} } });
+const client = new Client({ name: "edge-e2e", version: "1.0.0" }, { capabilities: { sampling: {}, roots: { listChanged: true } } });
+client.setRequestHandler(ListRootsRequestSchema, async () => ({ roots: [{ uri: "file:///edge-test-root", name: "edge-root" }] }));
 client.setRequestHandler(CreateMessageRequestSchema, async (request) => ({
   role: "assistant",
   content: { type: "text", text: `from the test client: ${request.params.messages.length} message(s)` },
@@ -27,6 +28,7 @@ const long = await client.callTool(
   { onprogress: (p) => { progress += 1; tokens.push(p.progress); } },
 );
 const sampled = await client.callTool({ name: "trigger-sampling-request", arguments: { prompt: "hi", maxTokens: 20 } });
+const roots = await client.callTool({ name: "get-roots-list", arguments: {} });
 const resources = await client.listResources();
 const first = resources.resources[0];
 const read = await client.readResource({ uri: first.uri });
@@ -39,6 +41,7 @@ console.log(JSON.stringify({
   progress,
   progressTokensOk: tokens.every((v, i) => i === 0 || v > tokens[i - 1]),
   sampling: JSON.stringify(sampled.content),
+  roots: roots.content[0].text,
   resource: read.contents[0].text ?? read.contents[0].blob ?? "",
   prompts: prompts.prompts.length,
   prompt: prompt.messages[0].content.text,

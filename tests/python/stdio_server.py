@@ -3,7 +3,7 @@ backend in the integration tests (tests/suites/backends.rs).
 
 Tools: `echo`, `slow_count` (reports progress), `ask_model` (a sampling round trip to
 the client), `whoami` (pid and environment seen by the child), `crash` (exits at once,
-mid-call), `hang` (never answers; for timeouts and cancellation). A resource
+mid-call), `hang` (never answers; for timeouts), `wait_for_cancel` (notes its cancellation). A resource
 `note://hello`, a template `note://{name}`, and a prompt `greet`.
 """
 
@@ -69,6 +69,18 @@ async def hang() -> str:
     """Never answer."""
     await asyncio.sleep(3600)
     return "unreachable"
+
+
+@server.tool()
+async def wait_for_cancel(path: str) -> str:
+    """Wait until cancelled; then write "cancelled" to `path`."""
+    try:
+        await asyncio.sleep(60)
+    except BaseException:
+        with open(path, "w") as f:
+            f.write("cancelled")
+        raise
+    return "not cancelled"
 
 
 @server.resource("note://hello")

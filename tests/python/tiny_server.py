@@ -2,7 +2,7 @@
 process-handling tests: 200 sessions, crashes, hangs, timeouts.
 
 Tools: `echo` (text), `pid` (its pid and process group), `crash` (exits mid-call),
-`hang` (never answers). Starts a grandchild (`sleep`) in its own process group when
+`hang` (never answers), `garbage` (writes a non-JSON line instead of answering). Starts a grandchild (`sleep`) in its own process group when
 TINY_SPAWN_GRANDCHILD=1, to check the whole group is stopped.
 """
 
@@ -18,6 +18,7 @@ TOOLS = [
         ("pid", "pid and pgid"),
         ("crash", "exit mid-call"),
         ("hang", "never answer"),
+        ("garbage", "write non-JSON to stdout instead of an answer"),
     ]
 ]
 
@@ -74,6 +75,9 @@ for line in sys.stdin:
             os._exit(7)
         elif name == "hang":
             pass
+        elif name == "garbage":
+            sys.stdout.write("Traceback (most recent call last): oops\n")
+            sys.stdout.flush()
         else:
             reply(id_, error={"code": -32602, "message": f"unknown tool {name}"})
     else:

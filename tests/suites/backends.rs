@@ -270,6 +270,14 @@ async fn server_everything_behind_the_edge() {
             .contains("from the test client"),
         "{seen}"
     );
+    // roots/list from the server, answered by the client through the edge.
+    assert!(
+        seen["roots"]
+            .as_str()
+            .unwrap()
+            .contains("file:///edge-test-root"),
+        "{seen}"
+    );
     assert!(!seen["resource"].as_str().unwrap().is_empty(), "{seen}");
     assert!(!seen["prompt"].as_str().unwrap().is_empty(), "{seen}");
     edge.running.shutdown().await;
@@ -407,6 +415,35 @@ async fn a_child_killed_mid_call_fails_that_call_and_the_next_session_works() {
         .await
         .expect_err("crash gives an error");
     assert!(err.to_string().contains("went away"), "{err}");
+
+    // So is garbage on stdout: the child is stopped, the call fails at once.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            client
+                .call_tool(CallToolRequestParams::new("pid"))
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let started = std::time::Instant::now();
+    let err = client
+        .call_tool(CallToolRequestParams::new("garbage"))
+        .await
+        .expect_err("garbage gives an error");
+    assert!(err.to_string().contains("went away"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            client
+                .call_tool(
+                    CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "ok"}))),
+                )
+                .await
+                .is_ok_and(|r| text_of(&r) == "echo: ok")
+        })
+        .await
+    );
     drop(other);
     client.cancel().await.unwrap();
     edge.running.shutdown().await;
@@ -621,6 +658,15 @@ async fn spawn_edge_binary(
     program: &[&str],
     config: &std::path::Path,
 ) -> (tokio::process::Child, u16) {
+    spawn_edge_binary_logged(fx, program, config, None).await
+}
+
+async fn spawn_edge_binary_logged(
+    fx: &Fixture,
+    program: &[&str],
+    config: &std::path::Path,
+    log: Option<std::sync::Arc<std::sync::Mutex<Vec<Value>>>>,
+) -> (tokio::process::Child, u16) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut cmd = match program.split_first() {
         Some((wrapper, args)) => {
@@ -652,7 +698,13 @@ async fn spawn_edge_binary(
     })
     .await
     .expect("server starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let (Some(log), Ok(v)) = (&log, serde_json::from_str::<Value>(&line)) {
+                log.lock().unwrap().push(v);
+            }
+        }
+    });
     (child, port)
 }
 
@@ -825,4 +877,178 @@ async fn as_pid_1_the_edge_reaps_reparented_orphans() {
         "left behind: {:?}",
         processes_with_marker(&m)
     );
+}
+
+#[tokio::test]
+async fn child_stderr_is_logged_with_its_session_and_cancel_reaches_the_child() {
+    python_sdk_installed();
+    let fx = Fixture::new();
+    let m = marker();
+    let config = fx.dir.path().join("edge.toml");
+    std::fs::write(&config, py_backend("py", "stdio_server.py", &m, "")).unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut edge, port) = spawn_edge_binary_logged(&fx, &[], &config, Some(log.clone())).await;
+    let transport = StreamableHttpClientTransport::with_client(
+        client_trusting(&fx.ca_pem),
+        StreamableHttpClientTransportConfig::with_uri(format!("https://localhost:{port}/mcp"))
+            .auth_header(ALICE_KEY),
+    );
+    let client = rmcp::ServiceExt::serve((), transport).await.unwrap();
+
+    // A client cancel reaches the tool running in the child.
+    let flag = fx.dir.path().join("cancelled");
+    let handle = client
+        .peer()
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+                CallToolRequestParams::new("wait_for_cancel")
+                    .with_arguments(args(json!({"path": flag.display().to_string()}))),
+            )),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.cancel(Some("test cancels".into())).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            std::fs::read_to_string(&flag).is_ok_and(|t| t == "cancelled")
+        })
+        .await,
+        "the child never saw the cancellation"
+    );
+
+    // Its stderr lands in the log, tagged with backend, principal and session id.
+    let _ = client.call_tool(CallToolRequestParams::new("crash")).await;
+    let found = eventually(Duration::from_secs(10), async || {
+        log.lock().unwrap().iter().any(|v| {
+            v["target"] == "mcp_edge::child"
+                && v["message"] == "crashing on purpose"
+                && v["backend"] == "py"
+                && v["session"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("alice ") && s.len() > 20)
+        })
+    })
+    .await;
+    assert!(
+        found,
+        "{:#?}",
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["target"] == "mcp_edge::child")
+            .collect::<Vec<_>>()
+    );
+    client.cancel().await.unwrap();
+    sigterm(&edge);
+    let _ = tokio::time::timeout(Duration::from_secs(20), edge.wait()).await;
+    assert!(processes_with_marker(&m).is_empty());
+}
+
+#[tokio::test]
+async fn child_cap_spawn_timeout_and_pool_idle_reaping() {
+    // Cap: the start-up probe keeps one pooled child; one session fits, the next does not.
+    let m = marker();
+    let (edge, _dir) = edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |env| {
+        env.insert("MCP_MAX_CHILDREN".into(), "2".into());
+        env.insert("MCP_POOL_IDLE_TIMEOUT".into(), "500ms".into());
+    })
+    .await;
+    let live = edge.running.backend().live_children().unwrap();
+    let first = edge.mcp(ALICE_KEY).await;
+    let r = edge.initialize(BOB_KEY).await;
+    let body = r.text().await.unwrap();
+    assert!(body.contains("proxy.max_children"), "{body}");
+    first.cancel().await.unwrap();
+    // The idle pooled child is closed too.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            live.load(std::sync::atomic::Ordering::Relaxed) == 0
+        })
+        .await,
+        "live: {}",
+        live.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || processes_with_marker(&m)
+            .is_empty())
+        .await
+    );
+    edge.running.shutdown().await;
+
+    // Spawn timeout: a process that never speaks MCP is stopped and reported.
+    let m = marker();
+    let toml = format!(
+        "[[backends]]\nname = \"mute\"\ncommand = [\"sleep\", \"300\"]\nenv = {{ EDGE_TEST_MARKER = \"{m}\" }}\n"
+    );
+    let (edge, _dir) = edge_with_config(&toml, |env| {
+        env.insert("MCP_SPAWN_TIMEOUT".into(), "500ms".into());
+    })
+    .await;
+    let r = edge.initialize(ALICE_KEY).await;
+    let body = r.text().await.unwrap();
+    assert!(body.contains("proxy.spawn_timeout"), "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), async || processes_with_marker(&m)
+            .is_empty())
+        .await,
+        "left behind: {:?}",
+        processes_with_marker(&m)
+    );
+    edge.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_upstream_credential_never_reaches_the_log() {
+    let upstream_key = "upstream-secret-token-9876543210";
+    let keys_dir = tempfile::tempdir().unwrap();
+    let upstream_keys = keys_dir.path().join("keys");
+    std::fs::write(&upstream_keys, format!("edge-front {upstream_key}\n")).unwrap();
+    let keys_path = upstream_keys.display().to_string();
+    let upstream = Edge::start_with(move |env| {
+        env.insert("MCP_API_KEYS_FILE".into(), keys_path);
+    })
+    .await;
+    let fx = Fixture::new();
+    let credential = fx.dir.path().join("upstream_token");
+    std::fs::write(&credential, upstream_key).unwrap();
+    let config = fx.dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"trace\"\n[[backends]]\nname = \"remote\"\nurl = \"{}\"\ncredential_file = \"{}\"\nca_file = \"{}\"\n",
+            upstream.url(),
+            credential.display(),
+            upstream.fx.ca_path.display()
+        ),
+    )
+    .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut edge, port) = spawn_edge_binary_logged(&fx, &[], &config, Some(log.clone())).await;
+    let transport = StreamableHttpClientTransport::with_client(
+        client_trusting(&fx.ca_pem),
+        StreamableHttpClientTransportConfig::with_uri(format!("https://localhost:{port}/mcp"))
+            .auth_header(ALICE_KEY),
+    );
+    let client = rmcp::ServiceExt::serve((), transport).await.unwrap();
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("search_docs")
+                .with_arguments(args(json!({"query": "rustls"}))),
+        )
+        .await
+        .unwrap();
+    assert!(text_of(&r).contains("guide/tls.md"));
+    client.cancel().await.unwrap();
+    sigterm(&edge);
+    let _ = tokio::time::timeout(Duration::from_secs(20), edge.wait()).await;
+    let lines = log.lock().unwrap().clone();
+    assert!(lines.len() > 20, "trace logging is on");
+    for line in lines.iter() {
+        let text = line.to_string();
+        assert!(!text.contains(upstream_key), "credential logged: {text}");
+        assert!(!text.contains(ALICE_KEY), "client key logged: {text}");
+    }
+    upstream.running.shutdown().await;
 }

@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Live child processes of this edge process (all backends). For the metrics gauge.
@@ -98,7 +100,7 @@ impl Supervisor {
         backend: &str,
         spec: &StdioSpec,
         label: Arc<Mutex<String>>,
-    ) -> Result<(ChildProc, ChildStdout, ChildStdin), SpawnError> {
+    ) -> Result<(ChildProc, DuplexStream, ChildStdin), SpawnError> {
         let permit = self
             .slots
             .clone()
@@ -165,6 +167,17 @@ impl Supervisor {
             });
         }
 
+        // Garbage on stdout (anything but JSON-RPC lines) means the child is broken:
+        // rmcp would skip such lines and the call waiting for an answer would hang, so
+        // the edge stops the child instead; its calls fail and the next one restarts it.
+        let broken = CancellationToken::new();
+        let stdout = check_stdout(
+            stdout,
+            backend_name.clone(),
+            pid,
+            label.clone(),
+            broken.clone(),
+        );
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (exit_tx, exit_rx) = watch::channel(false);
         let grace = self.kill_grace;
@@ -176,7 +189,12 @@ impl Supervisor {
                     let _ = exit_tx.send(true);
                     status.ok()
                 }
-                _ = stop_rx => {
+                _ = async {
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        _ = broken.cancelled() => {}
+                    }
+                } => {
                     signal_group(pid, Signal::SIGTERM);
                     match tokio::time::timeout(grace, child.wait()).await {
                         Ok(status) => status.ok(),
@@ -210,6 +228,59 @@ impl Supervisor {
             stdin,
         ))
     }
+}
+
+/// Longest stdout line passed on (a JSON-RPC message); longer is treated as garbage.
+const MAX_LINE: usize = 16 << 20;
+
+/// Pass the child's stdout on to rmcp line by line, as long as each line is JSON.
+fn check_stdout(
+    stdout: ChildStdout,
+    backend: Arc<str>,
+    pid: i32,
+    label: Arc<Mutex<String>>,
+    broken: CancellationToken,
+) -> DuplexStream {
+    let (mut tx, rx) = tokio::io::duplex(256 << 10);
+    tokio::spawn(async move {
+        let mut lines = BufReader::with_capacity(64 << 10, stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut lines)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            if line.len() > MAX_LINE
+                || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
+            {
+                let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+                let session = label.lock().map(|l| l.clone()).unwrap_or_default();
+                tracing::error!(
+                    backend = %backend, pid, session = %session, line = %shown,
+                    "backend process wrote something other than JSON-RPC to stdout; stopping it (log to stderr instead)"
+                );
+                broken.cancel();
+                break;
+            }
+            if tx.write_all(&line).await.is_err() {
+                break;
+            }
+            if !line.ends_with(b"\n") && tx.write_all(b"\n").await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.shutdown().await;
+    });
+    rx
 }
 
 fn signal_group(pid: i32, signal: Signal) {

@@ -800,8 +800,13 @@ fn spawn_pool_reaper(shared: Weak<Shared>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let every = shared
+        .upgrade()
+        .map(|s| s.config.pool_idle_timeout / 2)
+        .unwrap_or_default()
+        .clamp(Duration::from_millis(100), Duration::from_secs(10));
     rt.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let Some(shared) = shared.upgrade() else {
