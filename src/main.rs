@@ -130,6 +130,10 @@ fn check_config(config: &Config) -> ExitCode {
             }
         }
     }
+    for problem in mcp_edge::mcp::backends::check_files(config) {
+        eprintln!("mcp-edge: {problem}");
+        ok = false;
+    }
     println!("{}", config.to_pretty_json());
     if ok {
         ExitCode::SUCCESS

@@ -31,6 +31,10 @@ use super::{Backend, SessionRegistry};
 use crate::auth::Principal;
 use crate::error::EdgeError;
 
+/// Legacy session ids start with this, so the Streamable HTTP session sweep leaves them
+/// in the shared registry (they count against the same caps).
+pub const SESSION_PREFIX: &str = "sse-";
+
 struct Session {
     principal: Arc<str>,
     tx: mpsc::Sender<ClientJsonRpcMessage>,
@@ -102,7 +106,7 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
         Ok(r) => r,
         Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
     };
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = format!("{SESSION_PREFIX}{}", uuid::Uuid::new_v4().simple());
     reservation.commit(id.clone());
     let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (out_tx, out_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);

@@ -113,7 +113,7 @@ pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionMa
     let gone: Vec<String> = registry
         .session_ids()
         .into_iter()
-        .filter(|id| !live.contains_key(id.as_str()))
+        .filter(|id| !id.starts_with(legacy_sse::SESSION_PREFIX) && !live.contains_key(id.as_str()))
         .collect();
     drop(live);
     for id in gone {

@@ -217,6 +217,67 @@ async fn legacy_sse_client_works_through_the_edge() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+
+    // A stream of alice's: bob cannot post into it; bad input is a JSON-RPC error.
+    let mut stream = edge
+        .http()
+        .get(&url)
+        .bearer_auth(ALICE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = stream.chunk().await.unwrap().expect("endpoint event");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.starts_with("event: endpoint"), "{seen}");
+    let endpoint = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(endpoint.starts_with("/messages?sessionId="), "{endpoint}");
+    let post = |key: &str, body: &str| {
+        edge.http()
+            .post(format!("{}{endpoint}", edge.base()))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    let r = post(BOB_KEY, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(ALICE_KEY, "not json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+    let r = edge
+        .http()
+        .post(format!("{}/messages", edge.base()))
+        .bearer_auth(ALICE_KEY)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The legacy session counts against the caps like any other, and closes with its stream.
+    tokio::time::sleep(Duration::from_secs(6)).await; // past one session sweep
+    assert_eq!(edge.running.state().sessions.len(), 1);
+    drop(stream);
+    assert!(
+        eventually(Duration::from_secs(5), async || edge
+            .running
+            .state()
+            .sessions
+            .is_empty())
+        .await
+    );
     edge.running.shutdown().await;
     assert!(processes_with_marker(&m).is_empty());
 }
@@ -1051,4 +1112,34 @@ async fn the_upstream_credential_never_reaches_the_log() {
         assert!(!text.contains(ALICE_KEY), "client key logged: {text}");
     }
     upstream.running.shutdown().await;
+}
+
+#[test]
+fn check_config_reports_backend_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        "[tls]\nmode = \"off\"\n[auth]\nmode = \"none\"\n[server]\nhost = \"127.0.0.1\"\n\
+         [[backends]]\nname = \"a\"\ncommand = [\"/nonexistent/server\"]\nenv = { TOKEN = \"hidden-value-123\" }\n\
+         [[backends]]\nname = \"b\"\nurl = \"https://x.example/mcp\"\ncredential_file = \"/nonexistent/token\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("backends[0].command (a)"), "{stderr}");
+    assert!(
+        stderr.contains("backends[1].credential_file (b)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("hidden-value-123"), "{stdout}");
+    assert!(stdout.contains("TOKEN"), "{stdout}");
 }

@@ -214,6 +214,7 @@ pub struct Conn {
     pub link: Arc<Link>,
     pub child: Option<ChildProc>,
     pub last_used: Mutex<Instant>,
+    pub started: Instant,
 }
 
 impl Conn {

@@ -414,6 +414,7 @@ impl Proxy {
                         link,
                         child: Some(child),
                         last_used: Mutex::new(Instant::now()),
+                        started: Instant::now(),
                     }),
                     Ok(Err(e)) => Err(unavailable(
                         name,
@@ -449,6 +450,7 @@ impl Proxy {
                         link,
                         child: None,
                         last_used: Mutex::new(Instant::now()),
+                        started: Instant::now(),
                     }),
                     Ok(Err(e)) => Err(unavailable(
                         name,
@@ -492,6 +494,10 @@ impl Proxy {
                     return Ok(conn.clone());
                 }
                 tracing::warn!(backend = %member.name, session = %self.session.label.lock().map(|l| l.clone()).unwrap_or_default(), "backend connection lost; restarting it");
+                // A child that ran a good while before dying starts a fresh backoff.
+                if conn.started.elapsed() > Duration::from_secs(60) {
+                    slot.backoff.succeeded();
+                }
                 slot.conn = None;
                 slot.backoff.failed(backoff_max, "it exited".into());
             }
