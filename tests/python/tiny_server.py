@@ -2,7 +2,7 @@
 process-handling tests: 200 sessions, crashes, hangs, timeouts.
 
 Tools: `echo` (text), `pid` (its pid and process group), `crash` (exits mid-call),
-`hang` (never answers), `garbage` (writes a non-JSON line instead of answering). Starts a grandchild (`sleep`) in its own process group when
+`hang` (never answers), `slow` (answers after a while), `garbage` (writes a non-JSON line instead of answering). Starts a grandchild (`sleep`) in its own process group when
 TINY_SPAWN_GRANDCHILD=1, to check the whole group is stopped.
 """
 
@@ -19,6 +19,7 @@ TOOLS = [
         ("crash", "exit mid-call"),
         ("hang", "never answer"),
         ("garbage", "write non-JSON to stdout instead of an answer"),
+        ("slow", "answer after `seconds`"),
     ]
 ]
 
@@ -75,6 +76,11 @@ for line in sys.stdin:
             os._exit(7)
         elif name == "hang":
             pass
+        elif name == "slow":
+            import time
+
+            time.sleep(float(args.get("seconds", 1)))
+            reply(id_, text("slow done"))
         elif name == "garbage":
             sys.stdout.write("Traceback (most recent call last): oops\n")
             sys.stdout.flush()

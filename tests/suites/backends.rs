@@ -1143,3 +1143,48 @@ fn check_config_reports_backend_problems() {
     assert!(!stdout.contains("hidden-value-123"), "{stdout}");
     assert!(stdout.contains("TOKEN"), "{stdout}");
 }
+
+/// A long call through the proxy: the client's SSE stream carries keep-alive comments
+/// while the backend works (idle proxies and load balancers cut quiet connections).
+#[tokio::test]
+async fn long_calls_get_sse_keep_alives() {
+    let m = marker();
+    let (edge, _dir) =
+        edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |_| {}).await;
+    let init = edge.initialize(ALICE_KEY).await;
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.text().await;
+    let with_session = |rb: reqwest::RequestBuilder| {
+        rb.header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-06-18")
+    };
+    let r = with_session(edge.post(Some(ALICE_KEY)))
+        .json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut r = with_session(edge.post(Some(ALICE_KEY)))
+        .timeout(Duration::from_secs(60))
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow","arguments":{"seconds":17}}}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = String::new();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+        if body.contains("slow done") {
+            break;
+        }
+    }
+    let result_at = body.find("slow done").expect("the result arrives");
+    let comments = body[..result_at]
+        .lines()
+        .filter(|l| l.starts_with(':'))
+        .count();
+    assert!(comments >= 1, "no keep-alive before the result:\n{body}");
+    edge.running.shutdown().await;
+}

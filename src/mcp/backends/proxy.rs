@@ -737,6 +737,8 @@ impl Proxy {
                 };
                 match page {
                     Ok(page) => cursor = take(i, page),
+                    // A member without this feature (e.g. docs has no prompts) lists nothing.
+                    Err(e) if !single && e.code == ErrorCode::METHOD_NOT_FOUND => break,
                     // One failing backend must not hide the others' lists.
                     Err(e) if !single => {
                         tracing::warn!(backend = %m.name, error = %e.message, "list failed; leaving this backend out");
@@ -779,10 +781,16 @@ fn read_credential(file: &std::path::Path) -> Result<SecretString, String> {
 fn edge_client_info(from: Option<&InitializeRequestParams>) -> ClientConfig {
     match from {
         Some(p) => p.clone(),
-        None => ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("mcp-edge", env!("CARGO_PKG_VERSION")),
-        ),
+        None => {
+            let mut c = ClientConfig::new(
+                ClientCapabilities::default(),
+                Implementation::new("mcp-edge", env!("CARGO_PKG_VERSION")),
+            );
+            // The newest version that still has an initialize handshake: the widest
+            // support among stdio/HTTP servers in the field.
+            c.protocol_version = rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE;
+            c
+        }
     }
 }
 
