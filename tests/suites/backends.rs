@@ -1188,3 +1188,41 @@ async fn long_calls_get_sse_keep_alives() {
     assert!(comments >= 1, "no keep-alive before the result:\n{body}");
     edge.running.shutdown().await;
 }
+
+/// `MCP_TRANSPORT=stdio` fronts backends too (one local client = one session).
+#[tokio::test]
+async fn stdio_transport_fronts_a_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = marker();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntransport = \"stdio\"\n{}",
+            py_backend("tiny", "tiny_server.py", &m, "")
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MCP_EDGE_CONFIG", &config);
+    let client = rmcp::ServiceExt::serve((), rmcp::transport::TokioChildProcess::new(cmd).unwrap())
+        .await
+        .expect("stdio handshake");
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "via stdio"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "echo: via stdio");
+    client.cancel().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), async || processes_with_marker(&m)
+            .is_empty())
+        .await,
+        "left behind: {:?}",
+        processes_with_marker(&m)
+    );
+}

@@ -136,9 +136,11 @@ impl Backend {
     /// The backend `config` describes.
     pub fn from_config(config: &Config, docs: Option<DocsBackend>) -> Result<Backend, ProxyError> {
         if config.backends.is_empty() {
-            return Ok(Backend::Docs(
-                docs.expect("docs index built when no backends are configured"),
-            ));
+            return docs.map(Backend::Docs).ok_or(ProxyError::Backend {
+                index: 0,
+                name: "docs".into(),
+                message: "the docs index was not built".into(),
+            });
         }
         Ok(Backend::Proxy(Proxy::new(
             &config.backends,
