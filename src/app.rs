@@ -16,14 +16,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{ApiKeysError, Authenticator, KeyStore};
-use crate::config::{AuthConfig, Config, Transport};
+use crate::auth::jwt::{self, JwtKeyError};
+use crate::auth::{ApiKeysError, Authenticator, JwtVerifier, KeyContext, KeyStore, ToolPolicy};
+use crate::config::{AuthMode, Config, TlsConfig, Transport};
 use crate::docs::{DocsError, DocsIndex, DocsWatcher};
 use crate::mcp::backends::ProxyError;
 use crate::mcp::{self, Backend, DocsBackend};
 use crate::ratelimit::RateLimits;
+use crate::secrets::{Secret, SecretsWatcher};
 use crate::server::{self, AppState};
 use crate::tls::{self, TlsError};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 /// Why the server could not start. Each names the file or address involved.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     ApiKeys(#[from] ApiKeysError),
+    #[error(transparent)]
+    JwtKeys(#[from] JwtKeyError),
     #[error("docs directory {dir}: {source}")]
     Docs {
         dir: std::path::PathBuf,
@@ -104,6 +109,7 @@ pub struct Running {
     cancel: CancellationToken,
     serve: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
+    secrets: Option<SecretsWatcher>,
     _watcher: Option<DocsWatcher>,
     backend: Backend,
 }
@@ -137,6 +143,11 @@ impl Running {
     /// The backend behind `/mcp` (e.g. to read its live child-process count).
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// The secret-file watcher, if any secret files are configured.
+    pub fn secrets(&self) -> Option<&SecretsWatcher> {
+        self.secrets.as_ref()
     }
 
     /// Stop accepting, let in-flight calls finish within the grace period, then close
@@ -176,30 +187,41 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         return Err(StartError::NotHttp);
     }
     tls::install_crypto_provider();
+    let listen = config.server.listen;
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let bind_err = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    let mut config = config;
+    if listen.port() == 0 {
+        // Bound to an ephemeral port (tests): derived URIs use the real one.
+        config.auth.adopt_port(addr.port());
+    }
     let config = Arc::new(config);
 
-    let mut dev_key = None;
-    let auth = match &config.auth {
-        AuthConfig::ApiKeys {
-            api_keys_file: Some(path),
-        } => {
-            let store = KeyStore::load_file(path)?;
-            tracing::info!(file = %path.display(), keys = store.len(), principals = store.principals().len(), "API keys loaded");
-            Authenticator::api_keys(store)
-        }
-        AuthConfig::ApiKeys {
-            api_keys_file: None,
-        } => {
-            let key = crate::auth::generate_key();
-            let store = KeyStore::single("dev", &key);
-            dev_key = Some(key);
-            Authenticator::api_keys(store)
-        }
-        AuthConfig::None => {
-            tracing::warn!("authentication is OFF (auth.mode = \"none\"): only safe on loopback");
-            Authenticator::None
-        }
+    let key_ctx = KeyContext {
+        tiers: config.rate_limit.tiers.clone(),
+        groups: config.access.groups.clone(),
     };
+    let (auth, dev_key) = build_auth(&config, &key_ctx)?;
+    let auth = Arc::new(auth);
+    if let Some(jwt) = auth.jwt()
+        && let Some(result) = jwt.refresh_remote().await
+    {
+        match result {
+            Ok(n) => tracing::info!(keys = n, "JWKS fetched"),
+            // Start anyway: API keys may still work, and unknown kids trigger refetches.
+            Err(e) => tracing::error!(error = %e, "JWKS fetch failed at start"),
+        }
+    }
+    let policy = Arc::new(ToolPolicy::new(&config.access));
+    let (metadata, challenge) = server::auth_metadata(&config, &policy);
 
     let tls_config = tls::initial_config(&config.tls, &config.server.public_hostnames)?;
     if tls_config.is_none() {
@@ -221,37 +243,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let state = AppState {
         config: config.clone(),
-        auth: Arc::new(auth),
+        auth: auth.clone(),
         limits: Arc::new(RateLimits::new(&config.rate_limit)),
         sessions: parts.registry.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         in_flight: TaskTracker::new(),
         allowed_hosts: Arc::new(mcp::allowed_hosts(&config)),
         allowed_origins: Arc::new(mcp::allowed_origins(&config)),
+        policy,
+        challenge,
+        metadata: Arc::new(metadata),
     };
     let app = server::router_with(state.clone(), parts.service, legacy)
         .into_make_service_with_connect_info::<SocketAddr>();
-
-    let listen = config.server.listen;
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
-        addr: listen,
-        source,
-    })?;
-    let bind_err = |source| StartError::Bind {
-        addr: listen,
-        source,
-    };
-    listener.set_nonblocking(true).map_err(bind_err)?;
-    let addr = listener.local_addr().map_err(bind_err)?;
 
     let handle = Handle::new();
     let first_request_timeout = config.server.first_request_timeout;
     let tls_enabled = tls_config.is_some();
     let mut dev_cert_pem = None;
+    let mut rustls_config = None;
     let serve = match tls_config {
         Some(serving) => {
             dev_cert_pem = serving.dev_cert_pem;
-            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(serving.config))
+            let rustls = RustlsConfig::from_config(serving.config);
+            rustls_config = Some(rustls.clone());
+            let acceptor = RustlsAcceptor::new(rustls)
                 .handshake_timeout(config.server.handshake_timeout)
                 .acceptor(NoDelayAcceptor::new());
             let server = axum_server::from_tcp(listener)
@@ -295,6 +311,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }));
     }
 
+    if let Some(jwt) = auth.jwt()
+        && let Some(every) = jwt.jwks_refresh_interval()
+    {
+        let auth = auth.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(jwt) = auth.jwt()
+                    && let Some(Err(e)) = jwt.refresh_remote().await
+                {
+                    tracing::error!(error = %e, "JWKS refresh failed; keeping the last keys");
+                }
+            }
+        }));
+    }
+    let secrets = secret_files(
+        &config,
+        &key_ctx,
+        &auth,
+        &parts.registry,
+        &parts.session_manager,
+        rustls_config,
+    );
+    let secrets =
+        (!secrets.is_empty()).then(|| SecretsWatcher::spawn(secrets, config.secrets_poll_interval));
+
     state.ready.store(true, Ordering::Release);
     tracing::info!(%addr, tls = tls_enabled, "listening");
     Ok(Running {
@@ -307,9 +351,149 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         cancel,
         serve,
         background,
+        secrets,
         _watcher: watcher,
         backend,
     })
+}
+
+fn build_auth(
+    config: &Config,
+    key_ctx: &KeyContext,
+) -> Result<(Authenticator, Option<SecretString>), StartError> {
+    let mode = config.auth.mode;
+    if mode == AuthMode::None {
+        tracing::warn!("authentication is OFF (auth.mode = \"none\"): only safe on loopback");
+        return Ok((Authenticator::none(), None));
+    }
+    let mut dev_key = None;
+    let api_keys = if mode.api_keys() {
+        Some(match &config.auth.api_keys_file {
+            Some(path) => {
+                let store = KeyStore::load_file(path, key_ctx)?;
+                tracing::info!(file = %path.display(), keys = store.len(), principals = store.principals().len(), "API keys loaded");
+                store
+            }
+            None => {
+                let key = crate::auth::generate_key();
+                let store = KeyStore::single("dev", &key);
+                dev_key = Some(key);
+                store
+            }
+        })
+    } else {
+        None
+    };
+    let jwt = match &config.auth.jwt {
+        Some(jwt_config) => {
+            let local = jwt::load_local_keys(jwt_config)?;
+            tracing::info!(keys = local.len(), issuer = %jwt_config.issuer, "JWT verification keys loaded");
+            Some(JwtVerifier::new(
+                jwt_config.clone(),
+                local,
+                config.rate_limit.tiers.clone(),
+            )?)
+        }
+        None => None,
+    };
+    Ok((Authenticator::new(api_keys, jwt), dev_key))
+}
+
+/// Every secret file with the code that validates and publishes its new content.
+fn secret_files(
+    config: &Arc<Config>,
+    key_ctx: &KeyContext,
+    auth: &Arc<Authenticator>,
+    registry: &Arc<mcp::SessionRegistry>,
+    manager: &Arc<LocalSessionManager>,
+    rustls: Option<RustlsConfig>,
+) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    if config.auth.mode.api_keys()
+        && let Some(path) = &config.auth.api_keys_file
+    {
+        let (path, ctx, auth, registry, manager) = (
+            path.clone(),
+            key_ctx.clone(),
+            auth.clone(),
+            registry.clone(),
+            manager.clone(),
+        );
+        secrets.push(Secret {
+            kind: "api_keys",
+            files: vec![path.clone()],
+            reload: Box::new(move || {
+                let (path, ctx, auth, registry, manager) = (
+                    path.clone(),
+                    ctx.clone(),
+                    auth.clone(),
+                    registry.clone(),
+                    manager.clone(),
+                );
+                Box::pin(async move {
+                    let store =
+                        tokio::task::spawn_blocking(move || KeyStore::load_file(&path, &ctx))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                    let keys = store.len();
+                    let revoked = auth.replace_keys(store);
+                    let ids = registry.sessions_using(&revoked);
+                    let closed = ids.len();
+                    mcp::close_sessions(&registry, &manager, ids).await;
+                    Ok(format!(
+                        "{keys} key(s) in force, {} revoked, {closed} session(s) closed",
+                        revoked.len()
+                    ))
+                })
+            }),
+        });
+    }
+    if let Some(jwt_config) = &config.auth.jwt {
+        let files = jwt::local_key_files(jwt_config);
+        if !files.is_empty() {
+            let (jwt_config, auth) = (jwt_config.clone(), auth.clone());
+            secrets.push(Secret {
+                kind: "jwt_keys",
+                files,
+                reload: Box::new(move || {
+                    let (jwt_config, auth) = (jwt_config.clone(), auth.clone());
+                    Box::pin(async move {
+                        let keys = jwt::load_local_keys(&jwt_config).map_err(|e| e.to_string())?;
+                        let n = keys.len();
+                        if let Some(verifier) = auth.jwt() {
+                            verifier.replace_local(keys);
+                        }
+                        Ok(format!("{n} JWT key(s) in force"))
+                    })
+                }),
+            });
+        }
+    }
+    if let (
+        TlsConfig::Files {
+            cert_file,
+            key_file,
+        },
+        Some(rustls),
+    ) = (&config.tls, rustls)
+    {
+        let (cert, key) = (cert_file.clone(), key_file.clone());
+        secrets.push(Secret {
+            kind: "tls",
+            files: vec![cert.clone(), key.clone()],
+            reload: Box::new(move || {
+                let (cert, key, rustls) = (cert.clone(), key.clone(), rustls.clone());
+                Box::pin(async move {
+                    let config = tls::config_from_files(&cert, &key).map_err(|e| e.to_string())?;
+                    // New handshakes get the new certificate; open connections keep theirs.
+                    rustls.reload_from_config(Arc::new(config));
+                    Ok(format!("certificate from {}", cert.display()))
+                })
+            }),
+        });
+    }
+    secrets
 }
 
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).

@@ -21,10 +21,47 @@ pub mod codes {
     pub const INVALID_REQUEST: i64 = -32600;
 }
 
+/// What a 401/403 challenge points clients to (MCP authorization, RFC 9728).
+#[derive(Debug, Clone, Default)]
+pub struct Challenge {
+    /// URL of this resource's protected-resource metadata document.
+    pub resource_metadata: std::sync::Arc<str>,
+    /// Scopes to request (space separated); empty to omit.
+    pub scope: std::sync::Arc<str>,
+}
+
+fn quoted(text: &str) -> String {
+    text.replace(['"', '\\'], "'")
+}
+
+impl Challenge {
+    fn header(&self, error: Option<(&str, &str)>, scope: &str) -> String {
+        let mut parts = vec!["Bearer realm=\"mcp-edge\"".to_owned()];
+        if let Some((code, description)) = error {
+            parts.push(format!("error=\"{code}\""));
+            parts.push(format!("error_description=\"{}\"", quoted(description)));
+        }
+        if !self.resource_metadata.is_empty() {
+            parts.push(format!("resource_metadata=\"{}\"", self.resource_metadata));
+        }
+        if !scope.is_empty() {
+            parts.push(format!("scope=\"{}\"", quoted(scope)));
+        }
+        parts.join(", ")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     #[error("{0}")]
-    Unauthorized(AuthFailure),
+    Unauthorized(AuthFailure, Challenge),
+    /// The token is valid but lacks scopes (RFC 6750 `insufficient_scope`).
+    #[error("{message}")]
+    InsufficientScope {
+        message: String,
+        scope: String,
+        challenge: Challenge,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("rate limit exceeded")]
@@ -46,8 +83,8 @@ pub enum EdgeError {
 impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EdgeError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            EdgeError::Forbidden(_) | EdgeError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             EdgeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             EdgeError::SessionNotFound | EdgeError::NotFound => StatusCode::NOT_FOUND,
             EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => StatusCode::TOO_MANY_REQUESTS,
@@ -61,8 +98,8 @@ impl EdgeError {
 
     fn code(&self) -> i64 {
         match self {
-            EdgeError::Unauthorized(_) => codes::UNAUTHORIZED,
-            EdgeError::Forbidden(_) => codes::FORBIDDEN,
+            EdgeError::Unauthorized(..) => codes::UNAUTHORIZED,
+            EdgeError::Forbidden(_) | EdgeError::InsufficientScope { .. } => codes::FORBIDDEN,
             EdgeError::RateLimited(_) | EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => {
                 codes::RATE_LIMITED
             }
@@ -100,15 +137,27 @@ impl IntoResponse for EdgeError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
-            EdgeError::Unauthorized(failure) => {
+            EdgeError::Unauthorized(failure, challenge) => {
                 // RFC 6750: no error code when credentials were simply absent.
-                let challenge = match failure {
-                    AuthFailure::Missing => "Bearer realm=\"mcp-edge\"".to_owned(),
-                    other => format!(
-                        "Bearer realm=\"mcp-edge\", error=\"invalid_token\", error_description=\"{other}\""
-                    ),
+                let error = match failure {
+                    AuthFailure::Missing => None,
+                    other => Some(("invalid_token", other.to_string())),
                 };
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                let value = challenge.header(
+                    error.as_ref().map(|(c, d)| (*c, d.as_str())),
+                    &challenge.scope,
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            EdgeError::InsufficientScope {
+                message,
+                scope,
+                challenge,
+            } => {
+                let value = challenge.header(Some(("insufficient_scope", message)), scope);
+                if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
             }

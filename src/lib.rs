@@ -11,6 +11,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod mcp;
 pub mod ratelimit;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

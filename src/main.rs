@@ -100,7 +100,7 @@ fn hash_key() -> ExitCode {
 }
 
 fn check_config(config: &Config) -> ExitCode {
-    use mcp_edge::config::{AuthConfig, TlsConfig};
+    use mcp_edge::config::TlsConfig;
     let mut ok = true;
     if config.server.transport == Transport::StreamableHttp {
         if let TlsConfig::Files {
@@ -112,11 +112,14 @@ fn check_config(config: &Config) -> ExitCode {
             eprintln!("mcp-edge: tls: {e}");
             ok = false;
         }
-        if let AuthConfig::ApiKeys {
-            api_keys_file: Some(path),
-        } = &config.auth
+        if config.auth.mode.api_keys()
+            && let Some(path) = &config.auth.api_keys_file
         {
-            match mcp_edge::auth::KeyStore::load_file(path) {
+            let ctx = mcp_edge::auth::KeyContext {
+                tiers: config.rate_limit.tiers.clone(),
+                groups: config.access.groups.clone(),
+            };
+            match mcp_edge::auth::KeyStore::load_file(path, &ctx) {
                 Ok(store) => eprintln!(
                     "api keys: {} key(s) for {} principal(s) in {}",
                     store.len(),
@@ -133,6 +136,15 @@ fn check_config(config: &Config) -> ExitCode {
     for problem in mcp_edge::mcp::backends::check_files(config) {
         eprintln!("mcp-edge: {problem}");
         ok = false;
+    }
+    if let Some(jwt) = &config.auth.jwt {
+        match mcp_edge::auth::jwt::load_local_keys(jwt) {
+            Ok(keys) => eprintln!("jwt: {} local verification key(s)", keys.len()),
+            Err(e) => {
+                eprintln!("mcp-edge: jwt: {e}");
+                ok = false;
+            }
+        }
     }
     println!("{}", config.to_pretty_json());
     if ok {

@@ -249,6 +249,7 @@ mod tests {
             failed_auth_rate: Rate::parse("1/min").unwrap(),
             failed_auth_burst: NonZeroU32::new(2).unwrap(),
             max_tracked_clients: 1000,
+            tiers: Default::default(),
         }
     }
 

@@ -17,9 +17,9 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Principal, PrincipalKind, ToolDenied, ToolPolicy};
 use crate::config::Config;
-use crate::error::{EdgeError, rate_limit_headers};
+use crate::error::{Challenge, EdgeError, rate_limit_headers};
 use crate::mcp::{McpService, Ownership, SessionRegistry};
 use crate::ratelimit::RateLimits;
 use crate::telemetry::{self, RequestLog};
@@ -38,6 +38,57 @@ pub struct AppState {
     pub in_flight: TaskTracker,
     pub allowed_hosts: Arc<Vec<String>>,
     pub allowed_origins: Arc<Vec<String>>,
+    pub policy: Arc<ToolPolicy>,
+    /// What 401/403 challenges point to.
+    pub challenge: Challenge,
+    /// RFC 9728 protected-resource metadata, served at the well-known paths.
+    pub metadata: Arc<Value>,
+}
+
+/// `https://host/mcp` → `https://host/.well-known/oauth-protected-resource/mcp` (RFC 9728 §3.1).
+pub fn metadata_url(resource: &str) -> String {
+    match resource.parse::<http::Uri>() {
+        Ok(uri) if uri.authority().is_some() => {
+            let path = uri.path().trim_end_matches('/');
+            format!(
+                "{}://{}/.well-known/oauth-protected-resource{}",
+                uri.scheme_str().unwrap_or("https"),
+                uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+                path
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// The metadata document and the challenge for this configuration.
+pub fn auth_metadata(config: &Config, policy: &ToolPolicy) -> (Value, Challenge) {
+    let auth = &config.auth;
+    let mut scopes: Vec<String> = auth.required_scopes.clone();
+    scopes.extend(policy.all_scopes());
+    scopes.sort();
+    scopes.dedup();
+    let mut doc = json!({
+        "resource": auth.resource,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "mcp-edge",
+    });
+    if !auth.authorization_servers.is_empty() {
+        doc["authorization_servers"] = json!(auth.authorization_servers);
+    }
+    if !scopes.is_empty() {
+        doc["scopes_supported"] = json!(scopes);
+    }
+    let scope = if auth.required_scopes.is_empty() {
+        scopes.join(" ")
+    } else {
+        auth.required_scopes.join(" ")
+    };
+    let challenge = Challenge {
+        resource_metadata: metadata_url(&auth.resource).into(),
+        scope: scope.into(),
+    };
+    (doc, challenge)
 }
 
 pub fn router(state: AppState, mcp: McpService) -> Router {
@@ -62,6 +113,14 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(resource_metadata),
+        )
         .merge(mcp_routes)
         .fallback(|| async { EdgeError::NotFound })
         .with_state(state.clone())
@@ -70,6 +129,15 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
 
 async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
+}
+
+async fn resource_metadata(State(state): State<AppState>) -> Response {
+    let mut response = axum::Json(state.metadata.as_ref().clone()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -153,17 +221,34 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         RequestLog::note(&request, |l| l.auth = Some("locked_out"));
         return EdgeError::RateLimited(decision).into_response();
     }
-    match state.auth.authenticate(request.headers()) {
+    match state.auth.authenticate(request.headers()).await {
         Ok(principal) => {
             RequestLog::note(&request, |l| l.principal = Some(principal.name.clone()));
+            if principal.kind == PrincipalKind::Jwt
+                && let Some(scopes) = &principal.scopes
+            {
+                let required = &state.config.auth.required_scopes;
+                let missing: Vec<&String> =
+                    required.iter().filter(|s| !scopes.contains(*s)).collect();
+                if !missing.is_empty() {
+                    RequestLog::note(&request, |l| l.auth = Some("insufficient_scope"));
+                    return EdgeError::InsufficientScope {
+                        message: format!("this server needs scope(s) {}", required.join(" ")),
+                        scope: required.join(" "),
+                        challenge: state.challenge.clone(),
+                    }
+                    .into_response();
+                }
+            }
             request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(state.policy.clone());
             next.run(request).await
         }
         Err(failure) => {
             RequestLog::note(&request, |l| l.auth = Some(failure.reason()));
             let decision = state.limits.record_failed_auth(ip);
             if decision.allowed {
-                EdgeError::Unauthorized(failure).into_response()
+                EdgeError::Unauthorized(failure, state.challenge.clone()).into_response()
             } else {
                 EdgeError::RateLimited(decision).into_response()
             }
@@ -218,7 +303,8 @@ fn inspect(body: &[u8]) -> McpCall {
 /// Session ownership, session caps, stream headers, and in-flight tracking.
 async fn session_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
-        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing).into_response();
+        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing, state.challenge.clone())
+            .into_response();
     };
     let session = request
         .headers()
@@ -227,9 +313,13 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
         .map(str::to_owned);
     if let Some(id) = &session {
         RequestLog::note(&request, |l| l.session = Some(id.clone()));
-        if state.sessions.ownership(id, &principal.name) == Ownership::Foreign {
-            tracing::warn!(principal = %principal.name, "refused a request carrying another principal's session id");
-            return EdgeError::SessionNotFound.into_response();
+        match state.sessions.ownership(id, &principal.name) {
+            Ownership::Foreign => {
+                tracing::warn!(principal = %principal.name, "refused a request carrying another principal's session id");
+                return EdgeError::SessionNotFound.into_response();
+            }
+            Ownership::Owner => state.sessions.touch(id, &principal.credential),
+            Ownership::Unknown => {}
         }
     }
     let method = request.method().clone();
@@ -250,8 +340,25 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
             Err(_) => return EdgeError::PayloadTooLarge(limit).into_response(),
         };
         let call = inspect(&bytes);
+        // A JWT without a tool's scopes gets the spec's step-up challenge (403
+        // insufficient_scope); other refusals are JSON-RPC errors from the backend.
+        if let Some(tool) = &call.tool
+            && let Err(ToolDenied::MissingScopes { missing, .. }) =
+                state.policy.check(&principal, tool)
+        {
+            let needed = state.policy.scopes_for(tool).join(" ");
+            return EdgeError::InsufficientScope {
+                message: format!("tool {tool:?} needs scope(s) {}", missing.join(" ")),
+                scope: needed,
+                challenge: state.challenge.clone(),
+            }
+            .into_response();
+        }
         if session.is_none() && call.method.as_deref() == Some("initialize") {
-            match state.sessions.reserve(principal.name.clone()) {
+            match state
+                .sessions
+                .reserve(principal.name.clone(), principal.credential.clone())
+            {
                 Ok(r) => reservation = Some(r),
                 Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
             }

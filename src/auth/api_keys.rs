@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Principal;
+use super::{Principal, PrincipalKind};
 use crate::config::Rate;
 
 /// Plaintext keys shorter than this are refused: they can be guessed.
@@ -100,22 +100,24 @@ impl KeyStore {
     pub fn single(principal: &str, key: &SecretString) -> KeyStore {
         let d = digest(key.expose_secret().as_bytes());
         let mut by_digest = HashMap::new();
+        let mut p = Principal::new(principal);
+        p.credential = credential_id(&d);
         by_digest.insert(
             d,
             Entry {
                 digest: d,
-                principal: Arc::new(Principal::new(principal)),
+                principal: Arc::new(p),
             },
         );
         KeyStore { by_digest }
     }
 
-    pub fn load_file(path: &Path) -> Result<KeyStore, ApiKeysError> {
+    pub fn load_file(path: &Path, ctx: &KeyContext) -> Result<KeyStore, ApiKeysError> {
         let text = std::fs::read_to_string(path).map_err(|source| ApiKeysError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let store = Self::parse(&text).map_err(|problems| ApiKeysError::Invalid {
+        let store = Self::parse_with(&text, ctx).map_err(|problems| ApiKeysError::Invalid {
             path: path.to_owned(),
             problems: problems.join("; "),
         })?;
@@ -129,9 +131,14 @@ impl KeyStore {
 
     /// Parse the file's text; every problem is reported with its line number.
     pub fn parse(text: &str) -> Result<KeyStore, Vec<String>> {
+        Self::parse_with(text, &KeyContext::default())
+    }
+
+    /// Parse with the tiers and tool groups the config defines.
+    pub fn parse_with(text: &str, ctx: &KeyContext) -> Result<KeyStore, Vec<String>> {
         let mut problems = Vec::new();
-        let mut by_digest: HashMap<Digest32, Entry> = HashMap::new();
-        let mut limits: HashMap<String, Option<(Rate, NonZeroU32)>> = HashMap::new();
+        let mut lines: Vec<(usize, String, Digest32)> = Vec::new();
+        let mut attrs: HashMap<String, PrincipalAttrs> = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let n = index + 1;
             let line = line.split('#').next().unwrap_or("").trim();
@@ -173,95 +180,158 @@ impl KeyStore {
             } else {
                 digest(key.as_bytes())
             };
-            let mut rate = None;
-            let mut burst = None;
-            let mut bad = false;
-            for attr in fields {
-                match attr.split_once('=') {
-                    Some(("rate", v)) => match Rate::parse(v) {
-                        Ok(r) => rate = Some(r),
-                        Err(e) => {
-                            problems.push(format!("line {n}: rate: {e}"));
-                            bad = true;
-                        }
-                    },
-                    Some(("burst", v)) => match v.parse::<u32>().ok().and_then(NonZeroU32::new) {
-                        Some(b) => burst = Some(b),
-                        None => {
-                            problems.push(format!("line {n}: burst must be a whole number ≥ 1"));
-                            bad = true;
-                        }
-                    },
-                    _ => {
-                        problems.push(format!(
-                            "line {n}: unknown attribute (expected rate=<n>/<unit> or burst=<n>)"
-                        ));
-                        bad = true;
-                    }
-                }
-            }
-            if bad {
-                continue;
-            }
-            let limit = match (rate, burst) {
-                (None, None) => None,
-                (Some(r), b) => Some((r, b.unwrap_or(r.count))),
-                (None, Some(_)) => {
-                    problems.push(format!("line {n}: burst= needs rate= on the same line"));
+            let line_attrs = match PrincipalAttrs::parse(fields, ctx) {
+                Ok(a) => a,
+                Err(e) => {
+                    problems.push(format!("line {n}: {e}"));
                     continue;
                 }
             };
-            match limits.get(name) {
-                Some(existing) if limit.is_some() && existing.is_some() && *existing != limit => {
-                    problems.push(format!(
-                        "line {n}: {name:?} already has a different rate on an earlier line"
-                    ));
-                    continue;
+            match attrs.get_mut(name) {
+                None => {
+                    attrs.insert(name.to_owned(), line_attrs);
                 }
-                Some(existing) if limit.is_none() => {
-                    let existing = *existing;
-                    limits.insert(name.to_owned(), existing);
-                }
-                _ => {
-                    limits.insert(name.to_owned(), limit);
+                Some(existing) => {
+                    if let Err(e) = existing.merge(line_attrs) {
+                        problems.push(format!("line {n}: {name:?} {e}"));
+                        continue;
+                    }
                 }
             }
-            if let Some(other) = by_digest.get(&d) {
-                if other.principal.name.as_ref() != name {
+            if let Some((_, other, _)) = lines.iter().find(|(_, _, od)| *od == d) {
+                if other != name {
                     problems.push(format!(
                         "line {n}: this key is already assigned to another principal"
                     ));
                 }
                 continue;
             }
-            by_digest.insert(
-                d,
-                Entry {
-                    digest: d,
-                    principal: Arc::new(Principal::new(name)),
-                },
-            );
+            lines.push((n, name.to_owned(), d));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        // One shared principal value per name, carrying its rate override.
-        let mut shared: HashMap<String, Arc<Principal>> = HashMap::new();
-        for entry in by_digest.values_mut() {
-            let name = entry.principal.name.to_string();
-            let limit = limits.get(&name).copied().flatten();
-            let p = shared
-                .entry(name.clone())
-                .or_insert_with(|| {
-                    Arc::new(Principal {
-                        name: name.clone().into(),
-                        limit,
-                    })
-                })
-                .clone();
-            entry.principal = p;
+        let mut by_digest = HashMap::new();
+        for (_, name, d) in lines {
+            let a = attrs.get(&name).cloned().unwrap_or_default();
+            let principal = Principal {
+                name: name.as_str().into(),
+                kind: PrincipalKind::ApiKey,
+                credential: credential_id(&d),
+                limit: a.limit,
+                tools: a.tools.map(Into::into),
+                scopes: None,
+            };
+            by_digest.insert(
+                d,
+                Entry {
+                    digest: d,
+                    principal: Arc::new(principal),
+                },
+            );
         }
         Ok(KeyStore { by_digest })
+    }
+
+    /// Identifiers of every key in the set (not the keys), to find revoked ones.
+    pub fn credentials(&self) -> std::collections::HashSet<Arc<str>> {
+        self.by_digest
+            .values()
+            .map(|e| e.principal.credential.clone())
+            .collect()
+    }
+}
+
+/// A key's public identifier: a digest prefix, safe to log and to compare.
+fn credential_id(d: &Digest32) -> Arc<str> {
+    format!("key:{}", hex::encode(&d[..6])).into()
+}
+
+/// What the config offers keys-file lines: named rate tiers and tool groups.
+#[derive(Debug, Clone, Default)]
+pub struct KeyContext {
+    pub tiers: std::collections::BTreeMap<String, (Rate, NonZeroU32)>,
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PrincipalAttrs {
+    limit: Option<(Rate, NonZeroU32)>,
+    tools: Option<Vec<String>>,
+}
+
+impl PrincipalAttrs {
+    fn parse<'a>(
+        fields: impl Iterator<Item = &'a str>,
+        ctx: &KeyContext,
+    ) -> Result<PrincipalAttrs, String> {
+        let mut rate = None;
+        let mut burst = None;
+        let mut tier = None;
+        let mut tools: Option<Vec<String>> = None;
+        for attr in fields {
+            match attr.split_once('=') {
+                Some(("rate", v)) => rate = Some(Rate::parse(v).map_err(|e| format!("rate: {e}"))?),
+                Some(("burst", v)) => {
+                    burst = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .and_then(NonZeroU32::new)
+                            .ok_or("burst must be a whole number ≥ 1")?,
+                    )
+                }
+                Some(("tier", v)) => {
+                    tier = Some(*ctx.tiers.get(v).ok_or_else(|| {
+                        format!("unknown tier {v:?} (define it under [rate_limit.tiers])")
+                    })?)
+                }
+                Some(("tools", v)) => {
+                    let mut list = Vec::new();
+                    for item in v.split(',').filter(|s| !s.is_empty()) {
+                        match item.strip_prefix('@') {
+                            Some(group) => list.extend(
+                                ctx.groups
+                                    .get(group)
+                                    .ok_or_else(|| format!("unknown tool group {group:?} (define it under [access.groups])"))?
+                                    .iter()
+                                    .cloned(),
+                            ),
+                            None => list.push(item.to_owned()),
+                        }
+                    }
+                    tools = Some(list);
+                }
+                _ => {
+                    return Err(
+                        "unknown attribute (expected rate=, burst=, tier= or tools=)".into(),
+                    );
+                }
+            }
+        }
+        let limit = match (rate, burst, tier) {
+            (Some(_), _, Some(_)) => return Err("give either rate= or tier=, not both".into()),
+            (Some(r), b, None) => Some((r, b.unwrap_or(r.count))),
+            (None, Some(_), _) => return Err("burst= needs rate= on the same line".into()),
+            (None, None, t) => t,
+        };
+        Ok(PrincipalAttrs { limit, tools })
+    }
+
+    /// Lines of one principal must agree; an attribute may be given on one line only.
+    fn merge(&mut self, other: PrincipalAttrs) -> Result<(), String> {
+        if other.limit.is_some() {
+            if self.limit.is_some() && self.limit != other.limit {
+                return Err("already has a different rate on an earlier line".into());
+            }
+            self.limit = other.limit;
+        }
+        if other.tools.is_some() {
+            if self.tools.is_some() && self.tools != other.tools {
+                return Err("already has a different tools= list on an earlier line".into());
+            }
+            self.tools = other.tools;
+        }
+        Ok(())
     }
 }
 
@@ -313,6 +383,54 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert!(store.verify(&secret("old-key-0123456789")).is_some());
         assert!(store.verify(&secret("new-key-0123456789")).is_some());
+    }
+
+    #[test]
+    fn tiers_and_tool_lists() {
+        let mut ctx = KeyContext::default();
+        ctx.tiers.insert(
+            "gold".into(),
+            (
+                Rate::parse("600/min").unwrap(),
+                NonZeroU32::new(100).unwrap(),
+            ),
+        );
+        ctx.groups.insert(
+            "readers".into(),
+            vec!["search_docs".into(), "read_doc".into()],
+        );
+        let store = KeyStore::parse_with(
+            "a a-key-0123456789abcdef tier=gold tools=@readers,extra\nb b-key-0123456789abcdef\n",
+            &ctx,
+        )
+        .unwrap();
+        let a = store.verify(&secret("a-key-0123456789abcdef")).unwrap();
+        assert_eq!(a.limit.unwrap().1.get(), 100);
+        assert_eq!(
+            a.tools.as_deref().unwrap(),
+            ["search_docs".to_string(), "read_doc".into(), "extra".into()]
+        );
+        assert!(
+            store
+                .verify(&secret("b-key-0123456789abcdef"))
+                .unwrap()
+                .tools
+                .is_none()
+        );
+        let err =
+            KeyStore::parse_with("c c-key-0123456789abcdef tier=platinum tools=@nope\n", &ctx)
+                .unwrap_err();
+        assert!(err[0].contains("platinum"), "{err:?}");
+        assert_ne!(
+            store
+                .verify(&secret("a-key-0123456789abcdef"))
+                .unwrap()
+                .credential,
+            store
+                .verify(&secret("b-key-0123456789abcdef"))
+                .unwrap()
+                .credential
+        );
     }
 
     #[test]

@@ -1,49 +1,80 @@
-//! Who is calling: bearer credentials checked against the configured key set.
+//! Who is calling: bearer credentials (API keys and/or JWTs) checked against key sets
+//! that are swapped atomically when their secret files change.
 
+pub mod access;
 pub mod api_keys;
+pub mod jwt;
 
+use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
-pub use api_keys::{ApiKeysError, KeyStore};
+pub use access::{ToolDenied, ToolPolicy};
+pub use api_keys::{ApiKeysError, KeyContext, KeyStore};
+pub use jwt::{JwtRejection, JwtVerifier};
 
 use crate::config::Rate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    ApiKey,
+    Jwt,
+    Anonymous,
+}
 
 /// An authenticated caller. Rate limits and session ownership are keyed by `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: Arc<str>,
+    pub kind: PrincipalKind,
+    /// Which credential authenticated this request (a key's digest prefix, or the JWT
+    /// signing key). Safe to log; used to end sessions when that credential is revoked.
+    pub credential: Arc<str>,
     /// A per-principal rate and burst overriding the default.
     pub limit: Option<(Rate, NonZeroU32)>,
+    /// API keys: the tools this principal may see and call (names or `prefix*` globs).
+    pub tools: Option<Arc<[String]>>,
+    /// JWTs: the token's scopes.
+    pub scopes: Option<Arc<BTreeSet<String>>>,
 }
 
 impl Principal {
     pub fn new(name: &str) -> Principal {
         Principal {
             name: name.into(),
+            kind: PrincipalKind::ApiKey,
+            credential: "".into(),
             limit: None,
+            tools: None,
+            scopes: None,
         }
     }
 
     /// The caller when auth is off (loopback only).
     pub fn anonymous() -> Principal {
-        Principal::new("anonymous")
+        Principal {
+            kind: PrincipalKind::Anonymous,
+            credential: "anonymous".into(),
+            ..Principal::new("anonymous")
+        }
     }
 }
 
 /// Why a request was not authenticated; becomes a 401 challenge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {
-    #[error("missing bearer token: send `Authorization: Bearer <key>`")]
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
     Missing,
-    #[error("malformed Authorization header: expected `Bearer <key>`")]
+    #[error("malformed Authorization header: expected `Bearer <token>`")]
     Malformed,
     #[error("invalid or revoked API key")]
     InvalidKey,
+    #[error("invalid token: {0}")]
+    InvalidToken(JwtRejection),
 }
 
 impl AuthFailure {
@@ -53,6 +84,7 @@ impl AuthFailure {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
             AuthFailure::InvalidKey => "invalid_key",
+            AuthFailure::InvalidToken(r) => r.reason(),
         }
     }
 }
@@ -73,32 +105,80 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<SecretString, AuthFailure> {
     Ok(SecretString::from(token.to_owned()))
 }
 
-/// The configured authentication. Key sets are swapped atomically on reload.
-pub enum Authenticator {
-    ApiKeys(ArcSwap<KeyStore>),
-    None,
+/// Compact JWS: three base64url parts, the header starting with `{"` (`eyJ`).
+fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// The configured authentication.
+pub struct Authenticator {
+    api_keys: Option<ArcSwap<KeyStore>>,
+    jwt: Option<JwtVerifier>,
 }
 
 impl Authenticator {
+    pub fn new(api_keys: Option<KeyStore>, jwt: Option<JwtVerifier>) -> Authenticator {
+        Authenticator {
+            api_keys: api_keys.map(ArcSwap::from_pointee),
+            jwt,
+        }
+    }
+
+    /// No authentication (loopback only).
+    pub fn none() -> Authenticator {
+        Authenticator {
+            api_keys: None,
+            jwt: None,
+        }
+    }
+
     pub fn api_keys(store: KeyStore) -> Authenticator {
-        Authenticator::ApiKeys(ArcSwap::from_pointee(store))
+        Authenticator::new(Some(store), None)
     }
 
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthFailure> {
-        match self {
-            Authenticator::None => Ok(Arc::new(Principal::anonymous())),
-            Authenticator::ApiKeys(store) => {
-                let token = bearer_token(headers)?;
-                store.load().verify(&token).ok_or(AuthFailure::InvalidKey)
-            }
+    pub fn is_enabled(&self) -> bool {
+        self.api_keys.is_some() || self.jwt.is_some()
+    }
+
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthFailure> {
+        if !self.is_enabled() {
+            return Ok(Arc::new(Principal::anonymous()));
+        }
+        let token = bearer_token(headers)?;
+        if let Some(jwt) = &self.jwt
+            && (self.api_keys.is_none() || looks_like_jwt(token.expose_secret()))
+        {
+            return jwt
+                .verify(token.expose_secret())
+                .await
+                .map(Arc::new)
+                .map_err(AuthFailure::InvalidToken);
+        }
+        match &self.api_keys {
+            Some(store) => store.load().verify(&token).ok_or(AuthFailure::InvalidKey),
+            None => Err(AuthFailure::InvalidKey),
         }
     }
 
-    /// Publish a new, already validated key set.
-    pub fn replace_keys(&self, store: KeyStore) {
-        if let Authenticator::ApiKeys(current) = self {
-            current.store(Arc::new(store));
-        }
+    /// Publish a new, already validated key set; returns the credentials it revoked.
+    pub fn replace_keys(&self, store: KeyStore) -> Vec<Arc<str>> {
+        let Some(current) = &self.api_keys else {
+            return Vec::new();
+        };
+        let new_credentials = store.credentials();
+        let old = current.swap(Arc::new(store));
+        old.credentials()
+            .into_iter()
+            .filter(|c| !new_credentials.contains(c))
+            .collect()
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.api_keys.as_ref().map_or(0, |s| s.load().len())
     }
 }
 
@@ -142,8 +222,14 @@ mod tests {
     }
 
     #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJhbGciOi.eyJzdWIi.sig"));
+        assert!(!looks_like_jwt("alice-key-0123456789"));
+        assert!(!looks_like_jwt("eyJonly.two"));
+    }
+
+    #[test]
     fn generated_keys_are_long_and_distinct() {
-        use secrecy::ExposeSecret;
         let a = generate_key();
         let b = generate_key();
         assert!(a.expose_secret().len() >= 40);

@@ -138,13 +138,94 @@ pub enum TlsConfig {
     Off,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "mode", rename_all = "kebab-case")]
-pub enum AuthConfig {
-    /// API keys from a secrets file; `None` means one key generated at start (dev only).
-    ApiKeys { api_keys_file: Option<PathBuf> },
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// API keys from a secrets file.
+    ApiKeys,
+    /// JWTs from an identity provider.
+    Jwt,
+    /// Either: tokens that look like JWTs are checked as JWTs, others as API keys.
+    ApiKeysAndJwt,
     /// No authentication: only allowed on a loopback bind, and only when set explicitly.
     None,
+}
+
+impl AuthMode {
+    pub fn api_keys(self) -> bool {
+        matches!(self, AuthMode::ApiKeys | AuthMode::ApiKeysAndJwt)
+    }
+    pub fn jwt(self) -> bool {
+        matches!(self, AuthMode::Jwt | AuthMode::ApiKeysAndJwt)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JwtKeyConfig {
+    pub kid: Option<String>,
+    pub file: PathBuf,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: Vec<String>,
+    pub keys: Vec<JwtKeyConfig>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub jwks_ca_file: Option<PathBuf>,
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_refresh: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub leeway: Duration,
+    pub principal_claim: String,
+    pub required_claims: Vec<String>,
+    pub tier_claim: Option<String>,
+    pub max_token_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// `None` with API keys means one key generated at start (dev profile only).
+    pub api_keys_file: Option<PathBuf>,
+    /// This server's canonical resource URI (RFC 8707), the JWT audience by default.
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    /// Scopes every JWT needs to use `/mcp` at all.
+    pub required_scopes: Vec<String>,
+    pub jwt: Option<JwtConfig>,
+    /// Whether `resource` was derived from the listen port (not configured).
+    #[serde(skip)]
+    pub resource_derived: bool,
+}
+
+impl AuthConfig {
+    /// Re-derive the resource URI (and the default audience) for the port actually
+    /// bound when the configured port was 0.
+    pub fn adopt_port(&mut self, port: u16) {
+        if !self.resource_derived {
+            return;
+        }
+        let old = self.resource.clone();
+        self.resource = old.replacen(":0/", &format!(":{port}/"), 1);
+        if let Some(jwt) = &mut self.jwt {
+            for aud in &mut jwt.audience {
+                if *aud == old {
+                    *aud = self.resource.clone();
+                }
+            }
+        }
+    }
+}
+
+/// Who may see and call which tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AccessConfig {
+    pub tool_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    pub default_tool_scopes: Vec<String>,
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A request rate such as `120/min`.
@@ -225,6 +306,8 @@ pub struct RateLimitConfig {
     pub failed_auth_rate: Rate,
     pub failed_auth_burst: NonZeroU32,
     pub max_tracked_clients: usize,
+    /// Named budgets a keys-file line (`tier=`) or a JWT claim can select.
+    pub tiers: std::collections::BTreeMap<String, (Rate, NonZeroU32)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,6 +342,10 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub sessions: SessionsConfig,
     pub docs_dir: PathBuf,
+    pub access: AccessConfig,
+    /// How often secret files are re-read (hash compared) when no file event arrives.
+    #[serde(serialize_with = "ser_duration")]
+    pub secrets_poll_interval: Duration,
     pub log: LogConfig,
     /// MCP servers behind the edge; empty = the built-in docs tools.
     pub backends: Vec<BackendConfig>,
@@ -308,7 +395,9 @@ fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
             format!("{prefix}.{k}")
         };
         match v {
-            toml::Value::Table(t) => key_paths(t, &path, out),
+            toml::Value::Table(t) if !raw::TABLE_KEYS.contains(&path.as_str()) => {
+                key_paths(t, &path, out)
+            }
             _ => out.push(path),
         }
     }
@@ -330,14 +419,12 @@ fn read_file(path: &Path) -> Result<(RawConfig, Vec<&'static str>), Vec<ConfigEr
     let mut known = Vec::new();
     let mut errors = Vec::new();
     for key in &present {
-        // `[[backends]]` is an array of tables; serde checks its fields.
-        if key == "backends" {
-            known.push("backends");
-            continue;
-        }
         match KEYS.iter().find(|k| k.key == key) {
             Some(spec) => known.push(spec.key),
-            None => errors.push(file_err(key, "unknown key".into())),
+            None => match raw::TABLE_KEYS.iter().find(|k| *k == key) {
+                Some(table_key) => known.push(table_key),
+                None => errors.push(file_err(key, "unknown key".into())),
+            },
         }
     }
     if !errors.is_empty() {
@@ -493,6 +580,204 @@ fn valid_hostname(name: &str) -> bool {
             }))
 }
 
+#[allow(clippy::too_many_arguments)]
+fn validate_auth(
+    e: &mut Errors<'_>,
+    raw: &RawConfig,
+    profile: Profile,
+    transport: Transport,
+    loopback: bool,
+    ip: IpAddr,
+    listen: SocketAddr,
+    public_hostnames: &[String],
+) -> AuthConfig {
+    let network = transport == Transport::StreamableHttp;
+    let mode = match raw.auth.mode.as_deref() {
+        None => {
+            if raw.auth.jwt.issuer.is_some() && raw.auth.api_keys_file.is_none() {
+                AuthMode::Jwt
+            } else if raw.auth.jwt.issuer.is_some() {
+                AuthMode::ApiKeysAndJwt
+            } else {
+                AuthMode::ApiKeys
+            }
+        }
+        Some("api-keys") => AuthMode::ApiKeys,
+        Some("jwt") => AuthMode::Jwt,
+        Some("api-keys+jwt") => AuthMode::ApiKeysAndJwt,
+        Some("none") => {
+            if !loopback && network {
+                e.push(
+                    "auth.mode",
+                    format!("\"none\" is only allowed on a loopback bind, but server.host is {ip}"),
+                );
+            }
+            AuthMode::None
+        }
+        Some(other) => {
+            e.push(
+                "auth.mode",
+                format!(
+                    "must be \"api-keys\", \"jwt\", \"api-keys+jwt\" or \"none\", got {other:?}"
+                ),
+            );
+            AuthMode::None
+        }
+    };
+    let api_keys_file = path_of(&raw.auth.api_keys_file);
+    if mode.api_keys() && api_keys_file.is_none() && profile != Profile::Dev && network {
+        e.push(
+            "auth.api_keys_file",
+            "is required: a network listener needs auth (set MCP_API_KEYS_FILE, configure auth.jwt, or auth.mode = \"none\" on a loopback bind)",
+        );
+    }
+    let host = public_hostnames
+        .first()
+        .map(String::as_str)
+        .unwrap_or("localhost");
+    let resource = raw
+        .auth
+        .resource
+        .clone()
+        .unwrap_or_else(|| match listen.port() {
+            443 => format!("https://{host}/mcp"),
+            port => format!("https://{host}:{port}/mcp"),
+        });
+    if !resource.starts_with("https://") && !resource.starts_with("http://") {
+        e.push(
+            "auth.resource",
+            format!("{resource:?} must be an absolute https:// URI"),
+        );
+    }
+    if resource.contains('#') {
+        e.push("auth.resource", "must not contain a fragment (RFC 8707)");
+    }
+    let required_scopes = raw.auth.required_scopes.clone().unwrap_or_default();
+    let j = &raw.auth.jwt;
+    let jwt = if mode.jwt() {
+        let issuer = match &j.issuer {
+            Some(i) if !i.is_empty() => i.clone(),
+            _ => {
+                e.push(
+                    "auth.jwt.issuer",
+                    "is required when JWTs are accepted (set MCP_JWT_ISSUER)",
+                );
+                String::new()
+            }
+        };
+        let parse_algs = |e: &mut Errors<'_>,
+                          key: &str,
+                          names: &[String]|
+         -> Vec<jsonwebtoken::Algorithm> {
+            let mut algs = Vec::new();
+            for name in names {
+                match name.trim().parse::<jsonwebtoken::Algorithm>() {
+                    Ok(a) => algs.push(a),
+                    Err(_) => e.push(
+                        key,
+                        format!("unknown algorithm {name:?} (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA; \"none\" is never accepted)"),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                e.push(key, "list at least one algorithm for the key");
+            }
+            let families: std::collections::BTreeSet<_> =
+                algs.iter().map(|a| format!("{:?}", a.family())).collect();
+            if families.len() > 1 {
+                e.push(
+                    key,
+                    "one key's algorithms must all be of one family (HMAC, RSA, EC or EdDSA)",
+                );
+            }
+            algs
+        };
+        let mut keys = Vec::new();
+        match (path_of(&j.key_file), &j.algorithms) {
+            (Some(file), Some(names)) => keys.push(JwtKeyConfig {
+                kid: None,
+                file,
+                algorithms: parse_algs(e, "auth.jwt.algorithms", names),
+            }),
+            (Some(_), None) => e.push(
+                "auth.jwt.algorithms",
+                "is required with auth.jwt.key_file: name the algorithms this key may verify (e.g. RS256)",
+            ),
+            (None, Some(_)) => e.push("auth.jwt.key_file", "is required with auth.jwt.algorithms"),
+            (None, None) => {}
+        }
+        for key in j.keys.clone().unwrap_or_default() {
+            keys.push(JwtKeyConfig {
+                kid: key.kid.clone(),
+                file: PathBuf::from(&key.file),
+                algorithms: parse_algs(e, "auth.jwt.keys", &key.algorithms),
+            });
+        }
+        let jwks_file = path_of(&j.jwks_file);
+        let jwks_url = j.jwks_url.clone().filter(|u| !u.is_empty());
+        if let Some(url) = &jwks_url
+            && !(url.starts_with("https://")
+                || url.starts_with("http://127.")
+                || url.starts_with("http://localhost"))
+        {
+            e.push(
+                "auth.jwt.jwks_url",
+                "must be https:// (plain http only for loopback)",
+            );
+        }
+        if keys.is_empty() && jwks_file.is_none() && jwks_url.is_none() {
+            e.push(
+                "auth.jwt.key_file",
+                "JWTs need verification keys: set auth.jwt.key_file + algorithms, [[auth.jwt.keys]], auth.jwt.jwks_file or auth.jwt.jwks_url",
+            );
+        }
+        let max_token_bytes = j.max_token_bytes.unwrap_or(8192);
+        if !(256..=65536).contains(&max_token_bytes) {
+            e.push("auth.jwt.max_token_bytes", "must be between 256 and 65536");
+        }
+        Some(JwtConfig {
+            issuer,
+            audience: j.audience.clone().unwrap_or_else(|| vec![resource.clone()]),
+            keys,
+            jwks_file,
+            jwks_url,
+            jwks_ca_file: path_of(&j.jwks_ca_file),
+            jwks_refresh: duration(
+                e,
+                "auth.jwt.jwks_refresh",
+                j.jwks_refresh.as_deref(),
+                Duration::from_secs(600),
+            ),
+            leeway: duration(
+                e,
+                "auth.jwt.leeway",
+                j.leeway.as_deref(),
+                Duration::from_secs(60),
+            ),
+            principal_claim: j.principal_claim.clone().unwrap_or_else(|| "sub".into()),
+            required_claims: j.required_claims.clone().unwrap_or_default(),
+            tier_claim: j.tier_claim.clone(),
+            max_token_bytes: max_token_bytes as usize,
+        })
+    } else {
+        None
+    };
+    AuthConfig {
+        mode,
+        api_keys_file,
+        resource_derived: raw.auth.resource.is_none(),
+        resource: resource.clone(),
+        authorization_servers: raw
+            .auth
+            .authorization_servers
+            .clone()
+            .or_else(|| jwt.as_ref().map(|j| vec![j.issuer.clone()]))
+            .unwrap_or_default(),
+        required_scopes,
+        jwt,
+    }
+}
+
 fn validate(
     layered: &Layered,
     profile: Profile,
@@ -641,42 +926,16 @@ fn validate(
         }
     };
 
-    let auth = match raw.auth.mode.as_deref() {
-        None | Some("api-keys") => match path_of(&raw.auth.api_keys_file) {
-            Some(path) => AuthConfig::ApiKeys {
-                api_keys_file: Some(path),
-            },
-            None if profile == Profile::Dev => AuthConfig::ApiKeys {
-                api_keys_file: None,
-            },
-            None => {
-                if transport == Transport::StreamableHttp {
-                    e.push(
-                        "auth.api_keys_file",
-                        "is required: a network listener needs auth (set MCP_API_KEYS_FILE, or auth.mode = \"none\" on a loopback bind)",
-                    );
-                }
-                AuthConfig::None
-            }
-        },
-        Some("none") => {
-            if !loopback && transport == Transport::StreamableHttp {
-                e.push(
-                    "auth.mode",
-                    format!("\"none\" is only allowed on a loopback bind, but server.host is {ip}"),
-                );
-            }
-            AuthConfig::None
-        }
-        Some(other) => {
-            e.push(
-                "auth.mode",
-                format!("must be \"api-keys\" or \"none\", got {other:?}"),
-            );
-            AuthConfig::None
-        }
-    };
-
+    let auth = validate_auth(
+        e,
+        raw,
+        profile,
+        transport,
+        loopback,
+        ip,
+        listen,
+        &public_hostnames,
+    );
     let rl = &raw.rate_limit;
     let rate_limit = RateLimitConfig {
         rate: rate(e, "rate_limit.rate", rl.rate.as_deref(), "120/min"),
@@ -694,6 +953,31 @@ fn validate(
             rl.max_tracked_clients,
             100_000,
         ),
+        tiers: rl
+            .tiers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, tier)| match Rate::parse(&tier.rate) {
+                Ok(rate) => {
+                    let burst = tier.burst.unwrap_or(rate.count.get());
+                    match NonZeroU32::new(burst) {
+                        Some(burst) => Some((name, (rate, burst))),
+                        None => {
+                            e.push(
+                                "rate_limit.tiers",
+                                format!("tier {name:?}: burst must be at least 1"),
+                            );
+                            None
+                        }
+                    }
+                }
+                Err(msg) => {
+                    e.push("rate_limit.tiers", format!("tier {name:?}: {msg}"));
+                    None
+                }
+            })
+            .collect(),
     };
 
     let sessions = SessionsConfig {
@@ -713,6 +997,20 @@ fn validate(
     };
 
     let docs_dir = PathBuf::from(raw.docs.dir.as_deref().unwrap_or("."));
+    let access = AccessConfig {
+        tool_scopes: raw.access.tool_scopes.clone().unwrap_or_default(),
+        default_tool_scopes: raw.access.default_tool_scopes.clone().unwrap_or_default(),
+        groups: raw.access.groups.clone().unwrap_or_default(),
+    };
+    let secrets_poll_interval = duration(
+        e,
+        "secrets.poll_interval",
+        raw.secrets.poll_interval.as_deref(),
+        Duration::from_secs(5),
+    );
+    if secrets_poll_interval < Duration::from_millis(100) {
+        e.push("secrets.poll_interval", "must be at least 100ms");
+    }
 
     let format = match raw.log.format.as_deref() {
         None | Some("pretty") => LogFormat::Pretty,
@@ -756,6 +1054,8 @@ fn validate(
         rate_limit,
         sessions,
         docs_dir,
+        access,
+        secrets_poll_interval,
         log: LogConfig { format, level },
         backends,
         proxy,
@@ -809,12 +1109,9 @@ mod tests {
         let c = load_with(None, &[]).unwrap();
         assert_eq!(c.profile, Profile::Dev);
         assert_eq!(c.tls, TlsConfig::SelfSigned);
-        assert_eq!(
-            c.auth,
-            AuthConfig::ApiKeys {
-                api_keys_file: None
-            }
-        );
+        assert_eq!(c.auth.mode, AuthMode::ApiKeys);
+        assert_eq!(c.auth.api_keys_file, None);
+        assert_eq!(c.auth.resource, "https://localhost:8443/mcp");
         assert_eq!(c.server.listen, "127.0.0.1:8443".parse().unwrap());
     }
 
@@ -876,7 +1173,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(ok.auth, AuthConfig::None);
+        assert_eq!(ok.auth.mode, AuthMode::None);
         assert_eq!(ok.profile, Profile::Deployment);
     }
 

@@ -19,6 +19,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub docs: RawDocs,
     #[serde(default)]
+    pub access: RawAccess,
+    #[serde(default)]
+    pub secrets: RawSecrets,
+    #[serde(default)]
     pub log: RawLog,
     /// `[[backends]]`: MCP servers behind the edge (none = the built-in docs tools).
     #[serde(default)]
@@ -56,6 +60,63 @@ pub struct RawTls {
 pub struct RawAuth {
     pub mode: Option<String>,
     pub api_keys_file: Option<String>,
+    pub resource: Option<String>,
+    pub authorization_servers: Option<Vec<String>>,
+    pub required_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub jwt: RawJwt,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub issuer: Option<String>,
+    pub audience: Option<Vec<String>>,
+    pub key_file: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub keys: Option<Vec<RawJwtKey>>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_ca_file: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub leeway: Option<String>,
+    pub principal_claim: Option<String>,
+    pub required_claims: Option<Vec<String>>,
+    pub tier_claim: Option<String>,
+    pub max_token_bytes: Option<u64>,
+}
+
+/// One entry of `[[auth.jwt.keys]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtKey {
+    pub kid: Option<String>,
+    pub file: String,
+    pub algorithms: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    /// Tool name or glob (`github__*`) → scopes a JWT needs to see and call it.
+    pub tool_scopes: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Scopes needed for tools no `tool_scopes` entry matches.
+    pub default_tool_scopes: Option<Vec<String>>,
+    /// Named tool lists that keys-file lines reference as `tools=@name`.
+    pub groups: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub rate: String,
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    pub poll_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -66,6 +127,7 @@ pub struct RawRateLimit {
     pub failed_auth_rate: Option<String>,
     pub failed_auth_burst: Option<u32>,
     pub max_tracked_clients: Option<u64>,
+    pub tiers: Option<std::collections::BTreeMap<String, RawTier>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -96,141 +158,77 @@ pub struct KeySpec {
     pub env: &'static str,
 }
 
+const fn key(key: &'static str, env: &'static str) -> KeySpec {
+    KeySpec { key, env }
+}
+
 /// Every key the server knows, in file order. The example config and `.env.example`
 /// are tested against this list, so adding a key here without documenting it fails CI.
 pub const KEYS: &[KeySpec] = &[
-    KeySpec {
-        key: "server.host",
-        env: "MCP_HOST",
-    },
-    KeySpec {
-        key: "server.port",
-        env: "MCP_PORT",
-    },
-    KeySpec {
-        key: "server.transport",
-        env: "MCP_TRANSPORT",
-    },
-    KeySpec {
-        key: "server.public_hostnames",
-        env: "MCP_PUBLIC_HOSTNAMES",
-    },
-    KeySpec {
-        key: "server.allowed_origins",
-        env: "MCP_ALLOWED_ORIGINS",
-    },
-    KeySpec {
-        key: "server.handshake_timeout",
-        env: "MCP_HANDSHAKE_TIMEOUT",
-    },
-    KeySpec {
-        key: "server.first_request_timeout",
-        env: "MCP_FIRST_REQUEST_TIMEOUT",
-    },
-    KeySpec {
-        key: "server.shutdown_grace",
-        env: "MCP_SHUTDOWN_GRACE",
-    },
-    KeySpec {
-        key: "server.max_body_bytes",
-        env: "MCP_MAX_BODY_BYTES",
-    },
-    KeySpec {
-        key: "tls.mode",
-        env: "MCP_TLS_MODE",
-    },
-    KeySpec {
-        key: "tls.cert_file",
-        env: "MCP_TLS_CERT_FILE",
-    },
-    KeySpec {
-        key: "tls.key_file",
-        env: "MCP_TLS_KEY_FILE",
-    },
-    KeySpec {
-        key: "auth.mode",
-        env: "MCP_AUTH_MODE",
-    },
-    KeySpec {
-        key: "auth.api_keys_file",
-        env: "MCP_API_KEYS_FILE",
-    },
-    KeySpec {
-        key: "rate_limit.rate",
-        env: "MCP_RATE_LIMIT",
-    },
-    KeySpec {
-        key: "rate_limit.burst",
-        env: "MCP_RATE_BURST",
-    },
-    KeySpec {
-        key: "rate_limit.failed_auth_rate",
-        env: "MCP_FAILED_AUTH_RATE",
-    },
-    KeySpec {
-        key: "rate_limit.failed_auth_burst",
-        env: "MCP_FAILED_AUTH_BURST",
-    },
-    KeySpec {
-        key: "rate_limit.max_tracked_clients",
-        env: "MCP_RATE_MAX_TRACKED",
-    },
-    KeySpec {
-        key: "sessions.max_total",
-        env: "MCP_MAX_SESSIONS",
-    },
-    KeySpec {
-        key: "sessions.max_per_principal",
-        env: "MCP_MAX_SESSIONS_PER_PRINCIPAL",
-    },
-    KeySpec {
-        key: "sessions.idle_timeout",
-        env: "MCP_SESSION_IDLE_TIMEOUT",
-    },
-    KeySpec {
-        key: "docs.dir",
-        env: "MCP_DOCS_DIR",
-    },
-    KeySpec {
-        key: "log.format",
-        env: "MCP_LOG_FORMAT",
-    },
-    KeySpec {
-        key: "log.level",
-        env: "MCP_LOG_LEVEL",
-    },
-    KeySpec {
-        key: "proxy.call_timeout",
-        env: "MCP_CALL_TIMEOUT",
-    },
-    KeySpec {
-        key: "proxy.spawn_timeout",
-        env: "MCP_SPAWN_TIMEOUT",
-    },
-    KeySpec {
-        key: "proxy.max_children",
-        env: "MCP_MAX_CHILDREN",
-    },
-    KeySpec {
-        key: "proxy.pool_size",
-        env: "MCP_POOL_SIZE",
-    },
-    KeySpec {
-        key: "proxy.pool_idle_timeout",
-        env: "MCP_POOL_IDLE_TIMEOUT",
-    },
-    KeySpec {
-        key: "proxy.kill_grace",
-        env: "MCP_KILL_GRACE",
-    },
-    KeySpec {
-        key: "proxy.restart_backoff_max",
-        env: "MCP_RESTART_BACKOFF_MAX",
-    },
-    KeySpec {
-        key: "legacy_sse.enabled",
-        env: "MCP_LEGACY_SSE",
-    },
+    key("server.host", "MCP_HOST"),
+    key("server.port", "MCP_PORT"),
+    key("server.transport", "MCP_TRANSPORT"),
+    key("server.public_hostnames", "MCP_PUBLIC_HOSTNAMES"),
+    key("server.allowed_origins", "MCP_ALLOWED_ORIGINS"),
+    key("server.handshake_timeout", "MCP_HANDSHAKE_TIMEOUT"),
+    key("server.first_request_timeout", "MCP_FIRST_REQUEST_TIMEOUT"),
+    key("server.shutdown_grace", "MCP_SHUTDOWN_GRACE"),
+    key("server.max_body_bytes", "MCP_MAX_BODY_BYTES"),
+    key("tls.mode", "MCP_TLS_MODE"),
+    key("tls.cert_file", "MCP_TLS_CERT_FILE"),
+    key("tls.key_file", "MCP_TLS_KEY_FILE"),
+    key("auth.mode", "MCP_AUTH_MODE"),
+    key("auth.api_keys_file", "MCP_API_KEYS_FILE"),
+    key("auth.resource", "MCP_RESOURCE_URI"),
+    key("auth.authorization_servers", "MCP_AUTHORIZATION_SERVERS"),
+    key("auth.required_scopes", "MCP_REQUIRED_SCOPES"),
+    key("auth.jwt.issuer", "MCP_JWT_ISSUER"),
+    key("auth.jwt.audience", "MCP_JWT_AUDIENCE"),
+    key("auth.jwt.key_file", "MCP_JWT_KEY_FILE"),
+    key("auth.jwt.algorithms", "MCP_JWT_ALGORITHMS"),
+    key("auth.jwt.jwks_file", "MCP_JWT_JWKS_FILE"),
+    key("auth.jwt.jwks_url", "MCP_JWT_JWKS_URL"),
+    key("auth.jwt.jwks_ca_file", "MCP_JWT_JWKS_CA_FILE"),
+    key("auth.jwt.jwks_refresh", "MCP_JWT_JWKS_REFRESH"),
+    key("auth.jwt.leeway", "MCP_JWT_LEEWAY"),
+    key("auth.jwt.principal_claim", "MCP_JWT_PRINCIPAL_CLAIM"),
+    key("auth.jwt.required_claims", "MCP_JWT_REQUIRED_CLAIMS"),
+    key("auth.jwt.tier_claim", "MCP_JWT_TIER_CLAIM"),
+    key("auth.jwt.max_token_bytes", "MCP_JWT_MAX_TOKEN_BYTES"),
+    key("rate_limit.rate", "MCP_RATE_LIMIT"),
+    key("rate_limit.burst", "MCP_RATE_BURST"),
+    key("rate_limit.failed_auth_rate", "MCP_FAILED_AUTH_RATE"),
+    key("rate_limit.failed_auth_burst", "MCP_FAILED_AUTH_BURST"),
+    key("rate_limit.max_tracked_clients", "MCP_RATE_MAX_TRACKED"),
+    key("sessions.max_total", "MCP_MAX_SESSIONS"),
+    key(
+        "sessions.max_per_principal",
+        "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+    ),
+    key("sessions.idle_timeout", "MCP_SESSION_IDLE_TIMEOUT"),
+    key("docs.dir", "MCP_DOCS_DIR"),
+    key("secrets.poll_interval", "MCP_SECRETS_POLL_INTERVAL"),
+    key("log.format", "MCP_LOG_FORMAT"),
+    key("log.level", "MCP_LOG_LEVEL"),
+    key("proxy.call_timeout", "MCP_CALL_TIMEOUT"),
+    key("proxy.spawn_timeout", "MCP_SPAWN_TIMEOUT"),
+    key("proxy.max_children", "MCP_MAX_CHILDREN"),
+    key("proxy.pool_size", "MCP_POOL_SIZE"),
+    key("proxy.pool_idle_timeout", "MCP_POOL_IDLE_TIMEOUT"),
+    key("proxy.kill_grace", "MCP_KILL_GRACE"),
+    key("proxy.restart_backoff_max", "MCP_RESTART_BACKOFF_MAX"),
+    key("legacy_sse.enabled", "MCP_LEGACY_SSE"),
+];
+
+/// Keys whose values are tables or arrays of tables: set in the file only (no env
+/// var), and not walked further when checking for unknown keys (serde checks inside).
+pub const TABLE_KEYS: &[&str] = &[
+    "backends",
+    "auth.jwt.keys",
+    "access.tool_scopes",
+    "access.default_tool_scopes",
+    "access.groups",
+    "rate_limit.tiers",
 ];
 
 /// Keys whose presence means the operator is configuring a real deployment, so the
@@ -241,12 +239,22 @@ pub const DEPLOYMENT_KEYS: &[&str] = &[
     "tls.key_file",
     "auth.mode",
     "auth.api_keys_file",
+    "auth.jwt.issuer",
 ];
 
 fn list(value: &str) -> Vec<String> {
     value
         .split(',')
         .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Scopes: space or comma separated.
+fn words(value: &str) -> Vec<String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
@@ -278,6 +286,22 @@ impl RawConfig {
             "tls.key_file" => self.tls.key_file = text(),
             "auth.mode" => self.auth.mode = text(),
             "auth.api_keys_file" => self.auth.api_keys_file = text(),
+            "auth.resource" => self.auth.resource = text(),
+            "auth.authorization_servers" => self.auth.authorization_servers = Some(list(value)),
+            "auth.required_scopes" => self.auth.required_scopes = Some(words(value)),
+            "auth.jwt.issuer" => self.auth.jwt.issuer = text(),
+            "auth.jwt.audience" => self.auth.jwt.audience = Some(list(value)),
+            "auth.jwt.key_file" => self.auth.jwt.key_file = text(),
+            "auth.jwt.algorithms" => self.auth.jwt.algorithms = Some(list(value)),
+            "auth.jwt.jwks_file" => self.auth.jwt.jwks_file = text(),
+            "auth.jwt.jwks_url" => self.auth.jwt.jwks_url = text(),
+            "auth.jwt.jwks_ca_file" => self.auth.jwt.jwks_ca_file = text(),
+            "auth.jwt.jwks_refresh" => self.auth.jwt.jwks_refresh = text(),
+            "auth.jwt.leeway" => self.auth.jwt.leeway = text(),
+            "auth.jwt.principal_claim" => self.auth.jwt.principal_claim = text(),
+            "auth.jwt.required_claims" => self.auth.jwt.required_claims = Some(list(value)),
+            "auth.jwt.tier_claim" => self.auth.jwt.tier_claim = text(),
+            "auth.jwt.max_token_bytes" => self.auth.jwt.max_token_bytes = Some(number(value)?),
             "rate_limit.rate" => self.rate_limit.rate = text(),
             "rate_limit.burst" => self.rate_limit.burst = Some(number(value)?),
             "rate_limit.failed_auth_rate" => self.rate_limit.failed_auth_rate = text(),
@@ -291,6 +315,7 @@ impl RawConfig {
             "sessions.max_per_principal" => self.sessions.max_per_principal = Some(number(value)?),
             "sessions.idle_timeout" => self.sessions.idle_timeout = text(),
             "docs.dir" => self.docs.dir = text(),
+            "secrets.poll_interval" => self.secrets.poll_interval = text(),
             "log.format" => self.log.format = text(),
             "log.level" => self.log.level = text(),
             "proxy.call_timeout" => self.proxy.call_timeout = text(),
@@ -325,7 +350,8 @@ mod tests {
                     || k.ends_with("per_principal")
                     || k.ends_with("max_tracked_clients")
                     || k.ends_with("max_children")
-                    || k.ends_with("pool_size") =>
+                    || k.ends_with("pool_size")
+                    || k.ends_with("max_token_bytes") =>
                 {
                     "10"
                 }

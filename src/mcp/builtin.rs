@@ -173,9 +173,13 @@ impl ServerHandler for DocsBackend {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        let visible = tools()
+            .into_iter()
+            .filter(|t| super::tool_allowed(&context, &t.name).is_ok())
+            .collect();
+        Ok(ListToolsResult::with_all_items(visible))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -185,8 +189,11 @@ impl ServerHandler for DocsBackend {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Err(denied) = super::tool_allowed(&context, &request.name) {
+            return Err(super::tool_denied_error(&denied));
+        }
         let args = request.arguments.unwrap_or_default();
         let result = match request.name.as_ref() {
             "search_docs" => self.search(&args).await?,

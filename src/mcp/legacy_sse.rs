@@ -100,9 +100,16 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
 
 async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
-        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing).into_response();
+        return EdgeError::Unauthorized(
+            crate::auth::AuthFailure::Missing,
+            crate::error::Challenge::default(),
+        )
+        .into_response();
     };
-    let reservation = match legacy.registry.reserve(principal.name.clone()) {
+    let reservation = match legacy
+        .registry
+        .reserve(principal.name.clone(), principal.credential.clone())
+    {
         Ok(r) => r,
         Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
     };
@@ -174,7 +181,11 @@ async fn post_message(
     request: Request,
 ) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
-        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing).into_response();
+        return EdgeError::Unauthorized(
+            crate::auth::AuthFailure::Missing,
+            crate::error::Challenge::default(),
+        )
+        .into_response();
     };
     let Some(id) = query.session_id else {
         return jsonrpc_error(

@@ -21,29 +21,6 @@ use crate::config::Config;
 
 pub type McpService = StreamableHttpService<Backend, LocalSessionManager>;
 
-/// The one place that decides whether the caller may see and call a tool. Every
-/// `tools/list` result and every `tools/call` of every backend passes through here with
-/// the name the client sees (namespaced as `<backend>__<tool>` when there are several
-/// backends). The authenticated principal is in the HTTP request parts:
-/// `context.extensions.get::<http::request::Parts>()` → `parts.extensions.get::<Arc<Principal>>()`.
-pub fn tool_allowed(context: &rmcp::service::RequestContext<rmcp::RoleServer>, tool: &str) -> bool {
-    let _principal = context
-        .extensions
-        .get::<http::request::Parts>()
-        .and_then(|p| p.extensions.get::<Arc<crate::auth::Principal>>());
-    let _ = tool;
-    true
-}
-
-/// The JSON-RPC error for a tool the caller may not use.
-pub fn tool_denied(tool: &str) -> rmcp::ErrorData {
-    rmcp::ErrorData::new(
-        rmcp::model::ErrorCode(-32003),
-        format!("access to tool {tool:?} is not allowed for this principal"),
-        None,
-    )
-}
-
 /// Host names rmcp accepts in `Host`: the public names plus loopback (a loopback
 /// name cannot be the target of DNS rebinding from a remote page).
 pub fn allowed_hosts(config: &Config) -> Vec<String> {
@@ -122,14 +99,42 @@ pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionMa
     }
 }
 
-/// Close every session of a principal (its key was revoked).
-pub async fn close_sessions_of(
+/// May the caller of this request see and call `tool`? Every backend routes its
+/// `tools/list` results and `tools/call`s through here. Over stdio there is no HTTP
+/// request and no principal: a local process may use every tool.
+pub fn tool_allowed(
+    context: &rmcp::service::RequestContext<rmcp::RoleServer>,
+    tool: &str,
+) -> Result<(), crate::auth::ToolDenied> {
+    let Some(parts) = context.extensions.get::<http::request::Parts>() else {
+        return Ok(());
+    };
+    let principal = parts.extensions.get::<Arc<crate::auth::Principal>>();
+    let policy = parts.extensions.get::<Arc<crate::auth::ToolPolicy>>();
+    match (principal, policy) {
+        (Some(principal), Some(policy)) => policy.check(principal, tool),
+        _ => Ok(()),
+    }
+}
+
+/// The JSON-RPC error for a refused tool call.
+pub fn tool_denied_error(denied: &crate::auth::ToolDenied) -> rmcp::ErrorData {
+    rmcp::ErrorData::new(
+        rmcp::model::ErrorCode(crate::error::codes::FORBIDDEN as i32),
+        denied.to_string(),
+        None,
+    )
+}
+
+/// Close sessions by id (their credential was revoked).
+pub async fn close_sessions(
     registry: &SessionRegistry,
     manager: &LocalSessionManager,
-    principal: &str,
+    ids: Vec<String>,
 ) {
     use rmcp::transport::streamable_http_server::SessionManager;
-    for id in registry.sessions_of(principal) {
+    for id in ids {
+        tracing::info!(session = %id, "closing a session whose credential was revoked");
         let sid: rmcp::transport::streamable_http_server::session::SessionId = id.clone().into();
         if let Err(e) = manager.close_session(&sid).await {
             tracing::warn!(session = %id, error = %e, "closing session failed");

@@ -16,9 +16,15 @@ pub enum SessionLimit {
     PerPrincipal(usize),
 }
 
+struct Owner {
+    principal: Arc<str>,
+    /// The credential last used on the session; revoking it ends the session.
+    credential: Arc<str>,
+}
+
 #[derive(Default)]
 struct State {
-    owners: HashMap<String, Arc<str>>,
+    owners: HashMap<String, Owner>,
     per_principal: HashMap<Arc<str>, usize>,
     /// Initialize requests in flight, counted against the caps until they resolve.
     pending: usize,
@@ -56,13 +62,37 @@ impl SessionRegistry {
     pub fn ownership(&self, session_id: &str, principal: &str) -> Ownership {
         match self.lock().owners.get(session_id) {
             None => Ownership::Unknown,
-            Some(owner) if owner.as_ref() == principal => Ownership::Owner,
+            Some(owner) if owner.principal.as_ref() == principal => Ownership::Owner,
             Some(_) => Ownership::Foreign,
         }
     }
 
+    /// Record the credential a session's owner is using now (a client that moved to
+    /// a new key keeps its session when the old key is removed).
+    pub fn touch(&self, session_id: &str, credential: &Arc<str>) {
+        if let Some(owner) = self.lock().owners.get_mut(session_id)
+            && owner.credential != *credential
+        {
+            owner.credential = credential.clone();
+        }
+    }
+
+    /// Sessions whose last credential is one of `credentials`.
+    pub fn sessions_using(&self, credentials: &[Arc<str>]) -> Vec<String> {
+        self.lock()
+            .owners
+            .iter()
+            .filter(|(_, o)| credentials.contains(&o.credential))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Hold a place for a session about to be created; released on drop unless committed.
-    pub fn reserve(self: &Arc<Self>, principal: Arc<str>) -> Result<Reservation, SessionLimit> {
+    pub fn reserve(
+        self: &Arc<Self>,
+        principal: Arc<str>,
+        credential: Arc<str>,
+    ) -> Result<Reservation, SessionLimit> {
         let mut s = self.lock();
         if s.owners.len() + s.pending >= self.max_total {
             return Err(SessionLimit::Total(self.max_total));
@@ -82,6 +112,7 @@ impl SessionRegistry {
         Ok(Reservation {
             registry: self.clone(),
             principal,
+            credential,
             done: false,
         })
     }
@@ -89,7 +120,7 @@ impl SessionRegistry {
     pub fn remove(&self, session_id: &str) {
         let mut s = self.lock();
         if let Some(owner) = s.owners.remove(session_id) {
-            decrement(&mut s.per_principal, &owner);
+            decrement(&mut s.per_principal, &owner.principal);
         }
     }
 
@@ -110,7 +141,7 @@ impl SessionRegistry {
         self.lock()
             .owners
             .iter()
-            .filter(|(_, owner)| owner.as_ref() == principal)
+            .filter(|(_, owner)| owner.principal.as_ref() == principal)
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -128,6 +159,7 @@ fn decrement(map: &mut HashMap<Arc<str>, usize>, key: &Arc<str>) {
 pub struct Reservation {
     registry: Arc<SessionRegistry>,
     principal: Arc<str>,
+    credential: Arc<str>,
     done: bool,
 }
 
@@ -137,10 +169,11 @@ impl Reservation {
         let mut s = self.registry.lock();
         s.pending -= 1;
         decrement(&mut s.pending_per_principal, &self.principal);
-        if s.owners
-            .insert(session_id, self.principal.clone())
-            .is_none()
-        {
+        let owner = Owner {
+            principal: self.principal.clone(),
+            credential: self.credential.clone(),
+        };
+        if s.owners.insert(session_id, owner).is_none() {
             *s.per_principal.entry(self.principal.clone()).or_default() += 1;
         }
         self.done = true;
@@ -166,22 +199,34 @@ mod tests {
         let reg = SessionRegistry::new(3, 2);
         let alice: Arc<str> = "alice".into();
         let bob: Arc<str> = "bob".into();
-        reg.reserve(alice.clone()).unwrap().commit("s1".into());
-        let pending = reg.reserve(alice.clone()).unwrap();
+        reg.reserve(alice.clone(), "k1".into())
+            .unwrap()
+            .commit("s1".into());
+        let pending = reg.reserve(alice.clone(), "k1".into()).unwrap();
         assert_eq!(
-            reg.reserve(alice.clone()).err(),
+            reg.reserve(alice.clone(), "k1".into()).err(),
             Some(SessionLimit::PerPrincipal(2))
         );
         drop(pending);
-        reg.reserve(alice.clone()).unwrap().commit("s2".into());
-        reg.reserve(bob.clone()).unwrap().commit("s3".into());
-        assert_eq!(reg.reserve(bob.clone()).err(), Some(SessionLimit::Total(3)));
+        reg.reserve(alice.clone(), "k1".into())
+            .unwrap()
+            .commit("s2".into());
+        reg.reserve(bob.clone(), "k2".into())
+            .unwrap()
+            .commit("s3".into());
+        assert_eq!(
+            reg.reserve(bob.clone(), "k2".into()).err(),
+            Some(SessionLimit::Total(3))
+        );
         assert_eq!(reg.ownership("s1", "alice"), Ownership::Owner);
         assert_eq!(reg.ownership("s1", "bob"), Ownership::Foreign);
         assert_eq!(reg.ownership("zz", "bob"), Ownership::Unknown);
         reg.remove("s1");
         assert_eq!(reg.len(), 2);
         assert_eq!(reg.sessions_of("alice"), vec!["s2".to_string()]);
-        reg.reserve(bob).unwrap();
+        reg.reserve(bob, "k2".into()).unwrap();
+        assert_eq!(reg.sessions_using(&["k1".into()]), vec!["s2".to_string()]);
+        reg.touch("s2", &"k3".into());
+        assert!(reg.sessions_using(&["k1".into()]).is_empty());
     }
 }

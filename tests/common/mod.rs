@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod jwt;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,8 +117,12 @@ impl Fixture {
 }
 
 pub fn load(env: &HashMap<String, String>) -> Config {
+    load_file(None, env)
+}
+
+pub fn load_file(file: Option<PathBuf>, env: &HashMap<String, String>) -> Config {
     config::load(Sources {
-        file: None,
+        file,
         env,
         flags: FlagOverrides::default(),
     })
@@ -139,6 +145,22 @@ impl Edge {
         let mut env = fx.env();
         customize(&mut env);
         let running = app::start(load(&env)).await.expect("server starts");
+        Edge { fx, running }
+    }
+
+    /// Start with a config file made from the fixture (plus the fixture's env).
+    pub async fn start_with_file(
+        toml: impl FnOnce(&Fixture) -> String,
+        customize: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Edge {
+        let fx = Fixture::new();
+        let path = fx.dir.path().join("edge.toml");
+        std::fs::write(&path, toml(&fx)).unwrap();
+        let mut env = fx.env();
+        customize(&mut env);
+        let running = app::start(load_file(Some(path), &env))
+            .await
+            .expect("server starts");
         Edge { fx, running }
     }
 

@@ -13,9 +13,17 @@ async fn missing_or_wrong_key_gets_401_with_a_challenge() {
     let edge = Edge::start().await;
     let none = edge.post(None).json(&list_tools()).send().await.unwrap();
     assert_eq!(none.status(), 401);
+    let challenge = none.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
-        none.headers()["www-authenticate"],
-        "Bearer realm=\"mcp-edge\""
+        challenge,
+        format!(
+            "Bearer realm=\"mcp-edge\", resource_metadata=\"https://localhost:{}/.well-known/oauth-protected-resource/mcp\"",
+            edge.port()
+        ),
+        "no error code without credentials; points at the metadata"
     );
     let body: serde_json::Value = none.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32001);

@@ -1226,3 +1226,57 @@ async fn stdio_transport_fronts_a_backend() {
         processes_with_marker(&m)
     );
 }
+
+/// Per-tool access rules (API keys' `tools=`) apply to the namespaced names.
+#[tokio::test]
+async fn tool_access_rules_see_namespaced_names() {
+    let m = marker();
+    let toml = format!(
+        "[[backends]]\nname = \"docs\"\nkind = \"docs\"\n\n{}",
+        py_backend("tiny", "tiny_server.py", &m, "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(
+        &keys,
+        format!("alice {ALICE_KEY} tools=tiny__echo,docs__*\nbob {BOB_KEY}\n"),
+    )
+    .unwrap();
+    let keys_path = keys.display().to_string();
+    let (edge, _dir) = edge_with_config(&toml, move |env| {
+        env.insert("MCP_API_KEYS_FILE".into(), keys_path);
+    })
+    .await;
+    let alice = edge.mcp(ALICE_KEY).await;
+    let mut names: Vec<String> = alice
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["docs__read_doc", "docs__search_docs", "tiny__echo"],
+        "{names:?}"
+    );
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("tiny__echo").with_arguments(args(json!({"text": "ok"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "echo: ok");
+    let err = alice
+        .call_tool(CallToolRequestParams::new("tiny__pid"))
+        .await
+        .expect_err("not allowed");
+    assert!(err.to_string().contains("-32003"), "{err}");
+    let bob = edge.mcp(BOB_KEY).await;
+    let all = bob.list_all_tools().await.unwrap();
+    assert!(all.iter().any(|t| t.name == "tiny__pid"));
+    alice.cancel().await.unwrap();
+    bob.cancel().await.unwrap();
+    edge.running.shutdown().await;
+}

@@ -28,7 +28,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 pub use process::live_children;
 pub use proxy::{Proxy, ProxyError};
 
-use super::{DocsBackend, tool_allowed, tool_denied};
+use super::DocsBackend;
 use crate::config::{BackendKind, Config};
 
 /// What `mcp-edge check-config` can verify about `[[backends]]` without starting them:
@@ -206,20 +206,14 @@ impl ServerHandler for Backend {
         both!(self, b => b.ping(context).await)
     }
 
+    // The docs backend and the proxy both check every tool with `mcp::tool_allowed`
+    // (the proxy with the namespaced names the client sees).
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        match self {
-            Backend::Docs(d) => {
-                let mut result = d.list_tools(request, context.clone()).await?;
-                result.tools.retain(|t| tool_allowed(&context, &t.name));
-                Ok(result)
-            }
-            // The proxy filters with the namespaced names itself.
-            Backend::Proxy(p) => p.list_tools(request, context).await,
-        }
+        both!(self, b => b.list_tools(request, context).await)
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -234,15 +228,7 @@ impl ServerHandler for Backend {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        match self {
-            Backend::Docs(d) => {
-                if !tool_allowed(&context, &request.name) {
-                    return Err(tool_denied(&request.name));
-                }
-                d.call_tool(request, context).await
-            }
-            Backend::Proxy(p) => p.call_tool(request, context).await,
-        }
+        both!(self, b => b.call_tool(request, context).await)
     }
 
     async fn list_prompts(

@@ -27,7 +27,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::link::{Conn, Forwarder, Link, Route};
 use super::process::{StdioSpec, Supervisor};
 use crate::config::{BackendConfig, BackendKind, ProxyConfig};
-use crate::mcp::{DocsBackend, tool_allowed};
+use crate::mcp::{DocsBackend, tool_allowed, tool_denied_error};
 
 /// Separator between a backend's name and its tool or prompt name.
 pub const NAME_SEP: &str = "__";
@@ -755,6 +755,14 @@ impl Proxy {
     }
 }
 
+/// The context for a docs member's tools: access was already decided here with the
+/// namespaced name the client sees, so the docs backend must not check the bare name
+/// again (it checks only when the HTTP request parts are present).
+fn access_checked(mut context: RequestContext<RoleServer>) -> RequestContext<RoleServer> {
+    context.extensions.remove::<http::request::Parts>();
+    context
+}
+
 fn peer_to_info(p: &rmcp::model::ServerPeerInfo) -> ServerConfig {
     let mut info = ServerConfig::new(p.capabilities.clone());
     info.protocol_version = p.protocol_version.clone();
@@ -913,11 +921,11 @@ impl ServerHandler for Proxy {
                     ..Default::default()
                 })
             },
-            async |d: &DocsBackend, p, c| d.list_tools(p, c).await,
+            async |d: &DocsBackend, p, c| d.list_tools(p, access_checked(c)).await,
             |i, page: ListToolsResult| {
                 for mut tool in page.tools {
                     tool.name = self.names(i, &tool.name).into();
-                    if tool_allowed(&context, &tool.name) {
+                    if tool_allowed(&context, &tool.name).is_ok() {
                         tools.push(tool);
                     }
                 }
@@ -940,13 +948,13 @@ impl ServerHandler for Proxy {
                 None,
             ));
         };
-        if !tool_allowed(&context, &full) {
-            return Err(crate::mcp::tool_denied(&full));
+        if let Err(denied) = tool_allowed(&context, &full) {
+            return Err(tool_denied_error(&denied));
         }
         request.name = name.to_owned().into();
         request.meta = None;
         match &self.shared.members[index].kind {
-            MemberKind::Docs(d) => d.call_tool(request, context).await,
+            MemberKind::Docs(d) => d.call_tool(request, access_checked(context)).await,
             MemberKind::Upstream(_) => {
                 let backend = self.shared.members[index].name.clone();
                 let result = self
