@@ -35,6 +35,23 @@ use crate::error::EdgeError;
 /// in the shared registry (they count against the same caps).
 pub const SESSION_PREFIX: &str = "sse-";
 
+/// Open legacy streams by session id, so revoking a credential can end them too
+/// ([`close`]); ids are random, so one map serves every edge in the process.
+fn streams() -> &'static Mutex<HashMap<String, CancellationToken>> {
+    static STREAMS: std::sync::OnceLock<Mutex<HashMap<String, CancellationToken>>> =
+        std::sync::OnceLock::new();
+    STREAMS.get_or_init(Default::default)
+}
+
+/// End a legacy session and its event stream (its credential was revoked).
+pub fn close(session_id: &str) -> bool {
+    let ct = streams()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(session_id);
+    ct.map(|ct| ct.cancel()).is_some()
+}
+
 struct Session {
     principal: Arc<str>,
     tx: mpsc::Sender<ClientJsonRpcMessage>,
@@ -125,6 +142,10 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
         },
     );
     let ct = legacy.cancel.child_token();
+    streams()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), ct.clone());
     {
         let legacy = legacy.clone();
         let id = id.clone();
@@ -141,6 +162,10 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
                 }
             }
             ct.cancel();
+            streams()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             legacy.sessions().remove(&id);
             legacy.registry.remove(&id);
             tracing::debug!(session = %id, "legacy SSE session closed");

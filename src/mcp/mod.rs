@@ -135,6 +135,11 @@ pub async fn close_sessions(
     use rmcp::transport::streamable_http_server::SessionManager;
     for id in ids {
         tracing::info!(session = %id, "closing a session whose credential was revoked");
+        if id.starts_with(legacy_sse::SESSION_PREFIX) {
+            legacy_sse::close(&id);
+            registry.remove(&id);
+            continue;
+        }
         let sid: rmcp::transport::streamable_http_server::session::SessionId = id.clone().into();
         if let Err(e) = manager.close_session(&sid).await {
             tracing::warn!(session = %id, error = %e, "closing session failed");

@@ -266,6 +266,27 @@ async fn legacy_sse_client_works_through_the_edge() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Revoking bob's key ends bob's legacy stream.
+    let mut bobs = edge
+        .http()
+        .get(&url)
+        .bearer_auth(BOB_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 200);
+    let first = bobs.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("endpoint"));
+    std::fs::write(
+        &edge.fx.keys_path,
+        format!("alice {ALICE_KEY}\ncarol {CAROL_KEY}\n"),
+    )
+    .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = bobs.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked key's legacy stream stays open");
     // The legacy session counts against the caps like any other, and closes with its stream.
     tokio::time::sleep(Duration::from_secs(6)).await; // past one session sweep
     assert_eq!(edge.running.state().sessions.len(), 1);
