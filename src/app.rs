@@ -20,7 +20,8 @@ use crate::auth::jwt::{self, JwtKeyError};
 use crate::auth::{ApiKeysError, Authenticator, JwtVerifier, KeyContext, KeyStore, ToolPolicy};
 use crate::config::{AuthMode, Config, TlsConfig, Transport};
 use crate::docs::{DocsError, DocsIndex, DocsWatcher};
-use crate::mcp::{self, DocsBackend};
+use crate::mcp::backends::ProxyError;
+use crate::mcp::{self, Backend, DocsBackend};
 use crate::ratelimit::RateLimits;
 use crate::secrets::{Secret, SecretsWatcher};
 use crate::server::{self, AppState};
@@ -50,6 +51,22 @@ pub enum StartError {
     NotHttp,
     #[error("stdio transport: {0}")]
     Stdio(String),
+    #[error(transparent)]
+    Backend(#[from] ProxyError),
+}
+
+/// The configured backend: the built-in docs (default) and/or proxied MCP servers,
+/// reached once so a wrong command or URL shows in the log at start.
+pub async fn backend(config: &Config) -> Result<(Backend, Option<DocsWatcher>), StartError> {
+    let (docs, watcher) = if Backend::needs_docs(config) {
+        let (docs, watcher) = docs_backend(config).await?;
+        (Some(docs), watcher)
+    } else {
+        (None, None)
+    };
+    let backend = Backend::from_config(config, docs)?;
+    backend.probe().await;
+    Ok((backend, watcher))
 }
 
 /// Build the docs backend (blocking index build off the async threads) and follow changes.
@@ -94,6 +111,7 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     secrets: Option<SecretsWatcher>,
     _watcher: Option<DocsWatcher>,
+    backend: Backend,
 }
 
 impl Running {
@@ -120,6 +138,11 @@ impl Running {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The backend behind `/mcp` (e.g. to read its live child-process count).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The secret-file watcher, if any secret files are configured.
@@ -153,6 +176,7 @@ impl Running {
         for task in self.background {
             task.abort();
         }
+        self.backend.shutdown(grace).await;
         tracing::info!("stopped");
     }
 }
@@ -204,9 +228,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
     }
 
-    let (backend, watcher) = docs_backend(&config).await?;
+    let (backend, watcher) = backend(&config).await?;
     let cancel = CancellationToken::new();
-    let parts = mcp::build(&config, backend, cancel.clone());
+    let parts = mcp::build(&config, backend.clone(), cancel.clone());
+    let legacy = config.legacy_sse.then(|| {
+        tracing::info!("legacy HTTP+SSE transport enabled at /sse and /messages");
+        mcp::legacy_sse::router(mcp::legacy_sse::LegacySse::new(
+            backend.clone(),
+            parts.registry.clone(),
+            cancel.clone(),
+            config.server.max_body_bytes,
+        ))
+    });
 
     let state = AppState {
         config: config.clone(),
@@ -221,7 +254,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         challenge,
         metadata: Arc::new(metadata),
     };
-    let app = server::router(state.clone(), parts.service)
+    let app = server::router_with(state.clone(), parts.service, legacy)
         .into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = Handle::new();
@@ -257,6 +290,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let _ = handle.listening().await;
 
     let mut background = Vec::new();
+    background.extend(mcp::backends::process::start_pid1_reaper());
     {
         let registry = parts.registry.clone();
         let manager = parts.session_manager.clone();
@@ -319,6 +353,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         background,
         secrets,
         _watcher: watcher,
+        backend,
     })
 }
 
@@ -464,11 +499,14 @@ fn secret_files(
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).
 pub async fn serve_stdio(config: Config) -> Result<(), StartError> {
     use rmcp::ServiceExt;
-    let (backend, _watcher) = docs_backend(&config).await?;
+    let (backend, _watcher) = backend(&config).await?;
+    let _reaper = mcp::backends::process::start_pid1_reaper();
     let service = backend
+        .instance()
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| StartError::Stdio(e.to_string()))?;
     let _ = service.waiting().await;
+    backend.shutdown(config.proxy.kill_grace * 2).await;
     Ok(())
 }

@@ -133,6 +133,10 @@ fn check_config(config: &Config) -> ExitCode {
             }
         }
     }
+    for problem in mcp_edge::mcp::backends::check_files(config) {
+        eprintln!("mcp-edge: {problem}");
+        ok = false;
+    }
     if let Some(jwt) = &config.auth.jwt {
         match mcp_edge::auth::jwt::load_local_keys(jwt) {
             Ok(keys) => eprintln!("jwt: {} local verification key(s)", keys.len()),

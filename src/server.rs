@@ -92,8 +92,17 @@ pub fn auth_metadata(config: &Config, policy: &ToolPolicy) -> (Value, Challenge)
 }
 
 pub fn router(state: AppState, mcp: McpService) -> Router {
-    let mcp_routes = Router::new()
-        .nest_service("/mcp", mcp)
+    router_with(state, mcp, None)
+}
+
+/// [`router`] plus extra routes behind the same `/mcp` middleware chain (the legacy
+/// HTTP+SSE transport's `/sse` and `/messages`).
+pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppState>>) -> Router {
+    let mut protected = Router::new().nest_service("/mcp", mcp);
+    if let Some(extra) = extra {
+        protected = protected.merge(extra);
+    }
+    let mcp_routes = protected
         .layer(middleware::from_fn_with_state(state.clone(), session_guard))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

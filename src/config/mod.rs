@@ -5,6 +5,7 @@
 //! [`Config`], collecting every problem so the operator sees them all at once. Each
 //! error names the key and where its value came from (file + key, env var, or flag).
 
+pub mod backends;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use backends::{BackendConfig, BackendKind, ProxyConfig};
 pub use raw::{KEYS, KeySpec, RawConfig};
 
 /// The environment variable naming the config file.
@@ -345,6 +347,11 @@ pub struct Config {
     #[serde(serialize_with = "ser_duration")]
     pub secrets_poll_interval: Duration,
     pub log: LogConfig,
+    /// MCP servers behind the edge; empty = the built-in docs tools.
+    pub backends: Vec<BackendConfig>,
+    pub proxy: ProxyConfig,
+    /// Serve the 2024-11-05 HTTP+SSE transport at `/sse` + `/messages`.
+    pub legacy_sse: bool,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -355,6 +362,11 @@ struct Layered {
 
 impl Layered {
     fn origin(&self, key: &str) -> Origin {
+        let key = if key.starts_with("backends[") {
+            "backends"
+        } else {
+            key
+        };
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
     }
 }
@@ -1019,6 +1031,8 @@ fn validate(
         );
     }
 
+    let (backends, proxy, legacy_sse) = backends::validate(e, raw);
+
     if !errors.list.is_empty() {
         return Err(errors.list);
     }
@@ -1043,6 +1057,9 @@ fn validate(
         access,
         secrets_poll_interval,
         log: LogConfig { format, level },
+        backends,
+        proxy,
+        legacy_sse,
     })
 }
 

@@ -24,6 +24,13 @@ pub struct RawConfig {
     pub secrets: RawSecrets,
     #[serde(default)]
     pub log: RawLog,
+    /// `[[backends]]`: MCP servers behind the edge (none = the built-in docs tools).
+    #[serde(default)]
+    pub backends: Vec<super::backends::RawBackend>,
+    #[serde(default)]
+    pub proxy: super::backends::RawProxy,
+    #[serde(default)]
+    pub legacy_sse: super::backends::RawLegacySse,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -203,11 +210,20 @@ pub const KEYS: &[KeySpec] = &[
     key("secrets.poll_interval", "MCP_SECRETS_POLL_INTERVAL"),
     key("log.format", "MCP_LOG_FORMAT"),
     key("log.level", "MCP_LOG_LEVEL"),
+    key("proxy.call_timeout", "MCP_CALL_TIMEOUT"),
+    key("proxy.spawn_timeout", "MCP_SPAWN_TIMEOUT"),
+    key("proxy.max_children", "MCP_MAX_CHILDREN"),
+    key("proxy.pool_size", "MCP_POOL_SIZE"),
+    key("proxy.pool_idle_timeout", "MCP_POOL_IDLE_TIMEOUT"),
+    key("proxy.kill_grace", "MCP_KILL_GRACE"),
+    key("proxy.restart_backoff_max", "MCP_RESTART_BACKOFF_MAX"),
+    key("legacy_sse.enabled", "MCP_LEGACY_SSE"),
 ];
 
 /// Keys whose values are tables or arrays of tables: set in the file only (no env
 /// var), and not walked further when checking for unknown keys (serde checks inside).
 pub const TABLE_KEYS: &[&str] = &[
+    "backends",
     "auth.jwt.keys",
     "access.tool_scopes",
     "access.default_tool_scopes",
@@ -302,6 +318,16 @@ impl RawConfig {
             "secrets.poll_interval" => self.secrets.poll_interval = text(),
             "log.format" => self.log.format = text(),
             "log.level" => self.log.level = text(),
+            "proxy.call_timeout" => self.proxy.call_timeout = text(),
+            "proxy.spawn_timeout" => self.proxy.spawn_timeout = text(),
+            "proxy.max_children" => self.proxy.max_children = Some(number(value)?),
+            "proxy.pool_size" => self.proxy.pool_size = Some(number(value)?),
+            "proxy.pool_idle_timeout" => self.proxy.pool_idle_timeout = text(),
+            "proxy.kill_grace" => self.proxy.kill_grace = text(),
+            "proxy.restart_backoff_max" => self.proxy.restart_backoff_max = text(),
+            "legacy_sse.enabled" => {
+                self.legacy_sse.enabled = Some(super::backends::boolean(value)?)
+            }
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -323,10 +349,13 @@ mod tests {
                     || k.ends_with("max_total")
                     || k.ends_with("per_principal")
                     || k.ends_with("max_tracked_clients")
+                    || k.ends_with("max_children")
+                    || k.ends_with("pool_size")
                     || k.ends_with("max_token_bytes") =>
                 {
                     "10"
                 }
+                k if k.ends_with("enabled") => "true",
                 _ => "x",
             };
             raw.set(spec.key, sample)

@@ -1,7 +1,9 @@
 //! The MCP side of the edge: the rmcp Streamable HTTP service in front of a backend,
 //! session ownership, and the stdio transport.
 
+pub mod backends;
 pub mod builtin;
+pub mod legacy_sse;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -11,12 +13,13 @@ use rmcp::transport::streamable_http_server::session::local::{LocalSessionManage
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+pub use backends::Backend;
 pub use builtin::DocsBackend;
 pub use sessions::{Ownership, SessionLimit, SessionRegistry};
 
 use crate::config::Config;
 
-pub type McpService = StreamableHttpService<DocsBackend, LocalSessionManager>;
+pub type McpService = StreamableHttpService<Backend, LocalSessionManager>;
 
 /// Host names rmcp accepts in `Host`: the public names plus loopback (a loopback
 /// name cannot be the target of DNS rebinding from a remote page).
@@ -51,7 +54,8 @@ pub struct McpParts {
     pub registry: Arc<SessionRegistry>,
 }
 
-pub fn build(config: &Config, backend: DocsBackend, cancel: CancellationToken) -> McpParts {
+pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationToken) -> McpParts {
+    let backend: Backend = backend.into();
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(config.sessions.idle_timeout);
     let mut manager = LocalSessionManager::default();
@@ -65,7 +69,7 @@ pub fn build(config: &Config, backend: DocsBackend, cancel: CancellationToken) -
         .with_max_request_body_bytes(config.server.max_body_bytes)
         .with_cancellation_token(cancel);
     let service = StreamableHttpService::new(
-        move || Ok(backend.clone()),
+        move || Ok(backend.instance()),
         session_manager.clone(),
         http_config,
     );
@@ -86,7 +90,7 @@ pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionMa
     let gone: Vec<String> = registry
         .session_ids()
         .into_iter()
-        .filter(|id| !live.contains_key(id.as_str()))
+        .filter(|id| !id.starts_with(legacy_sse::SESSION_PREFIX) && !live.contains_key(id.as_str()))
         .collect();
     drop(live);
     for id in gone {
@@ -131,6 +135,11 @@ pub async fn close_sessions(
     use rmcp::transport::streamable_http_server::SessionManager;
     for id in ids {
         tracing::info!(session = %id, "closing a session whose credential was revoked");
+        if id.starts_with(legacy_sse::SESSION_PREFIX) {
+            legacy_sse::close(&id);
+            registry.remove(&id);
+            continue;
+        }
         let sid: rmcp::transport::streamable_http_server::session::SessionId = id.clone().into();
         if let Err(e) = manager.close_session(&sid).await {
             tracing::warn!(session = %id, error = %e, "closing session failed");

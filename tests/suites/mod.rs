@@ -1,6 +1,8 @@
 mod access;
+mod backends;
 mod cli;
 mod config_files;
+mod conformance;
 mod identity;
 mod mcp_http;
 mod python_sdk;

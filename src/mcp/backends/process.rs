@@ -1,0 +1,348 @@
+//! Child processes for stdio backends: own process group, bounded count, stderr to the
+//! log, SIGTERM → SIGKILL on stop, always reaped.
+//!
+//! Each child is owned by one supervisor task. Dropping the [`ChildProc`] handle (the
+//! session closed, the pool evicted it, the edge shuts down) tells that task to stop the
+//! child: SIGTERM to the whole process group, SIGKILL to the group after the grace
+//! period, then `wait()` so no zombie is left. A child that exits on its own is reaped
+//! by the same task at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Live child processes of this edge process (all backends). For the metrics gauge.
+static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of live backend child processes in this process.
+pub fn live_children() -> usize {
+    LIVE_CHILDREN.load(Ordering::Relaxed)
+}
+
+/// PIDs of children we spawned, so the PID-1 reaper leaves them to their supervisors.
+fn tracked() -> &'static Mutex<HashSet<i32>> {
+    static TRACKED: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    TRACKED.get_or_init(Default::default)
+}
+
+fn lock_tracked() -> std::sync::MutexGuard<'static, HashSet<i32>> {
+    tracked().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct StdioSpec {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub env_allowlist: Vec<String>,
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("the edge already runs its maximum of {0} backend processes (proxy.max_children)")]
+    TooMany(usize),
+    #[error("cannot start {program:?}: {source}")]
+    Io {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+/// Spawns children and bounds how many live at once.
+#[derive(Clone)]
+pub struct Supervisor {
+    slots: Arc<Semaphore>,
+    max: usize,
+    live: Arc<AtomicUsize>,
+    kill_grace: Duration,
+    tasks: TaskTracker,
+}
+
+impl Supervisor {
+    pub fn new(max: usize, kill_grace: Duration) -> Supervisor {
+        Supervisor {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            live: Arc::new(AtomicUsize::new(0)),
+            kill_grace,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Live children of this supervisor (cheap; for metrics and tests).
+    pub fn live(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
+    }
+
+    /// Wait until every child this supervisor started has been stopped and reaped.
+    pub async fn wait_all(&self, timeout: Duration) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(timeout, self.tasks.wait()).await;
+        self.tasks.reopen();
+    }
+
+    /// Start `spec` in its own process group. `label` tags its stderr lines in the log.
+    pub fn spawn(
+        &self,
+        backend: &str,
+        spec: &StdioSpec,
+        label: Arc<Mutex<String>>,
+    ) -> Result<(ChildProc, DuplexStream, ChildStdin), SpawnError> {
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SpawnError::TooMany(self.max))?;
+        let program = spec.command[0].clone();
+        let mut cmd = Command::new(&program);
+        cmd.args(&spec.command[1..])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: signals reach the whole tree it starts (npx → node,
+            // uv → python), and a Ctrl-C at the edge's terminal does not hit it first.
+            .process_group(0)
+            // Last resort if the supervisor task is dropped with the runtime.
+            .kill_on_drop(true);
+        for name in &spec.env_allowlist {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd.envs(&spec.env);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd.spawn().map_err(|source| SpawnError::Io {
+            program: program.clone(),
+            source,
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stdin = child.stdin.take().expect("stdin piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        lock_tracked().insert(pid);
+        LIVE_CHILDREN.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(backend, pid, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), command = %program, "backend process started");
+
+        let backend_name: Arc<str> = backend.into();
+        {
+            let backend = backend_name.clone();
+            let label = label.clone();
+            self.tasks.spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(mut line)) => {
+                            if line.len() > 4096 {
+                                let mut cut = 4096;
+                                while !line.is_char_boundary(cut) {
+                                    cut -= 1;
+                                }
+                                line.truncate(cut);
+                                line.push('…');
+                            }
+                            let session = label.lock().map(|l| l.clone()).unwrap_or_default();
+                            tracing::info!(target: "mcp_edge::child", backend = %backend, pid, session = %session, "{line}");
+                        }
+                        Ok(None) => break,
+                        Err(_) => continue,
+                    }
+                }
+            });
+        }
+
+        // Garbage on stdout (anything but JSON-RPC lines) means the child is broken:
+        // rmcp would skip such lines and the call waiting for an answer would hang, so
+        // the edge stops the child instead; its calls fail and the next one restarts it.
+        let broken = CancellationToken::new();
+        let stdout = check_stdout(
+            stdout,
+            backend_name.clone(),
+            pid,
+            label.clone(),
+            broken.clone(),
+        );
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (exit_tx, exit_rx) = watch::channel(false);
+        let grace = self.kill_grace;
+        let live = self.live.clone();
+        self.tasks.spawn(async move {
+            let _permit: OwnedSemaphorePermit = permit;
+            let status = tokio::select! {
+                status = child.wait() => {
+                    let _ = exit_tx.send(true);
+                    status.ok()
+                }
+                _ = async {
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        _ = broken.cancelled() => {}
+                    }
+                } => {
+                    signal_group(pid, Signal::SIGTERM);
+                    match tokio::time::timeout(grace, child.wait()).await {
+                        Ok(status) => status.ok(),
+                        Err(_) => {
+                            tracing::warn!(backend = %backend_name, pid, "backend process ignored SIGTERM; killing its process group");
+                            signal_group(pid, Signal::SIGKILL);
+                            child.wait().await.ok()
+                        }
+                    }
+                }
+            };
+            // Stragglers of the tree (grandchildren that outlived the leader) go too.
+            signal_group(pid, Signal::SIGKILL);
+            lock_tracked().remove(&pid);
+            LIVE_CHILDREN.fetch_sub(1, Ordering::Relaxed);
+            live.fetch_sub(1, Ordering::Relaxed);
+            let _ = exit_tx.send(true);
+            match status {
+                Some(s) if s.success() => tracing::info!(backend = %backend_name, pid, "backend process exited"),
+                Some(s) => tracing::info!(backend = %backend_name, pid, status = %s, "backend process exited"),
+                None => tracing::warn!(backend = %backend_name, pid, "backend process: wait failed"),
+            }
+        });
+        Ok((
+            ChildProc {
+                pid,
+                _stop: stop_tx,
+                exited: exit_rx,
+            },
+            stdout,
+            stdin,
+        ))
+    }
+}
+
+/// Longest stdout line passed on (a JSON-RPC message); longer is treated as garbage.
+const MAX_LINE: usize = 16 << 20;
+
+/// Pass the child's stdout on to rmcp line by line, as long as each line is JSON.
+fn check_stdout(
+    stdout: ChildStdout,
+    backend: Arc<str>,
+    pid: i32,
+    label: Arc<Mutex<String>>,
+    broken: CancellationToken,
+) -> DuplexStream {
+    let (mut tx, rx) = tokio::io::duplex(256 << 10);
+    tokio::spawn(async move {
+        let mut lines = BufReader::with_capacity(64 << 10, stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut lines)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            if line.len() > MAX_LINE
+                || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
+            {
+                let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+                let session = label.lock().map(|l| l.clone()).unwrap_or_default();
+                tracing::error!(
+                    backend = %backend, pid, session = %session, line = %shown,
+                    "backend process wrote something other than JSON-RPC to stdout; stopping it (log to stderr instead)"
+                );
+                broken.cancel();
+                break;
+            }
+            if tx.write_all(&line).await.is_err() {
+                break;
+            }
+            if !line.ends_with(b"\n") && tx.write_all(b"\n").await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.shutdown().await;
+    });
+    rx
+}
+
+fn signal_group(pid: i32, signal: Signal) {
+    if pid > 1 {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// A running child. Dropping it stops the child (SIGTERM, then SIGKILL) and reaps it.
+pub struct ChildProc {
+    pid: i32,
+    _stop: oneshot::Sender<()>,
+    exited: watch::Receiver<bool>,
+}
+
+impl ChildProc {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn has_exited(&self) -> bool {
+        *self.exited.borrow()
+    }
+}
+
+/// When the edge is PID 1 (a container without `init: true` / `tini`), orphaned
+/// grandchildren are re-parented to it and must be reaped by it. This task reaps every
+/// exited child that is not one of ours (ours are reaped by their supervisor task).
+pub fn start_pid1_reaper() -> Option<tokio::task::JoinHandle<()>> {
+    if std::process::id() != 1 {
+        return None;
+    }
+    tracing::info!("running as PID 1: reaping re-parented processes");
+    Some(tokio::spawn(async {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+        let mut sigchld =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+        loop {
+            match sigchld.as_mut() {
+                Some(s) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), s.recv()).await;
+                }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+            loop {
+                let peek = waitid(
+                    Id::All,
+                    WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+                );
+                let pid = match peek {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(status) => match status.pid() {
+                        Some(pid) => pid,
+                        None => break,
+                    },
+                };
+                if lock_tracked().contains(&pid.as_raw()) {
+                    // Ours: its supervisor task reaps it (tokio's SIGCHLD handling).
+                    break;
+                }
+                let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            }
+        }
+    }))
+}
