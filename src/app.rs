@@ -45,6 +45,8 @@ pub enum StartError {
     NotHttp,
     #[error("stdio transport: {0}")]
     Stdio(String),
+    #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeError),
 }
 
 /// Build the docs backend (blocking index build off the async threads) and follow changes.
@@ -82,6 +84,8 @@ pub struct Running {
     tls: bool,
     dev_key: Option<SecretString>,
     dev_cert_pem: Option<String>,
+    admin_addr: Option<SocketAddr>,
+    redirect_addr: Option<SocketAddr>,
     state: AppState,
     handle: Handle<SocketAddr>,
     cancel: CancellationToken,
@@ -114,6 +118,16 @@ impl Running {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The admin listener's address (`/metrics`), when `metrics.mode = "admin"`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The plain-HTTP redirect listener's address, when configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
     }
 
     /// Stop accepting, let in-flight calls finish within the grace period, then close
@@ -178,7 +192,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
 
     let tls_config = tls::initial_config(&config.tls, &config.server.public_hostnames)?;
-    if tls_config.is_none() {
+    let cert = crate::certs::CertStatus::new();
+    let acme = match &config.tls {
+        crate::config::TlsConfig::Acme(settings) => {
+            Some(crate::acme::start(settings, cert.clone())?)
+        }
+        _ => None,
+    };
+    observe_certificate(&config, tls_config.as_ref(), &cert);
+    if tls_config.is_none() && acme.is_none() {
         tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
     }
 
@@ -195,9 +217,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         in_flight: TaskTracker::new(),
         allowed_hosts: Arc::new(mcp::allowed_hosts(&config)),
         allowed_origins: Arc::new(mcp::allowed_origins(&config)),
+        cert,
     };
-    let app = server::router(state.clone(), parts.service)
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let tls_enabled = tls_config.is_some() || acme.is_some();
+    let app = crate::redirect::with_hsts(
+        server::router(state.clone(), parts.service),
+        &config,
+        tls_enabled,
+    )
+    .into_make_service_with_connect_info::<SocketAddr>();
 
     let listen = config.server.listen;
     let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
@@ -213,10 +241,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let handle = Handle::new();
     let first_request_timeout = config.server.first_request_timeout;
-    let tls_enabled = tls_config.is_some();
     let mut dev_cert_pem = None;
-    let serve = match tls_config {
-        Some(serving) => {
+    let mut background = Vec::new();
+    let serve = match (tls_config, acme) {
+        (_, Some(acme)) => {
+            let acceptor = acme.acceptor(config.server.handshake_timeout);
+            background.push(acme.into_task());
+            let server = axum_server::from_tcp(listener)
+                .map_err(bind_err)?
+                .acceptor(acceptor)
+                .first_request_timeout(first_request_timeout)
+                .handle(handle.clone());
+            tokio::spawn(server.serve(app))
+        }
+        (Some(serving), None) => {
             dev_cert_pem = serving.dev_cert_pem;
             let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(serving.config))
                 .handshake_timeout(config.server.handshake_timeout)
@@ -228,7 +266,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .handle(handle.clone());
             tokio::spawn(server.serve(app))
         }
-        None => {
+        (None, None) => {
             let server = axum_server::from_tcp(listener)
                 .map_err(bind_err)?
                 .acceptor(NoDelayAcceptor::new())
@@ -240,7 +278,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // `from_tcp` is already bound; this only waits for the accept loop to start.
     let _ = handle.listening().await;
 
-    let mut background = Vec::new();
+    let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
+    let admin_addr = match crate::admin::start_admin(&state)
+        .await
+        .map_err(side_bind_err)?
+    {
+        Some((addr, task)) => {
+            background.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
+    let redirect_addr = match crate::redirect::start(&config, state.allowed_hosts.clone())
+        .await
+        .map_err(side_bind_err)?
+    {
+        Some((addr, task)) => {
+            background.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
     {
         let registry = parts.registry.clone();
         let manager = parts.session_manager.clone();
@@ -268,6 +326,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls: tls_enabled,
         dev_key,
         dev_cert_pem,
+        admin_addr,
+        redirect_addr,
         state,
         handle,
         cancel,
@@ -275,6 +335,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         background,
         _watcher: watcher,
     })
+}
+
+/// Record the expiry of a certificate known at start (files or self-signed); ACME
+/// certificates are recorded by `crate::acme` as they are loaded or issued.
+fn observe_certificate(
+    config: &Config,
+    serving: Option<&tls::ServingTls>,
+    cert: &crate::certs::CertStatus,
+) {
+    match (&config.tls, serving) {
+        (crate::config::TlsConfig::Files { cert_file, .. }, _) => {
+            if let Ok(pem) = std::fs::read(cert_file) {
+                cert.set_from_pem("files", &pem);
+            }
+        }
+        (crate::config::TlsConfig::SelfSigned, Some(s)) => {
+            if let Some(pem) = &s.dev_cert_pem {
+                cert.set_from_pem("self-signed", pem.as_bytes());
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).

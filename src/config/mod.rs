@@ -5,6 +5,7 @@
 //! [`Config`], collecting every problem so the operator sees them all at once. Each
 //! error names the key and where its value came from (file + key, env var, or flag).
 
+pub mod deploy;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig};
 pub use raw::{KEYS, KeySpec, RawConfig};
 
 /// The environment variable naming the config file.
@@ -134,6 +136,8 @@ pub enum TlsConfig {
     SelfSigned,
     /// Plain HTTP, only on a loopback bind (behind a trusted proxy).
     Off,
+    /// Certificates from an ACME CA (Let's Encrypt or private), TLS-ALPN-01 on this port.
+    Acme(AcmeSettings),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -258,6 +262,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub docs_dir: PathBuf,
     pub log: LogConfig,
+    pub https: HttpsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -604,6 +610,7 @@ fn validate(
             }
         },
         Some("self-signed") => TlsConfig::SelfSigned,
+        Some("acme") => TlsConfig::Acme(deploy::acme(e, raw, &public_hostnames)),
         Some("off") => {
             if !loopback && transport == Transport::StreamableHttp {
                 e.push(
@@ -618,7 +625,7 @@ fn validate(
         Some(other) => {
             e.push(
                 "tls.mode",
-                format!("must be \"files\", \"self-signed\" or \"off\", got {other:?}"),
+                format!("must be \"files\", \"acme\", \"self-signed\" or \"off\", got {other:?}"),
             );
             TlsConfig::Off
         }
@@ -716,6 +723,9 @@ fn validate(
         );
     }
 
+    let https = deploy::https(e, raw, port);
+    let metrics = deploy::metrics(e, raw);
+
     if !errors.list.is_empty() {
         return Err(errors.list);
     }
@@ -738,6 +748,8 @@ fn validate(
         sessions,
         docs_dir,
         log: LogConfig { format, level },
+        https,
+        metrics,
     })
 }
 

@@ -20,6 +20,10 @@ pub struct RawConfig {
     pub docs: RawDocs,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub acme: RawAcme,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -34,6 +38,9 @@ pub struct RawServer {
     pub first_request_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub http_redirect_port: Option<u16>,
+    pub public_https_port: Option<u16>,
+    pub hsts_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -80,6 +87,23 @@ pub struct RawDocs {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub domains: Option<Vec<String>>,
+    pub contact: Option<Vec<String>>,
+    pub directory: Option<String>,
+    pub ca_bundle: Option<String>,
+    pub cache_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub mode: Option<String>,
+    pub admin_listen: Option<String>,
 }
 
 /// One overridable key: its path in the TOML file and the environment variable for it.
@@ -129,6 +153,18 @@ pub const KEYS: &[KeySpec] = &[
         env: "MCP_MAX_BODY_BYTES",
     },
     KeySpec {
+        key: "server.http_redirect_port",
+        env: "MCP_HTTP_REDIRECT_PORT",
+    },
+    KeySpec {
+        key: "server.public_https_port",
+        env: "MCP_PUBLIC_HTTPS_PORT",
+    },
+    KeySpec {
+        key: "server.hsts_max_age",
+        env: "MCP_HSTS_MAX_AGE",
+    },
+    KeySpec {
         key: "tls.mode",
         env: "MCP_TLS_MODE",
     },
@@ -139,6 +175,26 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         key: "tls.key_file",
         env: "MCP_TLS_KEY_FILE",
+    },
+    KeySpec {
+        key: "acme.domains",
+        env: "MCP_ACME_DOMAINS",
+    },
+    KeySpec {
+        key: "acme.contact",
+        env: "MCP_ACME_CONTACT",
+    },
+    KeySpec {
+        key: "acme.directory",
+        env: "MCP_ACME_DIRECTORY",
+    },
+    KeySpec {
+        key: "acme.ca_bundle",
+        env: "MCP_ACME_CA_BUNDLE",
+    },
+    KeySpec {
+        key: "acme.cache_dir",
+        env: "MCP_ACME_CACHE_DIR",
     },
     KeySpec {
         key: "auth.mode",
@@ -192,6 +248,14 @@ pub const KEYS: &[KeySpec] = &[
         key: "log.level",
         env: "MCP_LOG_LEVEL",
     },
+    KeySpec {
+        key: "metrics.mode",
+        env: "MCP_METRICS_MODE",
+    },
+    KeySpec {
+        key: "metrics.admin_listen",
+        env: "MCP_METRICS_LISTEN",
+    },
 ];
 
 /// Keys whose presence means the operator is configuring a real deployment, so the
@@ -200,6 +264,8 @@ pub const DEPLOYMENT_KEYS: &[&str] = &[
     "tls.mode",
     "tls.cert_file",
     "tls.key_file",
+    "acme.domains",
+    "acme.cache_dir",
     "auth.mode",
     "auth.api_keys_file",
 ];
@@ -234,9 +300,17 @@ impl RawConfig {
             "server.first_request_timeout" => self.server.first_request_timeout = text(),
             "server.shutdown_grace" => self.server.shutdown_grace = text(),
             "server.max_body_bytes" => self.server.max_body_bytes = Some(number(value)?),
+            "server.http_redirect_port" => self.server.http_redirect_port = Some(number(value)?),
+            "server.public_https_port" => self.server.public_https_port = Some(number(value)?),
+            "server.hsts_max_age" => self.server.hsts_max_age = text(),
             "tls.mode" => self.tls.mode = text(),
             "tls.cert_file" => self.tls.cert_file = text(),
             "tls.key_file" => self.tls.key_file = text(),
+            "acme.domains" => self.acme.domains = Some(list(value)),
+            "acme.contact" => self.acme.contact = Some(list(value)),
+            "acme.directory" => self.acme.directory = text(),
+            "acme.ca_bundle" => self.acme.ca_bundle = text(),
+            "acme.cache_dir" => self.acme.cache_dir = text(),
             "auth.mode" => self.auth.mode = text(),
             "auth.api_keys_file" => self.auth.api_keys_file = text(),
             "rate_limit.rate" => self.rate_limit.rate = text(),
@@ -254,6 +328,8 @@ impl RawConfig {
             "docs.dir" => self.docs.dir = text(),
             "log.format" => self.log.format = text(),
             "log.level" => self.log.level = text(),
+            "metrics.mode" => self.metrics.mode = text(),
+            "metrics.admin_listen" => self.metrics.admin_listen = text(),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -269,7 +345,7 @@ mod tests {
         for spec in KEYS {
             let mut raw = RawConfig::default();
             let sample = match spec.key {
-                "server.port" => "8443",
+                "server.port" | "server.http_redirect_port" | "server.public_https_port" => "8443",
                 k if k.ends_with("burst")
                     || k.ends_with("bytes")
                     || k.ends_with("max_total")

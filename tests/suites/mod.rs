@@ -1,7 +1,10 @@
 mod access;
+mod acme;
 mod cli;
 mod config_files;
+mod deploy;
 mod mcp_http;
+mod metrics;
 mod python_sdk;
 mod sessions;
 mod shutdown;
