@@ -12,6 +12,7 @@ pub mod config;
 pub mod docs;
 pub mod error;
 pub mod healthcheck;
+pub mod init_secrets;
 pub mod mcp;
 pub mod metrics;
 pub mod ratelimit;

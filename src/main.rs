@@ -30,6 +30,15 @@ fn main() -> ExitCode {
     let command = cli.command.as_ref().unwrap_or(&Command::Serve);
     match command {
         Command::HashKey => return hash_key(),
+        Command::InitSecrets(args) => {
+            return match mcp_edge::init_secrets::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mcp-edge init-secrets: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Bench(args) => {
             return runtime().block_on(async {
                 match mcp_edge::bench::run(args).await {
