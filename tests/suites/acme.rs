@@ -216,6 +216,13 @@ async fn certificate_issued_by_pebble_served_and_reused_after_restart() {
     assert!(root.contains("BEGIN CERTIFICATE"), "{root}");
     let first = served_certificate(&root, port).await;
     let not_after = mcp_edge::certs::not_after_der(&first).unwrap();
+    // The container probe (by IP, no SNI) gets the certificate too.
+    mcp_edge::healthcheck::probe(
+        &format!("https://127.0.0.1:{port}/health"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("healthcheck against the ACME listener");
 
     // MCP works through the ACME certificate.
     let init = client_for(&root, port)
@@ -290,4 +297,79 @@ async fn certificate_issued_by_pebble_served_and_reused_after_restart() {
     let log = std::fs::read_to_string(work.path().join("pebble.log")).unwrap();
     let orders = log.matches("POST /order-plz").count() + log.matches("POST /new-order").count();
     assert_eq!(orders, 1, "one order in total:\n{log}");
+}
+
+#[tokio::test]
+async fn not_ready_until_a_certificate_exists_and_failures_are_counted() {
+    // A directory nobody serves: orders fail, with backoff, and nothing is served.
+    let fx = Fixture::new();
+    let work = tempfile::tempdir().unwrap();
+    let mut env = fx.env();
+    for (k, v) in [
+        ("MCP_TLS_MODE", "acme".to_string()),
+        ("MCP_PUBLIC_HOSTNAMES", DOMAIN.into()),
+        (
+            "MCP_ACME_DIRECTORY",
+            format!("https://localhost:{}/dir", free_port()),
+        ),
+        ("MCP_ACME_CA_BUNDLE", fx.ca_path.display().to_string()),
+        (
+            "MCP_ACME_CACHE_DIR",
+            work.path().join("acme").display().to_string(),
+        ),
+    ] {
+        env.insert(k.into(), v);
+    }
+    let edge = app::start(load(&env)).await.unwrap();
+    let admin = edge.admin_addr().unwrap();
+    let ready = reqwest::get(format!("http://{admin}/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["reason"], "waiting for the ACME certificate");
+    // No certificate: the handshake fails cleanly (no panic, no fallback certificate).
+    let port = edge.addr().port();
+    assert!(
+        mcp_edge::healthcheck::probe(
+            &format!("https://127.0.0.1:{port}/health"),
+            Duration::from_secs(3)
+        )
+        .await
+        .is_err()
+    );
+    let failed = eventually(Duration::from_secs(10), async || {
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(
+            &text,
+            "mcp_edge_secret_reloads_total",
+            &[("kind", "acme_certificate"), ("result", "failed")],
+        )
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(failed, "a failed order is counted as a failed reload");
+    edge.shutdown().await;
+}
+
+#[test]
+fn acme_settings_errors_name_their_keys() {
+    let fx = Fixture::new();
+    let mut env = fx.env();
+    env.insert("MCP_TLS_MODE".into(), "acme".into());
+    env.insert("MCP_ACME_DOMAINS".into(), "127.0.0.1".into());
+    let err = mcp_edge::config::load(mcp_edge::config::Sources {
+        file: None,
+        env: &env,
+        flags: Default::default(),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("acme.domains (environment variable MCP_ACME_DOMAINS)"),
+        "{err}"
+    );
 }
