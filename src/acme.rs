@@ -50,7 +50,7 @@ pub enum AcmeError {
 pub struct Acme {
     serving: Arc<ServerConfig>,
     challenge: Arc<ServerConfig>,
-    task: JoinHandle<()>,
+    task: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Acme {
@@ -63,9 +63,9 @@ impl Acme {
         }
     }
 
-    /// The background task (aborted on shutdown).
-    pub fn into_task(self) -> JoinHandle<()> {
-        self.task
+    /// Start ordering/renewing in the background (abort the task on shutdown).
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.task)
     }
 }
 
@@ -115,7 +115,8 @@ fn client_config(bundle: &Path) -> Result<Arc<rustls::ClientConfig>, AcmeError> 
     ))
 }
 
-/// Start ordering/renewing in the background and return the configs to serve with.
+/// Prepare the ACME client (cache directory, CA trust) and the configs to serve with;
+/// nothing runs until [`Acme::spawn`].
 pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, AcmeError> {
     crate::tls::install_crypto_provider();
     prepare_cache_dir(&settings.cache_dir)?;
@@ -142,7 +143,7 @@ pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, A
     let domains = settings.domains.join(",");
     let directory = settings.directory.clone();
     tracing::info!(%domains, %directory, cache = %settings.cache_dir.display(), "ACME: starting");
-    let task = tokio::spawn(async move {
+    let task = Box::pin(async move {
         while let Some(event) = state.next().await {
             match event {
                 Ok(EventOk::DeployedCachedCert) => {

@@ -79,17 +79,27 @@ pub fn main_routes(state: &AppState) -> Router<AppState> {
     }
 }
 
-/// The admin listener, if configured: bound now, served until aborted.
-pub async fn start_admin(
-    state: &AppState,
-) -> Result<Option<(SocketAddr, JoinHandle<()>)>, (SocketAddr, std::io::Error)> {
-    let MetricsConfig::Admin { listen } = state.config.metrics else {
+/// Bind the admin listener, if configured (before anything is served, so a bind
+/// failure leaves nothing running).
+pub async fn bind(
+    config: &crate::config::Config,
+) -> Result<Option<(SocketAddr, tokio::net::TcpListener)>, (SocketAddr, std::io::Error)> {
+    let MetricsConfig::Admin { listen } = config.metrics else {
         return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| (listen, e))?;
     let addr = listener.local_addr().map_err(|e| (listen, e))?;
+    Ok(Some((addr, listener)))
+}
+
+/// Serve `/metrics`, `/health` and `/ready` on the bound admin listener until aborted.
+pub fn serve(
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    state: &AppState,
+) -> JoinHandle<()> {
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin listener (metrics, no auth) is reachable beyond loopback");
     }
@@ -104,5 +114,5 @@ pub async fn start_admin(
         }
     });
     tracing::info!(%addr, "admin listener (metrics) on plain HTTP");
-    Ok(Some((addr, task)))
+    task
 }

@@ -239,6 +239,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     listener.set_nonblocking(true).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
 
+    // The side listeners are bound before anything is served or spawned, so a bind
+    // failure returns an error with nothing left running.
+    let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
+    let admin = crate::admin::bind(&config).await.map_err(side_bind_err)?;
+    let redirect = crate::redirect::bind(&config)
+        .await
+        .map_err(side_bind_err)?;
+
     let handle = Handle::new();
     let first_request_timeout = config.server.first_request_timeout;
     let mut dev_cert_pem = None;
@@ -246,7 +254,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let serve = match (tls_config, acme) {
         (_, Some(acme)) => {
             let acceptor = acme.acceptor(config.server.handshake_timeout);
-            background.push(acme.into_task());
+            background.push(acme.spawn());
             let server = axum_server::from_tcp(listener)
                 .map_err(bind_err)?
                 .acceptor(acceptor)
@@ -278,27 +286,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // `from_tcp` is already bound; this only waits for the accept loop to start.
     let _ = handle.listening().await;
 
-    let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
-    let admin_addr = match crate::admin::start_admin(&state)
-        .await
-        .map_err(side_bind_err)?
-    {
-        Some((addr, task)) => {
-            background.push(task);
-            Some(addr)
-        }
-        None => None,
-    };
-    let redirect_addr = match crate::redirect::start(&config, state.allowed_hosts.clone())
-        .await
-        .map_err(side_bind_err)?
-    {
-        Some((addr, task)) => {
-            background.push(task);
-            Some(addr)
-        }
-        None => None,
-    };
+    let admin_addr = admin.map(|(addr, listener)| {
+        background.push(crate::admin::serve(addr, listener, &state));
+        addr
+    });
+    let redirect_addr = redirect.map(|(addr, listener)| {
+        background.push(crate::redirect::serve(
+            addr,
+            listener,
+            &config,
+            state.allowed_hosts.clone(),
+        ));
+        addr
+    });
     {
         let registry = parts.registry.clone();
         let manager = parts.session_manager.clone();

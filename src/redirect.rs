@@ -58,11 +58,10 @@ pub fn location(request: &Request, hosts: &[String], fallback: &str, https_port:
     }
 }
 
-/// Bind and serve the redirect listener, if configured.
-pub async fn start(
+/// Bind the redirect listener, if configured (before anything is served).
+pub async fn bind(
     config: &Config,
-    hosts: Arc<Vec<String>>,
-) -> Result<Option<(SocketAddr, JoinHandle<()>)>, (SocketAddr, std::io::Error)> {
+) -> Result<Option<(SocketAddr, tokio::net::TcpListener)>, (SocketAddr, std::io::Error)> {
     let Some(port) = config.https.redirect_port else {
         return Ok(None);
     };
@@ -71,6 +70,16 @@ pub async fn start(
         .await
         .map_err(|e| (listen, e))?;
     let addr = listener.local_addr().map_err(|e| (listen, e))?;
+    Ok(Some((addr, listener)))
+}
+
+/// Serve redirects on the bound listener until aborted.
+pub fn serve(
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    config: &Config,
+    hosts: Arc<Vec<String>>,
+) -> JoinHandle<()> {
     let fallback = config
         .server
         .public_hostnames
@@ -96,7 +105,7 @@ pub async fn start(
         }
     });
     tracing::info!(%addr, "plain-HTTP listener (redirects to HTTPS only)");
-    Ok(Some((addr, task)))
+    task
 }
 
 #[cfg(test)]

@@ -222,3 +222,17 @@ async fn metrics_on_the_main_port_need_a_key() {
         "{ready}"
     );
 }
+
+#[tokio::test]
+async fn a_taken_admin_port_is_a_clear_start_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let fx = Fixture::new();
+    let mut env = fx.env();
+    env.insert("MCP_METRICS_LISTEN".into(), addr.to_string());
+    let err = match mcp_edge::app::start(load(&env)).await {
+        Ok(_) => panic!("started although {addr} is taken"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
