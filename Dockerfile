@@ -22,8 +22,8 @@ COPY src ./src
 # An explicit --target keeps +crt-static off build scripts and proc macros.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-gnu --bin mcp-edge \
-    && cp target/x86_64-unknown-linux-gnu/release/mcp-edge /mcp-edge
+    cargo build --profile container --locked --target x86_64-unknown-linux-gnu --bin mcp-edge \
+    && cp target/x86_64-unknown-linux-gnu/container/mcp-edge /mcp-edge
 # Writable state (ACME cache, generated secrets) and the docs mount point, owned by the
 # runtime user so named volumes mounted there inherit the ownership.
 RUN mkdir -p /rootfs/var/lib/mcp-edge/acme /rootfs/var/lib/mcp-edge/secrets \

@@ -79,25 +79,57 @@ pub fn main_routes(state: &AppState) -> Router<AppState> {
     }
 }
 
+/// Bind a plain-HTTP side listener (admin, redirect).
+pub(crate) fn bind_plain(
+    listen: SocketAddr,
+) -> Result<(SocketAddr, std::net::TcpListener), (SocketAddr, std::io::Error)> {
+    let err = |e| (listen, e);
+    let listener = std::net::TcpListener::bind(listen).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    Ok((addr, listener))
+}
+
+/// Serve a side listener until aborted. Like the main listener, a connection must send
+/// its first request within `server.first_request_timeout`, so idle connections cannot
+/// pile up on a public port 80.
+pub(crate) fn serve_plain(
+    what: &'static str,
+    listener: std::net::TcpListener,
+    app: Router,
+    first_request_timeout: std::time::Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = match axum_server::from_tcp(listener) {
+            Ok(server) => {
+                server
+                    .first_request_timeout(first_request_timeout)
+                    .serve(app.into_make_service())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, listener = what, "listener stopped");
+        }
+    })
+}
+
 /// Bind the admin listener, if configured (before anything is served, so a bind
 /// failure leaves nothing running).
-pub async fn bind(
+pub fn bind(
     config: &crate::config::Config,
-) -> Result<Option<(SocketAddr, tokio::net::TcpListener)>, (SocketAddr, std::io::Error)> {
-    let MetricsConfig::Admin { listen } = config.metrics else {
-        return Ok(None);
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| (listen, e))?;
-    let addr = listener.local_addr().map_err(|e| (listen, e))?;
-    Ok(Some((addr, listener)))
+) -> Result<Option<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
+    match config.metrics {
+        MetricsConfig::Admin { listen } => bind_plain(listen).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Serve `/metrics`, `/health` and `/ready` on the bound admin listener until aborted.
 pub fn serve(
     addr: SocketAddr,
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     state: &AppState,
 ) -> JoinHandle<()> {
     if !addr.ip().is_loopback() {
@@ -108,11 +140,12 @@ pub fn serve(
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(state.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin listener stopped");
-        }
-    });
+    let task = serve_plain(
+        "admin",
+        listener,
+        app,
+        state.config.server.first_request_timeout,
+    );
     tracing::info!(%addr, "admin listener (metrics) on plain HTTP");
     task
 }

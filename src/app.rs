@@ -242,10 +242,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The side listeners are bound before anything is served or spawned, so a bind
     // failure returns an error with nothing left running.
     let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
-    let admin = crate::admin::bind(&config).await.map_err(side_bind_err)?;
-    let redirect = crate::redirect::bind(&config)
-        .await
-        .map_err(side_bind_err)?;
+    let admin = crate::admin::bind(&config).map_err(side_bind_err)?;
+    let redirect = crate::redirect::bind(&config).map_err(side_bind_err)?;
 
     let handle = Handle::new();
     let first_request_timeout = config.server.first_request_timeout;

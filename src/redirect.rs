@@ -59,24 +59,21 @@ pub fn location(request: &Request, hosts: &[String], fallback: &str, https_port:
 }
 
 /// Bind the redirect listener, if configured (before anything is served).
-pub async fn bind(
+pub fn bind(
     config: &Config,
-) -> Result<Option<(SocketAddr, tokio::net::TcpListener)>, (SocketAddr, std::io::Error)> {
-    let Some(port) = config.https.redirect_port else {
-        return Ok(None);
-    };
-    let listen = SocketAddr::new(config.server.listen.ip(), port);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| (listen, e))?;
-    let addr = listener.local_addr().map_err(|e| (listen, e))?;
-    Ok(Some((addr, listener)))
+) -> Result<Option<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
+    match config.https.redirect_port {
+        Some(port) => {
+            crate::admin::bind_plain(SocketAddr::new(config.server.listen.ip(), port)).map(Some)
+        }
+        None => Ok(None),
+    }
 }
 
 /// Serve redirects on the bound listener until aborted.
 pub fn serve(
     addr: SocketAddr,
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     config: &Config,
     hosts: Arc<Vec<String>>,
 ) -> JoinHandle<()> {
@@ -99,11 +96,12 @@ pub fn serve(
             response
         }
     });
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "redirect listener stopped");
-        }
-    });
+    let task = crate::admin::serve_plain(
+        "redirect",
+        listener,
+        app,
+        config.server.first_request_timeout,
+    );
     tracing::info!(%addr, "plain-HTTP listener (redirects to HTTPS only)");
     task
 }

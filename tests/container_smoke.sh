@@ -9,14 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=x86_64-unknown-linux-gnu
-echo "== build: RUSTFLAGS=-C target-feature=+crt-static cargo build --release --locked --target $TARGET"
+echo "== build: RUSTFLAGS=-C target-feature=+crt-static cargo build --profile container --locked --target $TARGET"
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target x86_64-unknown-linux-gnu --bin mcp-edge
-BIN="target/$TARGET/release/mcp-edge"
+    cargo build --profile container --locked --target x86_64-unknown-linux-gnu --bin mcp-edge
+BIN="target/$TARGET/container/mcp-edge"
 
 echo "== static linking"
 file "$BIN"
-file "$BIN" | grep -q "statically linked" || { echo "not statically linked"; exit 1; }
+file "$BIN" | grep -Eq "statically linked|static-pie linked" || { echo "not statically linked"; exit 1; }
 if ldd "$BIN" 2>&1 | grep -q "=>"; then echo "dynamic dependencies:"; ldd "$BIN"; exit 1; fi
 SIZE=$(stat -c %s "$BIN")
 echo "binary: $SIZE bytes ($((SIZE / 1024 / 1024)) MiB)"
@@ -60,14 +60,18 @@ chmod 0444 "$ROOTFS/etc/mcp-edge/edge.toml"
 UID_GID=65532
 if [[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null && command -v chroot >/dev/null; then
     chown "$UID_GID:$UID_GID" "$ROOTFS/run/secrets" "$ROOTFS/var/lib/mcp-edge/acme"
+    # The device nodes every container gets (Docker creates these in /dev).
+    mkdir -p "$ROOTFS/dev"
+    mknod -m 666 "$ROOTFS/dev/null" c 1 3
+    mknod -m 666 "$ROOTFS/dev/zero" c 1 5
+    mknod -m 666 "$ROOTFS/dev/random" c 1 8
+    mknod -m 666 "$ROOTFS/dev/urandom" c 1 9
     chmod 1777 "$ROOTFS/tmp"
     # As the image runs: root directory = the image's files, USER 65532, no new
     # privileges. chroot needs CAP_SYS_CHROOT, so chroot first, then switch user (which
     # clears every capability).
-    run_as_user() {
-        setpriv --no-new-privs --inh-caps=-all \
-            chroot --userspec="$UID_GID:$UID_GID" "$ROOTFS" /usr/local/bin/mcp-edge "$@"
-    }
+    CONFINE=("$(command -v setpriv)" --no-new-privs --inh-caps=-all
+        "$(command -v chroot)" --userspec="$UID_GID:$UID_GID" "$ROOTFS")
     MODE="chroot + setpriv (uid $UID_GID, no new privileges, no capabilities)"
     CONFINED=1
 else
@@ -78,7 +82,7 @@ echo "== run mode: $MODE"
 
 if [[ $CONFINED -eq 1 ]]; then
     P="" # paths inside the chroot
-    EDGE=(run_as_user)
+    EDGE=("${CONFINE[@]}" /usr/local/bin/mcp-edge)
 else
     P="$ROOTFS"
     EDGE=("$ROOTFS/usr/local/bin/mcp-edge")

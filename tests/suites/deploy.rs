@@ -55,6 +55,28 @@ async fn plain_http_only_redirects_and_https_sends_hsts() {
 }
 
 #[tokio::test]
+async fn the_redirect_port_drops_connections_that_send_nothing() {
+    use tokio::io::AsyncReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let edge = Edge::start_with(|env| {
+        env.insert("MCP_HTTP_REDIRECT_PORT".into(), port.to_string());
+        env.insert("MCP_FIRST_REQUEST_TIMEOUT".into(), "1s".into());
+    })
+    .await;
+    let addr = edge.running.redirect_addr().unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("an idle connection is closed after first_request_timeout");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+}
+
+#[tokio::test]
 async fn no_redirect_listener_or_hsts_unless_configured() {
     let edge = Edge::start().await;
     assert_eq!(edge.running.redirect_addr(), None);
@@ -175,7 +197,7 @@ fn dockerfile_is_multi_stage_static_non_root_with_a_healthcheck() {
     for flag in [
         "target-feature=+crt-static",
         "--target x86_64-unknown-linux-gnu",
-        "--release --locked",
+        "--profile container --locked",
     ] {
         assert!(text.contains(flag), "Dockerfile lacks {flag}");
         assert!(smoke.contains(flag), "container_smoke.sh lacks {flag}");
