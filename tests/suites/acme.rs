@@ -16,6 +16,10 @@ use crate::common::*;
 
 const DOMAIN: &str = "edge.mcp-edge.test";
 
+/// The metrics registry is process-wide, so the Pebble tests (which both publish the
+/// ACME certificate's expiry) run one at a time.
+static PEBBLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -47,7 +51,7 @@ struct Pebble {
     management: u16,
 }
 
-async fn start_pebble(dir: &Path, fx: &Fixture, tls_port: u16) -> Pebble {
+async fn start_pebble(dir: &Path, fx: &Fixture, tls_port: u16, validity_secs: u64) -> Pebble {
     // Pebble ships no certificates: its HTTPS API gets one from the fixture's test CA
     // (the same CA the edge is told to trust for the directory via acme.ca_bundle).
     let (dns_port, dns_mgmt, listen, management) =
@@ -93,7 +97,8 @@ async fn start_pebble(dir: &Path, fx: &Fixture, tls_port: u16) -> Pebble {
         "httpPort": free_port(),
         "tlsPort": tls_port,
         "ocspResponderURL": "",
-        "externalAccountBindingRequired": false
+        "externalAccountBindingRequired": false,
+        "certificateValidityPeriod": validity_secs
     }});
     let config_path = dir.join("pebble.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -178,10 +183,11 @@ async fn wait_ready(admin: SocketAddr, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_issued_by_pebble_served_and_reused_after_restart() {
+    let _one_at_a_time = PEBBLE.lock().await;
     let fx = Fixture::new();
     let work = tempfile::tempdir().unwrap();
     let port = free_port();
-    let pebble = start_pebble(work.path(), &fx, port).await;
+    let pebble = start_pebble(work.path(), &fx, port, 5 * 365 * 86400).await;
     let cache = work.path().join("state/acme");
 
     let mut env = fx.env();
@@ -372,4 +378,62 @@ fn acme_settings_errors_name_their_keys() {
         err.contains("acme.domains (environment variable MCP_ACME_DOMAINS)"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_renewed_in_the_background() {
+    let _one_at_a_time = PEBBLE.lock().await;
+    let fx = Fixture::new();
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // 15 s certificates: rustls-acme renews once two thirds of the lifetime are gone.
+    let pebble = start_pebble(work.path(), &fx, port, 15).await;
+    let mut env = fx.env();
+    for (k, v) in [
+        ("MCP_PORT", port.to_string()),
+        ("MCP_TLS_MODE", "acme".into()),
+        ("MCP_PUBLIC_HOSTNAMES", DOMAIN.into()),
+        ("MCP_ACME_DIRECTORY", pebble.directory.clone()),
+        ("MCP_ACME_CA_BUNDLE", fx.ca_path.display().to_string()),
+        (
+            "MCP_ACME_CACHE_DIR",
+            work.path().join("acme").display().to_string(),
+        ),
+    ] {
+        env.insert(k.into(), v);
+    }
+    let edge = app::start(load(&env)).await.unwrap();
+    wait_ready(edge.admin_addr().unwrap(), work.path()).await;
+    let root = client_trusting(&fx.ca_pem)
+        .get(format!("https://localhost:{}/roots/0", pebble.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let first = served_certificate(&root, port).await;
+    let renewed = eventually(Duration::from_secs(40), async || {
+        served_certificate(&root, port).await != first
+    })
+    .await;
+    assert!(renewed, "no renewal within 40 s");
+    let second = served_certificate(&root, port).await;
+    assert!(
+        mcp_edge::certs::not_after_der(&second).unwrap()
+            > mcp_edge::certs::not_after_der(&first).unwrap()
+    );
+    // The expiry in /ready follows the renewal.
+    let ready: serde_json::Value =
+        reqwest::get(format!("http://{}/ready", edge.admin_addr().unwrap()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        ready["certificate"]["not_after_unix"].as_i64().unwrap()
+            >= mcp_edge::certs::not_after_der(&second).unwrap()
+    );
+    edge.shutdown().await;
 }
