@@ -565,3 +565,67 @@ fn kubernetes_manifests_are_hardened_probed_and_autoscaled() {
     })
     .unwrap_or_else(|e| panic!("ConfigMap edge.toml: {e}"));
 }
+
+#[tokio::test]
+async fn the_example_upstream_requires_its_token_and_serves_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "upstream-token-0123456789abcdef";
+    let token_file = dir.path().join("upstream_token");
+    std::fs::write(&token_file, token).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = tokio::process::Command::new("python3")
+        .arg(root().join("examples/upstream/server.py"))
+        .env("UPSTREAM_TOKEN_FILE", &token_file)
+        .env("UPSTREAM_HOST", "127.0.0.1")
+        .env("UPSTREAM_PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs the example upstream");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let up = eventually(std::time::Duration::from_secs(20), async || {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        up,
+        "the example upstream did not start (pip install -r tests/python/requirements.txt)"
+    );
+    let init = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}
+    });
+    let post = |bearer: Option<&str>| {
+        let mut rb = http
+            .post(format!("{base}/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        rb
+    };
+    assert_eq!(post(None).send().await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some("wrong-token-0123456789abcdef"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let ok = post(Some(token)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body = ok.text().await.unwrap();
+    assert!(body.contains("example-upstream"), "{body}");
+}
