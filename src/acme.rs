@@ -115,6 +115,22 @@ fn client_config(bundle: &Path) -> Result<Arc<rustls::ClientConfig>, AcmeError> 
     ))
 }
 
+/// What `check-config` verifies without touching anything: the CA bundle is usable and
+/// the cache path, if it exists, is a directory.
+pub fn check(settings: &AcmeSettings) -> Result<(), AcmeError> {
+    crate::tls::install_crypto_provider();
+    if let Some(bundle) = &settings.ca_bundle {
+        client_config(bundle)?;
+    }
+    match fs::metadata(&settings.cache_dir) {
+        Ok(meta) if !meta.is_dir() => Err(AcmeError::CacheDir {
+            path: settings.cache_dir.clone(),
+            source: io::Error::other("not a directory"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Prepare the ACME client (cache directory, CA trust) and the configs to serve with;
 /// nothing runs until [`Acme::spawn`].
 pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, AcmeError> {

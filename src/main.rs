@@ -121,6 +121,12 @@ fn check_config(config: &Config) -> ExitCode {
             eprintln!("mcp-edge: tls: {e}");
             ok = false;
         }
+        if let TlsConfig::Acme(settings) = &config.tls
+            && let Err(e) = mcp_edge::acme::check(settings)
+        {
+            eprintln!("mcp-edge: {e}");
+            ok = false;
+        }
         if let AuthConfig::ApiKeys {
             api_keys_file: Some(path),
         } = &config.auth

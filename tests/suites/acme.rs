@@ -437,3 +437,25 @@ async fn a_short_lived_certificate_is_renewed_in_the_background() {
     );
     edge.shutdown().await;
 }
+
+#[test]
+fn check_config_names_a_bad_acme_ca_bundle() {
+    let fx = Fixture::new();
+    let bad = fx.dir.path().join("not-a-bundle.pem");
+    std::fs::write(&bad, "nothing").unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("check-config")
+        .env_clear()
+        .envs(fx.env())
+        .env("MCP_TLS_MODE", "acme")
+        .env("MCP_PUBLIC_HOSTNAMES", DOMAIN)
+        .env("MCP_ACME_CA_BUNDLE", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("acme.ca_bundle") && err.contains("not-a-bundle.pem"),
+        "{err}"
+    );
+}

@@ -354,6 +354,7 @@ fn compose_runs_hardened_with_secrets_limits_and_an_internal_upstream() {
     let services = &doc["services"];
     let edge = &services["edge"];
     assert_eq!(edge["restart"].as_str(), Some("unless-stopped"));
+    assert_eq!(edge["init"].as_bool(), Some(true), "an init reaps orphans");
     assert_eq!(edge["read_only"].as_bool(), Some(true));
     assert!(non_root_user(edge["user"].as_str().unwrap()));
     assert_eq!(strs(&edge["cap_drop"]), ["ALL"]);
