@@ -53,6 +53,8 @@ pub enum StartError {
     Stdio(String),
     #[error(transparent)]
     Backend(#[from] ProxyError),
+    #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeError),
 }
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
@@ -104,6 +106,8 @@ pub struct Running {
     tls: bool,
     dev_key: Option<SecretString>,
     dev_cert_pem: Option<String>,
+    admin_addr: Option<SocketAddr>,
+    redirect_addr: Option<SocketAddr>,
     state: AppState,
     handle: Handle<SocketAddr>,
     cancel: CancellationToken,
@@ -148,6 +152,16 @@ impl Running {
     /// The secret-file watcher, if any secret files are configured.
     pub fn secrets(&self) -> Option<&SecretsWatcher> {
         self.secrets.as_ref()
+    }
+
+    /// The admin listener's address (`/metrics`), when `metrics.mode = "admin"`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The plain-HTTP redirect listener's address, when configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
     }
 
     /// Stop accepting, let in-flight calls finish within the grace period, then close
@@ -224,7 +238,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (metadata, challenge) = server::auth_metadata(&config, &policy);
 
     let tls_config = tls::initial_config(&config.tls, &config.server.public_hostnames)?;
-    if tls_config.is_none() {
+    let cert = crate::certs::CertStatus::new();
+    let acme = match &config.tls {
+        crate::config::TlsConfig::Acme(settings) => {
+            Some(crate::acme::start(settings, cert.clone())?)
+        }
+        _ => None,
+    };
+    observe_certificate(&config, tls_config.as_ref(), &cert);
+    let tls_enabled = tls_config.is_some() || acme.is_some();
+    if !tls_enabled {
         tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
     }
 
@@ -253,17 +276,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         policy,
         challenge,
         metadata: Arc::new(metadata),
+        cert,
     };
-    let app = server::router_with(state.clone(), parts.service, legacy)
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = crate::redirect::with_hsts(
+        server::router_with(state.clone(), parts.service, legacy),
+        &config,
+        tls_enabled,
+    )
+    .into_make_service_with_connect_info::<SocketAddr>();
+
+    // The side listeners are bound before anything is served or spawned, so a bind
+    // failure returns an error with nothing left running.
+    let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
+    let admin = crate::admin::bind(&config).map_err(side_bind_err)?;
+    let redirect = crate::redirect::bind(&config).map_err(side_bind_err)?;
 
     let handle = Handle::new();
     let first_request_timeout = config.server.first_request_timeout;
-    let tls_enabled = tls_config.is_some();
     let mut dev_cert_pem = None;
     let mut rustls_config = None;
-    let serve = match tls_config {
-        Some(serving) => {
+    let mut background = Vec::new();
+    let serve = match (tls_config, acme) {
+        (_, Some(acme)) => {
+            let acceptor = acme.acceptor(config.server.handshake_timeout);
+            background.push(acme.spawn());
+            let server = axum_server::from_tcp(listener)
+                .map_err(bind_err)?
+                .acceptor(acceptor)
+                .first_request_timeout(first_request_timeout)
+                .handle(handle.clone());
+            tokio::spawn(server.serve(app))
+        }
+        (Some(serving), None) => {
             dev_cert_pem = serving.dev_cert_pem;
             let rustls = RustlsConfig::from_config(serving.config);
             rustls_config = Some(rustls.clone());
@@ -277,7 +321,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .handle(handle.clone());
             tokio::spawn(server.serve(app))
         }
-        None => {
+        (None, None) => {
             let server = axum_server::from_tcp(listener)
                 .map_err(bind_err)?
                 .acceptor(NoDelayAcceptor::new())
@@ -289,8 +333,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // `from_tcp` is already bound; this only waits for the accept loop to start.
     let _ = handle.listening().await;
 
-    let mut background = Vec::new();
     background.extend(mcp::backends::process::start_pid1_reaper());
+    let admin_addr = admin.map(|(addr, listener)| {
+        background.push(crate::admin::serve(addr, listener, &state));
+        addr
+    });
+    let redirect_addr = redirect.map(|(addr, listener)| {
+        background.push(crate::redirect::serve(
+            addr,
+            listener,
+            &config,
+            state.allowed_hosts.clone(),
+        ));
+        addr
+    });
     {
         let registry = parts.registry.clone();
         let manager = parts.session_manager.clone();
@@ -335,6 +391,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &parts.registry,
         &parts.session_manager,
         rustls_config,
+        &state.cert,
     );
     let secrets =
         (!secrets.is_empty()).then(|| SecretsWatcher::spawn(secrets, config.secrets_poll_interval));
@@ -346,6 +403,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls: tls_enabled,
         dev_key,
         dev_cert_pem,
+        admin_addr,
+        redirect_addr,
         state,
         handle,
         cancel,
@@ -407,6 +466,7 @@ fn secret_files(
     registry: &Arc<mcp::SessionRegistry>,
     manager: &Arc<LocalSessionManager>,
     rustls: Option<RustlsConfig>,
+    cert_status: &Arc<crate::certs::CertStatus>,
 ) -> Vec<Secret> {
     let mut secrets = Vec::new();
     if config.auth.mode.api_keys()
@@ -479,21 +539,48 @@ fn secret_files(
     ) = (&config.tls, rustls)
     {
         let (cert, key) = (cert_file.clone(), key_file.clone());
+        let status = cert_status.clone();
         secrets.push(Secret {
             kind: "tls",
             files: vec![cert.clone(), key.clone()],
             reload: Box::new(move || {
                 let (cert, key, rustls) = (cert.clone(), key.clone(), rustls.clone());
+                let status = status.clone();
                 Box::pin(async move {
                     let config = tls::config_from_files(&cert, &key).map_err(|e| e.to_string())?;
                     // New handshakes get the new certificate; open connections keep theirs.
                     rustls.reload_from_config(Arc::new(config));
+                    if let Ok(pem) = std::fs::read(&cert) {
+                        status.set_from_pem("files", &pem);
+                    }
                     Ok(format!("certificate from {}", cert.display()))
                 })
             }),
         });
     }
     secrets
+}
+
+/// Record the expiry of a certificate known at start (files or self-signed); ACME
+/// certificates are recorded by `crate::acme` as they are loaded or issued.
+fn observe_certificate(
+    config: &Config,
+    serving: Option<&tls::ServingTls>,
+    cert: &crate::certs::CertStatus,
+) {
+    match (&config.tls, serving) {
+        (crate::config::TlsConfig::Files { cert_file, .. }, _) => {
+            if let Ok(pem) = std::fs::read(cert_file) {
+                cert.set_from_pem("files", &pem);
+            }
+        }
+        (crate::config::TlsConfig::SelfSigned, Some(s)) => {
+            if let Some(pem) = &s.dev_cert_pem {
+                cert.set_from_pem("self-signed", pem.as_bytes());
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).

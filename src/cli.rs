@@ -71,6 +71,8 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Drive tools/call over HTTPS and print requests/s and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Create missing secret files (API key, self-signed certificate, upstream token) 0400.
+    InitSecrets(crate::init_secrets::InitSecretsArgs),
 }
 
 #[derive(Debug, Args)]

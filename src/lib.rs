@@ -1,16 +1,22 @@
 //! mcp-edge: a single-binary TLS edge server for the Model Context Protocol.
 #![forbid(unsafe_code)]
 
+pub mod acme;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod docs;
 pub mod error;
 pub mod healthcheck;
+pub mod init_secrets;
 pub mod mcp;
+pub mod metrics;
 pub mod ratelimit;
+pub mod redirect;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;

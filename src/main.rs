@@ -30,6 +30,15 @@ fn main() -> ExitCode {
     let command = cli.command.as_ref().unwrap_or(&Command::Serve);
     match command {
         Command::HashKey => return hash_key(),
+        Command::InitSecrets(args) => {
+            return match mcp_edge::init_secrets::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mcp-edge init-secrets: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Bench(args) => {
             return runtime().block_on(async {
                 match mcp_edge::bench::run(args).await {
@@ -110,6 +119,12 @@ fn check_config(config: &Config) -> ExitCode {
             && let Err(e) = mcp_edge::tls::config_from_files(cert_file, key_file)
         {
             eprintln!("mcp-edge: tls: {e}");
+            ok = false;
+        }
+        if let TlsConfig::Acme(settings) = &config.tls
+            && let Err(e) = mcp_edge::acme::check(settings)
+        {
+            eprintln!("mcp-edge: {e}");
             ok = false;
         }
         if config.auth.mode.api_keys()

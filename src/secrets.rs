@@ -81,10 +81,12 @@ impl Entry {
         match (self.secret.reload)().await {
             Ok(summary) => {
                 self.counts.ok.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::secret_reload(self.secret.kind, true);
                 tracing::info!(kind = self.secret.kind, %summary, "secret reloaded");
             }
             Err(error) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::secret_reload(self.secret.kind, false);
                 tracing::error!(kind = self.secret.kind, %error, "secret reload failed; keeping the last good value");
             }
         }

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, header};
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +43,8 @@ pub struct AppState {
     pub challenge: Challenge,
     /// RFC 9728 protected-resource metadata, served at the well-known paths.
     pub metadata: Arc<Value>,
+    /// The served certificate's expiry, for `/ready` and metrics.
+    pub cert: Arc<crate::certs::CertStatus>,
 }
 
 /// `https://host/mcp` → `https://host/.well-known/oauth-protected-resource/mcp` (RFC 9728 §3.1).
@@ -122,6 +124,7 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
             get(resource_metadata),
         )
         .merge(mcp_routes)
+        .merge(crate::admin::main_routes(&state))
         .fallback(|| async { EdgeError::NotFound })
         .with_state(state.clone())
         .layer(middleware::from_fn(telemetry::log_requests))
@@ -141,15 +144,7 @@ async fn resource_metadata(State(state): State<AppState>) -> Response {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        axum::Json(json!({"status": "ready"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not ready"})),
-        )
-            .into_response()
-    }
+    crate::admin::readiness(&state)
 }
 
 fn client_ip(request: &Request) -> IpAddr {
@@ -215,7 +210,11 @@ async fn host_and_origin(State(state): State<AppState>, request: Request, next: 
     next.run(request).await
 }
 
-async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let ip = client_ip(&request);
     if let Some(decision) = state.limits.failed_auth_lockout(ip) {
         RequestLog::note(&request, |l| l.auth = Some("locked_out"));

@@ -107,6 +107,8 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         session = fields.session.as_deref().unwrap_or("-"),
         "request"
     );
+    crate::metrics::record_request(&path, status, &fields);
+    let response = crate::metrics::track_tool_call(response, &fields, start);
     drop(fields);
     response
 }

@@ -114,7 +114,8 @@ pub struct ServingTls {
     pub dev_cert_pem: Option<String>,
 }
 
-/// Build the config the listener starts with; `None` when TLS is off.
+/// Build the config the listener starts with; `None` when TLS is off (or ACME, whose
+/// listener is set up by `crate::acme`).
 pub fn initial_config(
     tls: &crate::config::TlsConfig,
     hostnames: &[String],
@@ -136,6 +137,8 @@ pub fn initial_config(
             })
         }
         TlsConfig::Off => None,
+        // Certificates come and go at run time: see `crate::acme`.
+        TlsConfig::Acme(_) => None,
     })
 }
 

@@ -6,6 +6,7 @@
 //! error names the key and where its value came from (file + key, env var, or flag).
 
 pub mod backends;
+pub mod deploy;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use backends::{BackendConfig, BackendKind, ProxyConfig};
+pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig};
 pub use raw::{KEYS, KeySpec, RawConfig};
 
 /// The environment variable naming the config file.
@@ -136,6 +138,8 @@ pub enum TlsConfig {
     SelfSigned,
     /// Plain HTTP, only on a loopback bind (behind a trusted proxy).
     Off,
+    /// Certificates from an ACME CA (Let's Encrypt or private), TLS-ALPN-01 on this port.
+    Acme(AcmeSettings),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -352,6 +356,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Serve the 2024-11-05 HTTP+SSE transport at `/sse` + `/messages`.
     pub legacy_sse: bool,
+    pub https: HttpsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -906,6 +912,7 @@ fn validate(
             }
         },
         Some("self-signed") => TlsConfig::SelfSigned,
+        Some("acme") => TlsConfig::Acme(deploy::acme(e, raw, &public_hostnames)),
         Some("off") => {
             if !loopback && transport == Transport::StreamableHttp {
                 e.push(
@@ -920,7 +927,7 @@ fn validate(
         Some(other) => {
             e.push(
                 "tls.mode",
-                format!("must be \"files\", \"self-signed\" or \"off\", got {other:?}"),
+                format!("must be \"files\", \"acme\", \"self-signed\" or \"off\", got {other:?}"),
             );
             TlsConfig::Off
         }
@@ -1032,6 +1039,8 @@ fn validate(
     }
 
     let (backends, proxy, legacy_sse) = backends::validate(e, raw);
+    let https = deploy::https(e, raw, port);
+    let metrics = deploy::metrics(e, raw);
 
     if !errors.list.is_empty() {
         return Err(errors.list);
@@ -1060,6 +1069,8 @@ fn validate(
         backends,
         proxy,
         legacy_sse,
+        https,
+        metrics,
     })
 }
 

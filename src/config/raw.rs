@@ -31,6 +31,10 @@ pub struct RawConfig {
     pub proxy: super::backends::RawProxy,
     #[serde(default)]
     pub legacy_sse: super::backends::RawLegacySse,
+    #[serde(default)]
+    pub acme: RawAcme,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -45,6 +49,9 @@ pub struct RawServer {
     pub first_request_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub http_redirect_port: Option<u16>,
+    pub public_https_port: Option<u16>,
+    pub hsts_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -151,6 +158,23 @@ pub struct RawLog {
     pub level: Option<String>,
 }
 
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub domains: Option<Vec<String>>,
+    pub contact: Option<Vec<String>>,
+    pub directory: Option<String>,
+    pub ca_bundle: Option<String>,
+    pub cache_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub mode: Option<String>,
+    pub admin_listen: Option<String>,
+}
+
 /// One overridable key: its path in the TOML file and the environment variable for it.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec {
@@ -174,9 +198,17 @@ pub const KEYS: &[KeySpec] = &[
     key("server.first_request_timeout", "MCP_FIRST_REQUEST_TIMEOUT"),
     key("server.shutdown_grace", "MCP_SHUTDOWN_GRACE"),
     key("server.max_body_bytes", "MCP_MAX_BODY_BYTES"),
+    key("server.http_redirect_port", "MCP_HTTP_REDIRECT_PORT"),
+    key("server.public_https_port", "MCP_PUBLIC_HTTPS_PORT"),
+    key("server.hsts_max_age", "MCP_HSTS_MAX_AGE"),
     key("tls.mode", "MCP_TLS_MODE"),
     key("tls.cert_file", "MCP_TLS_CERT_FILE"),
     key("tls.key_file", "MCP_TLS_KEY_FILE"),
+    key("acme.domains", "MCP_ACME_DOMAINS"),
+    key("acme.contact", "MCP_ACME_CONTACT"),
+    key("acme.directory", "MCP_ACME_DIRECTORY"),
+    key("acme.ca_bundle", "MCP_ACME_CA_BUNDLE"),
+    key("acme.cache_dir", "MCP_ACME_CACHE_DIR"),
     key("auth.mode", "MCP_AUTH_MODE"),
     key("auth.api_keys_file", "MCP_API_KEYS_FILE"),
     key("auth.resource", "MCP_RESOURCE_URI"),
@@ -210,6 +242,8 @@ pub const KEYS: &[KeySpec] = &[
     key("secrets.poll_interval", "MCP_SECRETS_POLL_INTERVAL"),
     key("log.format", "MCP_LOG_FORMAT"),
     key("log.level", "MCP_LOG_LEVEL"),
+    key("metrics.mode", "MCP_METRICS_MODE"),
+    key("metrics.admin_listen", "MCP_METRICS_LISTEN"),
     key("proxy.call_timeout", "MCP_CALL_TIMEOUT"),
     key("proxy.spawn_timeout", "MCP_SPAWN_TIMEOUT"),
     key("proxy.max_children", "MCP_MAX_CHILDREN"),
@@ -237,6 +271,8 @@ pub const DEPLOYMENT_KEYS: &[&str] = &[
     "tls.mode",
     "tls.cert_file",
     "tls.key_file",
+    "acme.domains",
+    "acme.cache_dir",
     "auth.mode",
     "auth.api_keys_file",
     "auth.jwt.issuer",
@@ -281,9 +317,17 @@ impl RawConfig {
             "server.first_request_timeout" => self.server.first_request_timeout = text(),
             "server.shutdown_grace" => self.server.shutdown_grace = text(),
             "server.max_body_bytes" => self.server.max_body_bytes = Some(number(value)?),
+            "server.http_redirect_port" => self.server.http_redirect_port = Some(number(value)?),
+            "server.public_https_port" => self.server.public_https_port = Some(number(value)?),
+            "server.hsts_max_age" => self.server.hsts_max_age = text(),
             "tls.mode" => self.tls.mode = text(),
             "tls.cert_file" => self.tls.cert_file = text(),
             "tls.key_file" => self.tls.key_file = text(),
+            "acme.domains" => self.acme.domains = Some(list(value)),
+            "acme.contact" => self.acme.contact = Some(list(value)),
+            "acme.directory" => self.acme.directory = text(),
+            "acme.ca_bundle" => self.acme.ca_bundle = text(),
+            "acme.cache_dir" => self.acme.cache_dir = text(),
             "auth.mode" => self.auth.mode = text(),
             "auth.api_keys_file" => self.auth.api_keys_file = text(),
             "auth.resource" => self.auth.resource = text(),
@@ -328,6 +372,8 @@ impl RawConfig {
             "legacy_sse.enabled" => {
                 self.legacy_sse.enabled = Some(super::backends::boolean(value)?)
             }
+            "metrics.mode" => self.metrics.mode = text(),
+            "metrics.admin_listen" => self.metrics.admin_listen = text(),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -343,7 +389,7 @@ mod tests {
         for spec in KEYS {
             let mut raw = RawConfig::default();
             let sample = match spec.key {
-                "server.port" => "8443",
+                "server.port" | "server.http_redirect_port" | "server.public_https_port" => "8443",
                 k if k.ends_with("burst")
                     || k.ends_with("bytes")
                     || k.ends_with("max_total")

@@ -109,6 +109,8 @@ impl Fixture {
             ("MCP_API_KEYS_FILE", p(&self.keys_path)),
             ("MCP_DOCS_DIR", p(&self.docs_dir)),
             ("MCP_SHUTDOWN_GRACE", "5s".to_string()),
+            // The admin (metrics) listener on a free port, so servers run side by side.
+            ("MCP_METRICS_LISTEN", "127.0.0.1:0".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -1,10 +1,13 @@
 mod access;
+mod acme;
 mod backends;
 mod cli;
 mod config_files;
 mod conformance;
+mod deploy;
 mod identity;
 mod mcp_http;
+mod metrics;
 mod python_sdk;
 mod rotation;
 mod sessions;

@@ -1,0 +1,373 @@
+//! Prometheus metrics: every metric the edge exports is defined here, with one small
+//! recording function each. Other modules call these functions; nothing else touches
+//! the registry.
+//!
+//! The registry is process-wide (one edge per process in production). Label values
+//! that come from clients (tool names) are bounded, so a caller cannot grow the
+//! series count without limit.
+
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+mod http;
+pub use http::{record_request, track_tool_call};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// At most this many distinct tool names are used as label values; later ones are
+/// counted under `tool="_other"`.
+pub const MAX_TOOL_LABELS: usize = 100;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    source: &'static str,
+}
+
+type HistogramFamily = Family<ToolLabels, Histogram, fn() -> Histogram>;
+
+fn tool_histogram() -> Histogram {
+    // 5 ms … ~82 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
+    tool_calls: HistogramFamily,
+    sessions: Gauge,
+    child_processes: Gauge,
+    secret_reloads: Family<ReloadLabels, Counter>,
+    cert_expiry: Family<CertLabels, Gauge>,
+    tool_names: Mutex<HashSet<String>>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("mcp_edge");
+    let m = Metrics {
+        registry: Registry::default(),
+        requests: Family::default(),
+        auth_failures: Family::default(),
+        rate_limited: Family::default(),
+        tool_calls: HistogramFamily::new_with_constructor(tool_histogram),
+        sessions: Gauge::default(),
+        child_processes: Gauge::default(),
+        secret_reloads: Family::default(),
+        cert_expiry: Family::default(),
+        tool_names: Mutex::new(HashSet::new()),
+    };
+    registry.register(
+        "http_requests",
+        "HTTP requests answered, by route and status code",
+        m.requests.clone(),
+    );
+    registry.register(
+        "auth_failures",
+        "Requests refused for authentication, by reason (missing, malformed, invalid_key)",
+        m.auth_failures.clone(),
+    );
+    registry.register(
+        "rate_limited_requests",
+        "Requests refused with 429 by a rate limit: per principal, or failed-auth per client IP",
+        m.rate_limited.clone(),
+    );
+    registry.register(
+        "tool_call_duration_seconds",
+        "tools/call latency until the response ended, by tool and outcome (ok, tool_error, rpc_error, refused, aborted)",
+        m.tool_calls.clone(),
+    );
+    registry.register(
+        "live_sessions",
+        "MCP sessions currently open",
+        m.sessions.clone(),
+    );
+    registry.register(
+        "child_processes",
+        "Backend child processes currently running",
+        m.child_processes.clone(),
+    );
+    registry.register(
+        "secret_reloads",
+        "Reloads of secret material (certificates, API keys, JWT keys), by kind and result (ok, failed)",
+        m.secret_reloads.clone(),
+    );
+    registry.register(
+        "certificate_expiry_timestamp_seconds",
+        "Expiry (notAfter, Unix seconds) of the certificate being served, by source (files, acme, self-signed)",
+        m.cert_expiry.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+/// The label value for a request path: known routes by name, everything else `other`
+/// (paths come from clients and must not become unbounded label values).
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/mcp" => "/mcp",
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/metrics" => "/metrics",
+        p if p.starts_with("/.well-known/") => "/.well-known",
+        _ => "other",
+    }
+}
+
+/// One answered HTTP request.
+pub fn http_request(path: &str, status: u16) {
+    METRICS
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route_label(path),
+            status,
+        })
+        .inc();
+}
+
+/// A request refused by authentication (`reason` from [`crate::auth::AuthFailure::reason`]).
+pub fn auth_failure(reason: &'static str) {
+    METRICS
+        .auth_failures
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
+/// A request refused by a rate limit: `"principal"` or `"failed_auth"`.
+pub fn rate_limited(limit: &'static str) {
+    METRICS
+        .rate_limited
+        .get_or_create(&LimitLabels { limit })
+        .inc();
+}
+
+/// How a `tools/call` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolOutcome {
+    /// A result without `isError`.
+    Ok,
+    /// A result with `isError: true` (the tool ran and reported a failure).
+    ToolError,
+    /// A JSON-RPC error (unknown tool, bad arguments, backend failure).
+    RpcError,
+    /// Refused by the edge before the backend (HTTP 4xx/5xx).
+    Refused,
+    /// The response stream ended without an answer (client went away, shutdown).
+    Aborted,
+}
+
+impl ToolOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::ToolError => "tool_error",
+            ToolOutcome::RpcError => "rpc_error",
+            ToolOutcome::Refused => "refused",
+            ToolOutcome::Aborted => "aborted",
+        }
+    }
+}
+
+fn tool_label(tool: &str) -> String {
+    let mut names = METRICS.tool_names.lock().unwrap_or_else(|p| p.into_inner());
+    if names.contains(tool) {
+        return tool.to_owned();
+    }
+    if names.len() < MAX_TOOL_LABELS && tool.len() <= 128 {
+        names.insert(tool.to_owned());
+        return tool.to_owned();
+    }
+    "_other".to_owned()
+}
+
+/// One finished `tools/call`.
+pub fn tool_call(tool: &str, outcome: ToolOutcome, latency: Duration) {
+    METRICS
+        .tool_calls
+        .get_or_create(&ToolLabels {
+            tool: tool_label(tool),
+            outcome: outcome.label(),
+        })
+        .observe(latency.as_secs_f64());
+}
+
+/// MCP sessions open now.
+pub fn set_live_sessions(n: usize) {
+    METRICS.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Backend child processes running now (called by the stdio backend as it spawns
+/// and reaps children).
+pub fn set_child_processes(n: usize) {
+    METRICS
+        .child_processes
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// A reload of secret material. `kind`: e.g. `"tls_certificate"`, `"acme_certificate"`,
+/// `"api_keys"`, `"jwt_keys"`; `ok`: whether the new material was published (a failed
+/// reload keeps the last good value).
+pub fn secret_reload(kind: &'static str, ok: bool) {
+    METRICS
+        .secret_reloads
+        .get_or_create(&ReloadLabels {
+            kind,
+            result: if ok { "ok" } else { "failed" },
+        })
+        .inc();
+}
+
+/// The served certificate's expiry (Unix seconds) from `source`
+/// (`"files"`, `"acme"`, `"self-signed"`).
+pub fn set_certificate_expiry(source: &'static str, not_after_unix: i64) {
+    METRICS
+        .cert_expiry
+        .get_or_create(&CertLabels { source })
+        .set(not_after_unix);
+}
+
+/// All metrics in the Prometheus text exposition format.
+pub fn render() -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &METRICS.registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    out
+}
+
+/// The value of one sample in [`render`] output, e.g.
+/// `sample(&text, "mcp_edge_auth_failures_total", &[("reason", "missing")])`.
+/// For tests and tools; `None` when the series is absent.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            if all { value.parse().ok() } else { None }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_values_appear_in_the_text_format() {
+        http_request("/mcp", 401);
+        auth_failure("missing");
+        rate_limited("principal");
+        tool_call("unit_test_tool", ToolOutcome::Ok, Duration::from_millis(3));
+        set_child_processes(2);
+        secret_reload("unit_test_kind", false);
+        set_certificate_expiry("files", 1_900_000_000);
+        let text = render();
+        assert!(
+            sample(
+                &text,
+                "mcp_edge_http_requests_total",
+                &[("route", "/mcp"), ("status", "401")]
+            )
+            .unwrap()
+                >= 1.0,
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                "mcp_edge_auth_failures_total",
+                &[("reason", "missing")]
+            )
+            .unwrap()
+                >= 1.0
+        );
+        assert!(
+            sample(
+                &text,
+                "mcp_edge_tool_call_duration_seconds_count",
+                &[("tool", "unit_test_tool"), ("outcome", "ok")]
+            )
+            .unwrap()
+                >= 1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_edge_secret_reloads_total",
+                &[("kind", "unit_test_kind"), ("result", "failed")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_edge_certificate_expiry_timestamp_seconds",
+                &[("source", "files")]
+            ),
+            Some(1_900_000_000.0)
+        );
+        assert!(text.contains("# TYPE mcp_edge_child_processes gauge"));
+        assert!(text.ends_with("# EOF\n"));
+
+        // Then: paths and tool names are bounded label sets (one test, as the
+        // registry is shared and the flood would otherwise race the checks above).
+        assert_eq!(route_label("/mcp"), "/mcp");
+        assert_eq!(route_label("/wp-admin/../x"), "other");
+        for i in 0..(MAX_TOOL_LABELS + 10) {
+            tool_call(&format!("flood-{i}"), ToolOutcome::RpcError, Duration::ZERO);
+        }
+        let text = render();
+        let tools: HashSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mcp_edge_tool_call_duration_seconds_count"))
+            .filter_map(|l| l.split("tool=\"").nth(1)?.split('"').next())
+            .collect();
+        assert!(tools.len() <= MAX_TOOL_LABELS + 1, "{}", tools.len());
+        assert!(tools.contains("_other"));
+    }
+}
