@@ -541,7 +541,7 @@ fn secret_files(
         let (cert, key) = (cert_file.clone(), key_file.clone());
         let status = cert_status.clone();
         secrets.push(Secret {
-            kind: "tls",
+            kind: "tls_certificate",
             files: vec![cert.clone(), key.clone()],
             reload: Box::new(move || {
                 let (cert, key, rustls) = (cert.clone(), key.clone(), rustls.clone());

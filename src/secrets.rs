@@ -107,7 +107,7 @@ impl Drop for SecretsWatcher {
 }
 
 impl SecretsWatcher {
-    /// Reload outcomes of one kind (`api_keys`, `jwt_keys`, `tls`).
+    /// Reload outcomes of one kind (`api_keys`, `jwt_keys`, `tls_certificate`).
     pub fn counts(&self, kind: &str) -> Option<Arc<ReloadCounts>> {
         self.counts
             .iter()

@@ -14,7 +14,9 @@ async fn stdio_mode_answers_an_mcp_client() {
     cmd.env_clear()
         .env("MCP_TRANSPORT", "stdio")
         .env("MCP_DOCS_DIR", &fx.docs_dir)
-        .env("MCP_LOG_LEVEL", "debug");
+        .env("MCP_LOG_LEVEL", "debug")
+        // Debug logs go to stderr, never stdout (which carries the protocol).
+        .stderr(std::process::Stdio::null());
     let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("stdio handshake");
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(tools.len(), 2);
