@@ -362,10 +362,6 @@ impl JwtVerifier {
         })
     }
 
-    pub fn config(&self) -> &JwtConfig {
-        &self.config
-    }
-
     /// Publish a new, validated set of local keys.
     pub fn replace_local(&self, keys: KeySet) {
         self.local.store(Arc::new(keys));

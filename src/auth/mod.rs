@@ -132,10 +132,6 @@ impl Authenticator {
         }
     }
 
-    pub fn api_keys(store: KeyStore) -> Authenticator {
-        Authenticator::new(Some(store), None)
-    }
-
     pub fn is_enabled(&self) -> bool {
         self.api_keys.is_some() || self.jwt.is_some()
     }
@@ -175,10 +171,6 @@ impl Authenticator {
             .into_iter()
             .filter(|c| !new_credentials.contains(c))
             .collect()
-    }
-
-    pub fn key_count(&self) -> usize {
-        self.api_keys.as_ref().map_or(0, |s| s.load().len())
     }
 }
 

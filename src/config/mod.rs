@@ -1080,20 +1080,6 @@ impl Config {
     pub fn to_pretty_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
-
-    /// A dev-profile configuration for tests and embedding, listening on `listen`.
-    pub fn dev(listen: SocketAddr, docs_dir: PathBuf) -> Config {
-        let env: BTreeMap<&str, &str> = BTreeMap::new();
-        let mut config = load(Sources {
-            file: None,
-            env: &env,
-            flags: FlagOverrides::default(),
-        })
-        .expect("the embedded defaults are valid");
-        config.server.listen = listen;
-        config.docs_dir = docs_dir;
-        config
-    }
 }
 
 #[cfg(test)]
