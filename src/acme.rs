@@ -198,6 +198,34 @@ pub struct AcmeAcceptor {
 type AcceptFuture<S> =
     Pin<Box<dyn Future<Output = io::Result<(TlsStream<TcpStream>, S)>> + Send + 'static>>;
 
+impl AcmeAcceptor {
+    /// The TLS handshake on any stream (the connection layer's wrapped socket):
+    /// TLS-ALPN-01 challenges are answered and closed, other clients get the ACME
+    /// certificate. Bounded by the handshake timeout.
+    pub async fn handshake<IO>(&self, stream: IO) -> io::Result<TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let handshake = async {
+            let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+            if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
+                tracing::info!("ACME: answering a TLS-ALPN-01 challenge");
+                let mut tls = start.into_stream(self.challenge.clone()).await?;
+                let _ = tls.shutdown().await;
+                return Err(io::Error::other("TLS-ALPN-01 challenge answered"));
+            }
+            start.into_stream(self.serving.clone()).await
+        };
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
+        }
+    }
+}
+
 impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for AcmeAcceptor {
     type Stream = TlsStream<TcpStream>;
     type Service = S;
@@ -207,24 +235,7 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for AcmeAccept
         let this = self.clone();
         Box::pin(async move {
             let _ = stream.set_nodelay(true);
-            let handshake = async {
-                let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
-                if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
-                    tracing::info!("ACME: answering a TLS-ALPN-01 challenge");
-                    let mut tls = start.into_stream(this.challenge).await?;
-                    let _ = tls.shutdown().await;
-                    return Err(io::Error::other("TLS-ALPN-01 challenge answered"));
-                }
-                start.into_stream(this.serving).await
-            };
-            match tokio::time::timeout(this.handshake_timeout, handshake).await {
-                Ok(Ok(tls)) => Ok((tls, service)),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                )),
-            }
+            Ok((this.handshake(stream).await?, service))
         })
     }
 }

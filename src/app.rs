@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -296,40 +295,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut dev_cert_pem = None;
     let mut rustls_config = None;
     let mut background = Vec::new();
-    let serve = match (tls_config, acme) {
+    // One acceptor chain for every TLS mode: caps → PROXY header → TLS → timeouts.
+    let tls_mode = match (tls_config, acme) {
         (_, Some(acme)) => {
             let acceptor = acme.acceptor(config.server.handshake_timeout);
             background.push(acme.spawn());
-            let server = axum_server::from_tcp(listener)
-                .map_err(bind_err)?
-                .acceptor(acceptor)
-                .first_request_timeout(first_request_timeout)
-                .handle(handle.clone());
-            tokio::spawn(server.serve(app))
+            crate::conn::TlsMode::Acme(acceptor)
         }
         (Some(serving), None) => {
             dev_cert_pem = serving.dev_cert_pem;
             let rustls = RustlsConfig::from_config(serving.config);
             rustls_config = Some(rustls.clone());
-            let acceptor = RustlsAcceptor::new(rustls)
-                .handshake_timeout(config.server.handshake_timeout)
-                .acceptor(NoDelayAcceptor::new());
-            let server = axum_server::from_tcp(listener)
-                .map_err(bind_err)?
-                .acceptor(acceptor)
-                .first_request_timeout(first_request_timeout)
-                .handle(handle.clone());
-            tokio::spawn(server.serve(app))
+            crate::conn::TlsMode::Files(rustls)
         }
-        (None, None) => {
-            let server = axum_server::from_tcp(listener)
-                .map_err(bind_err)?
-                .acceptor(NoDelayAcceptor::new())
-                .first_request_timeout(first_request_timeout)
-                .handle(handle.clone());
-            tokio::spawn(server.serve(app))
-        }
+        (None, None) => crate::conn::TlsMode::Plain,
     };
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(bind_err)?
+        .acceptor(crate::conn::EdgeAcceptor::new(&config.server, tls_mode))
+        .first_request_timeout(first_request_timeout)
+        .handle(handle.clone());
+    crate::conn::tune(server.http_builder(), &config.server.connections);
+    let serve = tokio::spawn(server.serve(app));
     // `from_tcp` is already bound; this only waits for the accept loop to start.
     let _ = handle.listening().await;
 

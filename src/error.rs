@@ -73,6 +73,8 @@ pub enum EdgeError {
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
+    RequestTimeout(crate::conn::BodyTimeout),
+    #[error("{0}")]
     BadRequest(String),
     #[error("not found")]
     NotFound,
@@ -92,6 +94,7 @@ impl EdgeError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -107,7 +110,9 @@ impl EdgeError {
             EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
                 codes::BUSY
             }
-            EdgeError::PayloadTooLarge(_) | EdgeError::BadRequest(_) => codes::INVALID_REQUEST,
+            EdgeError::PayloadTooLarge(_)
+            | EdgeError::BadRequest(_)
+            | EdgeError::RequestTimeout(_) => codes::INVALID_REQUEST,
         }
     }
 }

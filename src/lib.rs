@@ -9,6 +9,7 @@ pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod docs;
 pub mod error;
 pub mod healthcheck;

@@ -77,6 +77,8 @@ struct Metrics {
     child_processes: Gauge,
     secret_reloads: Family<ReloadLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
+    open_connections: Gauge,
+    refused_connections: Family<ReasonLabels, Counter>,
     tool_names: Mutex<HashSet<String>>,
 }
 
@@ -92,6 +94,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         child_processes: Gauge::default(),
         secret_reloads: Family::default(),
         cert_expiry: Family::default(),
+        open_connections: Gauge::default(),
+        refused_connections: Family::default(),
         tool_names: Mutex::new(HashSet::new()),
     };
     registry.register(
@@ -134,6 +138,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Expiry (notAfter, Unix seconds) of the certificate being served, by source (files, acme, self-signed)",
         m.cert_expiry.clone(),
     );
+    registry.register(
+        "open_connections",
+        "Client connections open on the main listener (from accept, TLS handshake included)",
+        m.open_connections.clone(),
+    );
+    registry.register(
+        "refused_connections",
+        "Connections closed at accept, by reason (max_connections, max_connections_per_ip, proxy_untrusted, proxy_invalid)",
+        m.refused_connections.clone(),
+    );
     Metrics { registry, ..m }
 });
 
@@ -174,6 +188,24 @@ pub fn rate_limited(limit: &'static str) {
     METRICS
         .rate_limited
         .get_or_create(&LimitLabels { limit })
+        .inc();
+}
+
+/// A connection accepted on the main listener.
+pub fn connection_opened() {
+    METRICS.open_connections.inc();
+}
+
+/// A counted connection closed.
+pub fn connection_closed() {
+    METRICS.open_connections.dec();
+}
+
+/// A connection closed at accept (`reason` from [`crate::conn::Refusal::label`]).
+pub fn connection_refused(reason: &'static str) {
+    METRICS
+        .refused_connections
+        .get_or_create(&ReasonLabels { reason })
         .inc();
 }
 

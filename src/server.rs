@@ -147,11 +147,13 @@ async fn ready(State(state): State<AppState>) -> Response {
     crate::admin::readiness(&state)
 }
 
+/// The real client address (PROXY header / trusted `X-Forwarded-For`, set by the
+/// connection layer), else the TCP peer (side listeners, in-memory tests).
 fn client_ip(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
+    let ext = request.extensions();
+    ext.get::<crate::conn::ClientAddr>()
         .map(|c| c.0.ip())
+        .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
@@ -299,6 +301,25 @@ fn inspect(body: &[u8]) -> McpCall {
     McpCall { method, tool }
 }
 
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A body that stalled past `server.body_read_timeout` is a 408; anything else while
+/// reading (too large, client gone) a 413.
+fn body_error(error: &axum::Error, limit: usize, timeout: std::time::Duration) -> EdgeError {
+    match crate::conn::is_body_timeout(error) {
+        true => EdgeError::RequestTimeout(crate::conn::BodyTimeout(timeout)),
+        false => EdgeError::PayloadTooLarge(limit),
+    }
+}
+
 /// Session ownership, session caps, stream headers, and in-flight tracking.
 async fn session_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
@@ -334,9 +355,16 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
         token = Some(state.in_flight.token());
         let (parts, body) = request.into_parts();
         let limit = state.config.server.max_body_bytes;
+        // Refused from the header, without waiting for bytes that will be refused.
+        if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+            return EdgeError::PayloadTooLarge(limit).into_response();
+        }
         let bytes = match axum::body::to_bytes(body, limit).await {
             Ok(b) => b,
-            Err(_) => return EdgeError::PayloadTooLarge(limit).into_response(),
+            Err(e) => {
+                let timeout = state.config.server.connections.body_read_timeout;
+                return body_error(&e, limit, timeout).into_response();
+            }
         };
         let call = inspect(&bytes);
         // A JWT without a tool's scopes gets the spec's step-up challenge (403

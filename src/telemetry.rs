@@ -77,10 +77,18 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(log.clone());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The real client (PROXY header / trusted X-Forwarded-For), else the TCP peer.
     let remote = request
         .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string())
+        .get::<crate::conn::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0)
+        })
+        .map(|a| a.to_string())
         .unwrap_or_default();
     let version = format!("{:?}", request.version());
     let mut response = next.run(request).await;

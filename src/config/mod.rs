@@ -6,6 +6,7 @@
 //! error names the key and where its value came from (file + key, env var, or flag).
 
 pub mod backends;
+pub mod connections;
 pub mod deploy;
 pub mod raw;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use backends::{BackendConfig, BackendKind, ProxyConfig};
+pub use connections::ConnectionsConfig;
 pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig};
 pub use raw::{KEYS, KeySpec, RawConfig};
 
@@ -301,6 +303,8 @@ pub struct ServerConfig {
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
+    /// Timeouts after the first request, caps, trusted proxies.
+    pub connections: ConnectionsConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -884,6 +888,8 @@ fn validate(
         4 << 20,
     );
 
+    let connections = connections::validate(e, raw);
+
     let cert_file = path_of(&raw.tls.cert_file);
     let key_file = path_of(&raw.tls.key_file);
     let tls = match raw.tls.mode.as_deref() {
@@ -1057,6 +1063,7 @@ fn validate(
             first_request_timeout,
             shutdown_grace,
             max_body_bytes,
+            connections,
         },
         tls,
         auth,

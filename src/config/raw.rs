@@ -52,6 +52,15 @@ pub struct RawServer {
     pub http_redirect_port: Option<u16>,
     pub public_https_port: Option<u16>,
     pub hsts_max_age: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub http2_keepalive_interval: Option<String>,
+    pub http2_keepalive_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub proxy_protocol_from: Option<Vec<String>>,
+    pub trusted_forwarders: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -201,6 +210,24 @@ pub const KEYS: &[KeySpec] = &[
     key("server.http_redirect_port", "MCP_HTTP_REDIRECT_PORT"),
     key("server.public_https_port", "MCP_PUBLIC_HTTPS_PORT"),
     key("server.hsts_max_age", "MCP_HSTS_MAX_AGE"),
+    key("server.idle_timeout", "MCP_IDLE_TIMEOUT"),
+    key("server.header_read_timeout", "MCP_HEADER_READ_TIMEOUT"),
+    key("server.body_read_timeout", "MCP_BODY_READ_TIMEOUT"),
+    key(
+        "server.http2_keepalive_interval",
+        "MCP_HTTP2_KEEPALIVE_INTERVAL",
+    ),
+    key(
+        "server.http2_keepalive_timeout",
+        "MCP_HTTP2_KEEPALIVE_TIMEOUT",
+    ),
+    key("server.max_connections", "MCP_MAX_CONNECTIONS"),
+    key(
+        "server.max_connections_per_ip",
+        "MCP_MAX_CONNECTIONS_PER_IP",
+    ),
+    key("server.proxy_protocol_from", "MCP_PROXY_PROTOCOL_FROM"),
+    key("server.trusted_forwarders", "MCP_TRUSTED_FORWARDERS"),
     key("tls.mode", "MCP_TLS_MODE"),
     key("tls.cert_file", "MCP_TLS_CERT_FILE"),
     key("tls.key_file", "MCP_TLS_KEY_FILE"),
@@ -320,6 +347,17 @@ impl RawConfig {
             "server.http_redirect_port" => self.server.http_redirect_port = Some(number(value)?),
             "server.public_https_port" => self.server.public_https_port = Some(number(value)?),
             "server.hsts_max_age" => self.server.hsts_max_age = text(),
+            "server.idle_timeout" => self.server.idle_timeout = text(),
+            "server.header_read_timeout" => self.server.header_read_timeout = text(),
+            "server.body_read_timeout" => self.server.body_read_timeout = text(),
+            "server.http2_keepalive_interval" => self.server.http2_keepalive_interval = text(),
+            "server.http2_keepalive_timeout" => self.server.http2_keepalive_timeout = text(),
+            "server.max_connections" => self.server.max_connections = Some(number(value)?),
+            "server.max_connections_per_ip" => {
+                self.server.max_connections_per_ip = Some(number(value)?)
+            }
+            "server.proxy_protocol_from" => self.server.proxy_protocol_from = Some(list(value)),
+            "server.trusted_forwarders" => self.server.trusted_forwarders = Some(list(value)),
             "tls.mode" => self.tls.mode = text(),
             "tls.cert_file" => self.tls.cert_file = text(),
             "tls.key_file" => self.tls.key_file = text(),
@@ -397,7 +435,9 @@ mod tests {
                     || k.ends_with("max_tracked_clients")
                     || k.ends_with("max_children")
                     || k.ends_with("pool_size")
-                    || k.ends_with("max_token_bytes") =>
+                    || k.ends_with("max_token_bytes")
+                    || k.ends_with("connections")
+                    || k.ends_with("connections_per_ip") =>
                 {
                     "10"
                 }
