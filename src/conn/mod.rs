@@ -222,26 +222,33 @@ impl EdgeAcceptor {
         let _ = tcp.set_nodelay(true);
         let cfg = &self.shared.config;
         let timeout = self.shared.handshake_timeout;
+        // A trusted HTTP forwarder carries many clients; only the total cap applies.
+        let admit_ip = |permit: &mut Permit, client: SocketAddr| {
+            if contains(&cfg.trusted_forwarders, client.ip()) {
+                return Ok(());
+            }
+            self.shared
+                .admit_ip(permit, client.ip().to_canonical())
+                .map_err(Failure::Refused)
+        };
         let setup = async {
             let (socket, client) = if contains(&cfg.proxy_protocol_from, peer.ip()) {
                 let (socket, source) = proxy::read_header(tcp).await.map_err(|e| {
                     tracing::debug!(%peer, error = %e, "refused a connection: bad PROXY header");
                     Failure::Refused(Refusal::ProxyInvalid)
                 })?;
-                (socket, source.unwrap_or(peer))
+                let client = source.unwrap_or(peer);
+                admit_ip(&mut permit, client)?;
+                (socket, client)
             } else {
+                // Counted before waiting for the first bytes, which may never come.
+                admit_ip(&mut permit, peer)?;
                 if proxy::starts_with_header(&tcp).await? {
                     tracing::warn!(%peer, "refused a PROXY protocol header from an untrusted peer (see server.proxy_protocol_from)");
                     return Err(Failure::Refused(Refusal::ProxyUntrusted));
                 }
                 (proxy::Rewind::new(tcp), peer)
             };
-            // A trusted HTTP forwarder carries many clients; only the total cap applies.
-            if !contains(&cfg.trusted_forwarders, client.ip()) {
-                self.shared
-                    .admit_ip(&mut permit, client.ip().to_canonical())
-                    .map_err(Failure::Refused)?;
-            }
             let transport = match &self.tls {
                 TlsMode::Plain => Transport::Plain(socket),
                 TlsMode::Files(rustls) => {

@@ -4,6 +4,7 @@ mod backends;
 mod cli;
 mod config_files;
 mod conformance;
+mod connections;
 mod deploy;
 mod identity;
 mod mcp_http;
