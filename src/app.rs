@@ -218,10 +218,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let config = Arc::new(config);
 
-    let key_ctx = KeyContext {
-        tiers: config.rate_limit.tiers.clone(),
-        groups: config.access.groups.clone(),
-    };
+    let key_ctx = KeyContext::from_config(&config);
     let (auth, dev_key) = build_auth(&config, &key_ctx)?;
     let auth = Arc::new(auth);
     if let Some(jwt) = auth.jwt()

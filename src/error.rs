@@ -24,10 +24,14 @@ pub mod codes {
 /// What a 401/403 challenge points clients to (MCP authorization, RFC 9728).
 #[derive(Debug, Clone, Default)]
 pub struct Challenge {
-    /// URL of this resource's protected-resource metadata document.
+    /// URL of this resource's protected-resource metadata document; empty to omit
+    /// (API keys only: there is no OAuth flow for clients to discover).
     pub resource_metadata: std::sync::Arc<str>,
     /// Scopes to request (space separated); empty to omit.
     pub scope: std::sync::Arc<str>,
+    /// Other protected paths (`/sse`, `/messages`) and their own metadata URLs: a
+    /// client checks the document's `resource` against the URL it used (RFC 9728 §3.3).
+    pub by_path: std::sync::Arc<[(String, std::sync::Arc<str>)]>,
 }
 
 fn quoted(text: &str) -> String {
@@ -35,6 +39,21 @@ fn quoted(text: &str) -> String {
 }
 
 impl Challenge {
+    /// The challenge for a request to `path`.
+    pub fn for_path(&self, path: &str) -> Challenge {
+        let own = self.by_path.iter().find(|(prefix, _)| {
+            path.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        match own {
+            Some((_, url)) => Challenge {
+                resource_metadata: url.clone(),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
     fn header(&self, error: Option<(&str, &str)>, scope: &str) -> String {
         let mut parts = vec!["Bearer realm=\"mcp-edge\"".to_owned()];
         if let Some((code, description)) = error {

@@ -1,16 +1,33 @@
 //! `mcp-edge healthcheck`: probe `/health` on this machine (the runtime image has no curl).
+//! It reads only the listen address and scheme from the configuration.
 
 use std::time::Duration;
 
-use crate::config::{Config, TlsConfig};
+use std::net::IpAddr;
+
+use crate::config::RawConfig;
+
+/// The only configuration keys the probe reads.
+pub const KEYS_READ: &[&str] = &["server.host", "server.port", "tls.mode"];
 
 /// The URL of this server's `/health` as seen from the same host or container.
-pub fn default_url(config: &Config) -> String {
-    let scheme = match config.tls {
-        TlsConfig::Off => "http",
+///
+/// Only `server.host`, `server.port` and `tls.mode` are read: the probe must work
+/// whatever the state of the secrets (key files, auth settings) the server needs.
+pub fn default_url(raw: &RawConfig) -> Result<String, String> {
+    let scheme = match raw.tls.mode.as_deref() {
+        Some("off") => "http",
         _ => "https",
     };
-    let ip = config.server.listen.ip();
+    let host = raw.server.host.as_deref().unwrap_or("127.0.0.1");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        text => text
+            .parse()
+            .map_err(|_| format!("server.host: {text:?} is not an IP address\n"))?,
+    };
+    let port = raw.server.port.unwrap_or(8443);
     let host = if ip.is_unspecified() {
         if ip.is_ipv6() {
             "[::1]".to_owned()
@@ -22,7 +39,7 @@ pub fn default_url(config: &Config) -> String {
     } else {
         ip.to_string()
     };
-    format!("{scheme}://{host}:{}/health", config.server.listen.port())
+    Ok(format!("{scheme}://{host}:{port}/health"))
 }
 
 /// GET the URL and require `200 {"status":"ok"}`.

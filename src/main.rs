@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                 }
             });
         }
+        Command::Healthcheck(args) => return healthcheck(&cli, args),
         _ => {}
     }
     let config = match load_config(&cli) {
@@ -58,26 +59,54 @@ fn main() -> ExitCode {
     };
     match command {
         Command::CheckConfig => check_config(&config),
-        Command::Healthcheck(args) => {
-            let url = args
-                .url
-                .clone()
-                .unwrap_or_else(|| mcp_edge::healthcheck::default_url(&config));
-            runtime().block_on(async {
-                match mcp_edge::healthcheck::probe(&url, args.timeout).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("unhealthy: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
-        }
         _ => {
             mcp_edge::telemetry::init(&config.log);
             runtime().block_on(serve(config))
         }
     }
+}
+
+/// Probe `/health`. Needs only the address and scheme, not a valid whole config: the
+/// container's secrets may be missing or mid-rotation while the server runs fine.
+fn healthcheck(cli: &Cli, args: &mcp_edge::cli::HealthcheckArgs) -> ExitCode {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let raw = config::load_raw(Sources {
+                file: cli.config.clone(),
+                env: &ProcessEnv,
+                flags: cli.overrides.to_flags(),
+            });
+            let target = match raw {
+                Ok((raw, errors)) => {
+                    let relevant = errors
+                        .into_iter()
+                        .find(|e| mcp_edge::healthcheck::KEYS_READ.contains(&e.key.as_str()));
+                    match relevant {
+                        Some(e) => Err(format!("{e}\n")),
+                        None => mcp_edge::healthcheck::default_url(&raw),
+                    }
+                }
+                Err(errors) => Err(errors.to_string()),
+            };
+            match target {
+                Ok(url) => url,
+                Err(e) => {
+                    eprint!("mcp-edge healthcheck: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    runtime().block_on(async {
+        match mcp_edge::healthcheck::probe(&url, args.timeout).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -130,10 +159,7 @@ fn check_config(config: &Config) -> ExitCode {
         if config.auth.mode.api_keys()
             && let Some(path) = &config.auth.api_keys_file
         {
-            let ctx = mcp_edge::auth::KeyContext {
-                tiers: config.rate_limit.tiers.clone(),
-                groups: config.access.groups.clone(),
-            };
+            let ctx = mcp_edge::auth::KeyContext::from_config(config);
             match mcp_edge::auth::KeyStore::load_file(path, &ctx) {
                 Ok(store) => eprintln!(
                     "api keys: {} key(s) for {} principal(s) in {}",

@@ -17,7 +17,7 @@ use http::{HeaderValue, Method, header};
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, Principal, PrincipalKind, ToolDenied, ToolPolicy};
+use crate::auth::{AuthFailure, Authenticator, Principal, PrincipalKind, ToolDenied, ToolPolicy};
 use crate::config::Config;
 use crate::error::{Challenge, EdgeError, rate_limit_headers};
 use crate::mcp::{McpService, Ownership, SessionRegistry};
@@ -64,8 +64,15 @@ pub fn metadata_url(resource: &str) -> String {
 }
 
 /// The metadata document and the challenge for this configuration.
+///
+/// Without an authorization server (API keys only) there is no OAuth flow to
+/// discover: the document is `Null` (the well-known paths answer 404) and challenges
+/// carry no `resource_metadata`, so OAuth-aware clients (mcp-remote, the Inspector)
+/// use the `Authorization` header they were given instead of starting a dynamic
+/// client registration that cannot succeed.
 pub fn auth_metadata(config: &Config, policy: &ToolPolicy) -> (Value, Challenge) {
     let auth = &config.auth;
+    let oauth = !auth.authorization_servers.is_empty();
     let mut scopes: Vec<String> = auth.required_scopes.clone();
     scopes.extend(policy.all_scopes());
     scopes.sort();
@@ -86,9 +93,28 @@ pub fn auth_metadata(config: &Config, policy: &ToolPolicy) -> (Value, Challenge)
     } else {
         auth.required_scopes.join(" ")
     };
+    if !oauth {
+        return (
+            Value::Null,
+            Challenge {
+                // Scopes mean something to JWTs only.
+                scope: if auth.jwt.is_some() {
+                    scope.into()
+                } else {
+                    "".into()
+                },
+                ..Challenge::default()
+            },
+        );
+    }
     let challenge = Challenge {
         resource_metadata: metadata_url(&auth.resource).into(),
         scope: scope.into(),
+        by_path: auth
+            .resources
+            .iter()
+            .map(|(path, resource)| (path.clone(), metadata_url(resource).into()))
+            .collect(),
     };
     (doc, challenge)
 }
@@ -112,17 +138,29 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
             state.clone(),
             host_and_origin,
         ));
-    Router::new()
+    let mut routes = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route(
-            "/.well-known/oauth-protected-resource",
-            get(resource_metadata),
-        )
-        .route(
-            "/.well-known/oauth-protected-resource/mcp",
-            get(resource_metadata),
-        )
+        .route("/ready", get(ready));
+    // RFC 9728 §3.1: one document per protected path, each naming that path's URL.
+    let resources = &state.config.auth.resources;
+    for (path, resource) in resources {
+        let resource: Arc<str> = resource.as_str().into();
+        let handler = move |State(state): State<AppState>| {
+            let resource = resource.clone();
+            async move { resource_metadata(&state, &resource) }
+        };
+        if path == "/mcp" {
+            routes = routes.route(
+                "/.well-known/oauth-protected-resource",
+                get(handler.clone()),
+            );
+        }
+        routes = routes.route(
+            &format!("/.well-known/oauth-protected-resource{path}"),
+            get(handler),
+        );
+    }
+    routes
         .merge(mcp_routes)
         .merge(crate::admin::main_routes(&state))
         .fallback(|| async { EdgeError::NotFound })
@@ -134,8 +172,13 @@ async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-async fn resource_metadata(State(state): State<AppState>) -> Response {
-    let mut response = axum::Json(state.metadata.as_ref().clone()).into_response();
+fn resource_metadata(state: &AppState, resource: &str) -> Response {
+    if state.metadata.is_null() {
+        return EdgeError::NotFound.into_response();
+    }
+    let mut doc = state.metadata.as_ref().clone();
+    doc["resource"] = Value::from(resource);
+    let mut response = axum::Json(doc).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=300"),
@@ -174,18 +217,35 @@ fn host_name(request: &Request) -> Option<String> {
     )
 }
 
-fn origin_allowed(origin: &str, hosts: &[String], extra: &[String]) -> bool {
+/// `https://<allowed host>[:port]`, `server.allowed_origins` entries, and — only
+/// when this listener is plain HTTP (TLS off, which is loopback only) —
+/// `http://<loopback name>[:port]`. Keep in step with [`crate::mcp::allowed_origins`].
+pub(crate) fn origin_allowed(
+    origin: &str,
+    hosts: &[String],
+    extra: &[String],
+    plain_http: bool,
+) -> bool {
     if extra.iter().any(|o| o == origin) {
         return true;
     }
     let Ok(uri) = origin.parse::<http::Uri>() else {
         return false;
     };
-    matches!(uri.scheme_str(), Some("https" | "http"))
-        && uri.host().is_some_and(|h| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(h))
-        })
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match uri.scheme_str() {
+        Some("https") => hosts.iter().any(|allowed| {
+            allowed
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(host)
+        }),
+        Some("http") => plain_http && crate::mcp::is_loopback_name(host),
+        _ => false,
+    }
 }
 
 /// Refuse foreign `Host` (DNS rebinding) and `Origin` (cross-site pages) before auth.
@@ -202,9 +262,14 @@ async fn host_and_origin(State(state): State<AppState>, request: Request, next: 
         }
     }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let ok = origin
-            .to_str()
-            .is_ok_and(|o| origin_allowed(o, hosts, &state.config.server.allowed_origins));
+        let ok = origin.to_str().is_ok_and(|o| {
+            origin_allowed(
+                o,
+                hosts,
+                &state.config.server.allowed_origins,
+                state.config.tls == crate::config::TlsConfig::Off,
+            )
+        });
         if !ok {
             return EdgeError::Forbidden("Origin is not allowed".into()).into_response();
         }
@@ -218,6 +283,15 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     let ip = client_ip(&request);
+    let challenge = state.challenge.for_path(request.uri().path());
+    // No credential at all is not a guess: OAuth-aware clients probe without one on
+    // every start. It neither counts towards nor is hidden by the failed-auth lockout.
+    let no_credential =
+        state.auth.is_enabled() && !request.headers().contains_key(header::AUTHORIZATION);
+    if no_credential {
+        RequestLog::note(&request, |l| l.auth = Some(AuthFailure::Missing.reason()));
+        return EdgeError::Unauthorized(AuthFailure::Missing, challenge).into_response();
+    }
     if let Some(decision) = state.limits.failed_auth_lockout(ip) {
         RequestLog::note(&request, |l| l.auth = Some("locked_out"));
         return EdgeError::RateLimited(decision).into_response();
@@ -236,7 +310,7 @@ pub(crate) async fn authenticate(
                     return EdgeError::InsufficientScope {
                         message: format!("this server needs scope(s) {}", required.join(" ")),
                         scope: required.join(" "),
-                        challenge: state.challenge.clone(),
+                        challenge,
                     }
                     .into_response();
                 }
@@ -249,7 +323,7 @@ pub(crate) async fn authenticate(
             RequestLog::note(&request, |l| l.auth = Some(failure.reason()));
             let decision = state.limits.record_failed_auth(ip);
             if decision.allowed {
-                EdgeError::Unauthorized(failure, state.challenge.clone()).into_response()
+                EdgeError::Unauthorized(failure, challenge).into_response()
             } else {
                 EdgeError::RateLimited(decision).into_response()
             }
@@ -323,8 +397,8 @@ fn body_error(error: &axum::Error, limit: usize, timeout: std::time::Duration) -
 /// Session ownership, session caps, stream headers, and in-flight tracking.
 async fn session_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
-        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing, state.challenge.clone())
-            .into_response();
+        let challenge = state.challenge.for_path(request.uri().path());
+        return EdgeError::Unauthorized(AuthFailure::Missing, challenge).into_response();
     };
     let session = request
         .headers()
@@ -377,7 +451,7 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
             return EdgeError::InsufficientScope {
                 message: format!("tool {tool:?} needs scope(s) {}", missing.join(" ")),
                 scope: needed,
-                challenge: state.challenge.clone(),
+                challenge: state.challenge.for_path(parts.uri.path()),
             }
             .into_response();
         }

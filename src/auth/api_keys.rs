@@ -1,7 +1,8 @@
 //! API keys from a secrets file.
 //!
 //! One key per line: `<principal> <key>` or `<principal> sha256:<hex>`, optionally
-//! followed by `rate=600/min burst=50`. `#` starts a comment. A principal may have
+//! followed by `rate=600/min burst=50`. A `#` at the start of a line or after
+//! whitespace starts a comment (a `#` inside a key is part of the key). A principal may have
 //! several keys (rotation: add new, move clients, remove old). Keys are hashed as
 //! soon as they are read; only SHA-256 digests are kept, looked up by digest and
 //! compared in constant time. No error message ever contains key material.
@@ -84,6 +85,14 @@ impl KeyStore {
         self.by_digest.is_empty()
     }
 
+    /// A key principal by name (its keys share every attribute but the credential).
+    pub fn principal_named(&self, name: &str) -> Option<Arc<Principal>> {
+        self.by_digest
+            .values()
+            .find(|e| e.principal.name.as_ref() == name)
+            .map(|e| e.principal.clone())
+    }
+
     /// Distinct principals, sorted.
     pub fn principals(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -141,7 +150,7 @@ impl KeyStore {
         let mut attrs: HashMap<String, PrincipalAttrs> = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let n = index + 1;
-            let line = line.split('#').next().unwrap_or("").trim();
+            let line = strip_comment(line).trim();
             if line.is_empty() {
                 continue;
             }
@@ -156,6 +165,14 @@ impl KeyStore {
             {
                 problems.push(format!(
                     "line {n}: principal {name:?} may only use letters, digits and - _ . @ :"
+                ));
+                continue;
+            }
+            if let Some(prefix) = &ctx.reserved_prefix
+                && name.starts_with(prefix.as_str())
+            {
+                problems.push(format!(
+                    "line {n}: principal {name:?} starts with {prefix:?}, which auth.jwt.principal_prefix reserves for JWT subjects"
                 ));
                 continue;
             }
@@ -242,6 +259,19 @@ impl KeyStore {
     }
 }
 
+/// The line without its comment. A `#` begins a comment only at the start of the line
+/// or after whitespace, so a key may contain `#` (`frank abc#def`).
+fn strip_comment(line: &str) -> &str {
+    let mut previous_is_space = true;
+    for (i, c) in line.char_indices() {
+        if c == '#' && previous_is_space {
+            return &line[..i];
+        }
+        previous_is_space = c.is_whitespace();
+    }
+    line
+}
+
 /// A key's public identifier: a digest prefix, safe to log and to compare.
 fn credential_id(d: &Digest32) -> Arc<str> {
     format!("key:{}", hex::encode(&d[..6])).into()
@@ -252,6 +282,24 @@ fn credential_id(d: &Digest32) -> Arc<str> {
 pub struct KeyContext {
     pub tiers: std::collections::BTreeMap<String, (Rate, NonZeroU32)>,
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Names starting with this belong to JWT subjects (`auth.jwt.principal_prefix`),
+    /// so no key may take one.
+    pub reserved_prefix: Option<String>,
+}
+
+impl KeyContext {
+    pub fn from_config(config: &crate::config::Config) -> KeyContext {
+        KeyContext {
+            tiers: config.rate_limit.tiers.clone(),
+            groups: config.access.groups.clone(),
+            reserved_prefix: config
+                .auth
+                .jwt
+                .as_ref()
+                .map(|j| j.principal_prefix.clone())
+                .filter(|p| !p.is_empty()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -431,6 +479,41 @@ mod tests {
                 .unwrap()
                 .credential
         );
+    }
+
+    #[test]
+    fn hash_inside_a_key_is_part_of_the_key() {
+        let store = KeyStore::parse(
+            "  # a comment\nfrank abc#def-0123456789abc # laptop\ngus gus-key-0123456789#\t# tab comment\n",
+        )
+        .unwrap();
+        assert_eq!(
+            store
+                .verify(&secret("abc#def-0123456789abc"))
+                .unwrap()
+                .name
+                .as_ref(),
+            "frank"
+        );
+        assert!(store.verify(&secret("abc")).is_none());
+        assert!(store.verify(&secret("gus-key-0123456789#")).is_some());
+        assert_eq!(strip_comment("#x"), "");
+        assert_eq!(strip_comment("a b#c"), "a b#c");
+        assert_eq!(strip_comment("a b #c"), "a b ");
+    }
+
+    #[test]
+    fn jwt_prefix_is_reserved() {
+        let ctx = KeyContext {
+            reserved_prefix: Some("jwt:".into()),
+            ..KeyContext::default()
+        };
+        let err = KeyStore::parse_with("jwt:alice alice-key-0123456789\n", &ctx).unwrap_err();
+        assert!(
+            err[0].contains("line 1") && err[0].contains("principal_prefix"),
+            "{err:?}"
+        );
+        assert!(KeyStore::parse_with("jwt-ok alice-key-0123456789\n", &ctx).is_ok());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub enum JwtRejection {
     WrongIssuer,
     #[error("token lacks required claim {0}")]
     MissingClaim(String),
+    #[error("token marks header parameters critical that this server does not understand")]
+    UnsupportedCritical,
 }
 
 impl JwtRejection {
@@ -60,6 +62,7 @@ impl JwtRejection {
             JwtRejection::WrongAudience => "jwt_audience",
             JwtRejection::WrongIssuer => "jwt_issuer",
             JwtRejection::MissingClaim(_) => "jwt_claim",
+            JwtRejection::UnsupportedCritical => "jwt_crit",
         }
     }
 }
@@ -409,6 +412,12 @@ impl JwtVerifier {
         }
         // Unknown algorithms, including "none", fail to parse here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtRejection::Malformed)?;
+        // RFC 7515 §4.1.11: a recipient must reject a token whose `crit` names an
+        // extension it does not understand. This server understands none (and an empty
+        // `crit` list is itself invalid), so any `crit` is refused.
+        if header.crit.is_some() {
+            return Err(JwtRejection::UnsupportedCritical);
+        }
         let kid = header.kid.as_deref();
         let mut sets = self.key_sets();
         let kid_known =
@@ -498,7 +507,7 @@ impl JwtVerifier {
             .and_then(Value::as_str)
             .and_then(|tier| self.tiers.get(tier).copied());
         Ok(Principal {
-            name: name.into(),
+            name: format!("{}{name}", self.config.principal_prefix).into(),
             kind: PrincipalKind::Jwt,
             credential: key.id.clone(),
             limit,
@@ -533,6 +542,7 @@ mod tests {
             jwks_refresh: Duration::from_secs(600),
             leeway: Duration::from_secs(0),
             principal_claim: "sub".into(),
+            principal_prefix: "jwt:".into(),
             required_claims: vec![],
             tier_claim: None,
             max_token_bytes: 4096,
@@ -566,7 +576,7 @@ mod tests {
             json!({"sub": "ana", "iss": "https://idp.test", "aud": "https://edge.test/mcp", "exp": now() + 60, "scope": "docs:read mcp"}),
         );
         let p = v.verify(&t).await.unwrap();
-        assert_eq!(p.name.as_ref(), "ana");
+        assert_eq!(p.name.as_ref(), "jwt:ana");
         assert!(p.scopes.unwrap().contains("docs:read"));
     }
 
@@ -616,6 +626,31 @@ mod tests {
             v.verify(&"a".repeat(5000)).await.unwrap_err(),
             JwtRejection::TooLarge
         );
+    }
+
+    #[tokio::test]
+    async fn critical_header_extensions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = verifier(dir.path());
+        let claims = json!({"sub": "ana", "iss": "https://idp.test", "aud": "https://edge.test/mcp", "exp": now() + 60});
+        for crit in [vec!["exp".to_string()], vec!["b64".into()], vec![]] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(crit.clone());
+            if crit.first().is_some_and(|c| c == "exp") {
+                header.extras.insert("exp", now() + 60);
+            }
+            let t = encode(
+                &header,
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap();
+            assert_eq!(
+                v.verify(&t).await.unwrap_err(),
+                JwtRejection::UnsupportedCritical,
+                "{crit:?}"
+            );
+        }
     }
 
     #[test]

@@ -148,16 +148,32 @@ impl Authenticator {
         if let Some(jwt) = &self.jwt
             && (self.api_keys.is_none() || looks_like_jwt(token.expose_secret()))
         {
-            return jwt
+            let principal = jwt
                 .verify(token.expose_secret())
                 .await
-                .map(Arc::new)
-                .map_err(AuthFailure::InvalidToken);
+                .map_err(AuthFailure::InvalidToken)?;
+            return Ok(Arc::new(self.merge_with_key_principal(principal)));
         }
         match &self.api_keys {
             Some(store) => store.load().verify(&token).ok_or(AuthFailure::InvalidKey),
             None => Err(AuthFailure::InvalidKey),
         }
+    }
+
+    /// With `auth.jwt.principal_prefix = ""` a JWT subject *is* the API-key principal of
+    /// that name: it takes that principal's keys-file rate and tool list, so both
+    /// credentials share one budget and one access list.
+    fn merge_with_key_principal(&self, mut principal: Principal) -> Principal {
+        let Some(store) = &self.api_keys else {
+            return principal;
+        };
+        if let Some(key_principal) = store.load().principal_named(&principal.name) {
+            if key_principal.limit.is_some() {
+                principal.limit = key_principal.limit;
+            }
+            principal.tools = key_principal.tools.clone();
+        }
+        principal
     }
 
     /// Publish a new, already validated key set; returns the credentials it revoked.

@@ -186,6 +186,9 @@ pub struct JwtConfig {
     #[serde(serialize_with = "ser_duration")]
     pub leeway: Duration,
     pub principal_claim: String,
+    /// Put before every JWT principal name so JWT subjects and API-key names never
+    /// collide (default `jwt:`); `""` maps a subject onto the API-key principal of that name.
+    pub principal_prefix: String,
     pub required_claims: Vec<String>,
     pub tier_claim: Option<String>,
     pub max_token_bytes: usize,
@@ -199,6 +202,9 @@ pub struct AuthConfig {
     /// This server's canonical resource URI (RFC 8707), the JWT audience by default.
     pub resource: String,
     pub authorization_servers: Vec<String>,
+    /// Every protected path with its own resource URI (RFC 9728): `/mcp` (= `resource`),
+    /// plus `/sse` and `/messages` when the legacy transport is on.
+    pub resources: Vec<(String, String)>,
     /// Scopes every JWT needs to use `/mcp` at all.
     pub required_scopes: Vec<String>,
     pub jwt: Option<JwtConfig>,
@@ -214,12 +220,16 @@ impl AuthConfig {
         if !self.resource_derived {
             return;
         }
-        let old = self.resource.clone();
-        self.resource = old.replacen(":0/", &format!(":{port}/"), 1);
+        let adopt = |uri: &str| uri.replacen(":0/", &format!(":{port}/"), 1);
+        let derived: Vec<String> = self.resources.iter().map(|(_, r)| r.clone()).collect();
+        self.resource = adopt(&self.resource);
+        for (_, resource) in &mut self.resources {
+            *resource = adopt(resource);
+        }
         if let Some(jwt) = &mut self.jwt {
             for aud in &mut jwt.audience {
-                if *aud == old {
-                    *aud = self.resource.clone();
+                if derived.contains(aud) {
+                    *aud = adopt(aud);
                 }
             }
         }
@@ -451,6 +461,37 @@ fn read_file(path: &Path) -> Result<(RawConfig, Vec<&'static str>), Vec<ConfigEr
 
 /// Read, layer and validate the configuration.
 pub fn load(sources: Sources<'_>) -> Result<Config, ConfigErrors> {
+    let (layered, file, mut errors) = layer(&sources)?;
+    let profile = if file.is_none()
+        && !raw::DEPLOYMENT_KEYS
+            .iter()
+            .any(|k| layered.origins.contains_key(k))
+    {
+        Profile::Dev
+    } else {
+        Profile::Deployment
+    };
+    match validate(&layered, profile, file) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(mut more) => {
+            errors.append(&mut more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// The file, environment and flags layered but not validated, with the problems
+/// setting individual keys (for `healthcheck`, which needs only the address and
+/// scheme and must work whatever the state of the rest).
+pub fn load_raw(sources: Sources<'_>) -> Result<(RawConfig, Vec<ConfigError>), ConfigErrors> {
+    let (layered, _, errors) = layer(&sources)?;
+    Ok((layered.raw, errors))
+}
+
+type LayerResult = Result<(Layered, Option<PathBuf>, Vec<ConfigError>), ConfigErrors>;
+
+fn layer(sources: &Sources<'_>) -> LayerResult {
     let file = sources
         .file
         .clone()
@@ -505,23 +546,7 @@ pub fn load(sources: Sources<'_>) -> Result<Config, ConfigErrors> {
             }),
         }
     }
-    let profile = if file.is_none()
-        && !raw::DEPLOYMENT_KEYS
-            .iter()
-            .any(|k| layered.origins.contains_key(k))
-    {
-        Profile::Dev
-    } else {
-        Profile::Deployment
-    };
-    match validate(&layered, profile, file) {
-        Ok(config) if errors.is_empty() => Ok(config),
-        Ok(_) => Err(ConfigErrors(errors)),
-        Err(mut more) => {
-            errors.append(&mut more);
-            Err(ConfigErrors(errors))
-        }
-    }
+    Ok((layered, file, errors))
 }
 
 fn duration(
@@ -589,6 +614,26 @@ fn valid_hostname(name: &str) -> bool {
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
             }))
 }
+
+/// `https://host/mcp` + `/sse` → `https://host/sse`: the last path segment replaced.
+pub fn sibling_resource(resource: &str, path: &str) -> String {
+    let (origin, resource_path) = match resource.find("://") {
+        Some(i) => match resource[i + 3..].find('/') {
+            Some(j) => resource.split_at(i + 3 + j),
+            None => (resource, ""),
+        },
+        None => (resource, ""),
+    };
+    let parent = resource_path
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .map(|(parent, _)| parent)
+        .unwrap_or("");
+    format!("{origin}{parent}{path}")
+}
+
+/// JWT principals are `jwt:<sub>` unless `auth.jwt.principal_prefix` says otherwise.
+pub const DEFAULT_JWT_PRINCIPAL_PREFIX: &str = "jwt:";
 
 #[allow(clippy::too_many_arguments)]
 fn validate_auth(
@@ -661,6 +706,12 @@ fn validate_auth(
     }
     if resource.contains('#') {
         e.push("auth.resource", "must not contain a fragment (RFC 8707)");
+    }
+    let mut resources = vec![("/mcp".to_owned(), resource.clone())];
+    if raw.legacy_sse.enabled == Some(true) {
+        for path in ["/sse", "/messages"] {
+            resources.push((path.to_owned(), sibling_resource(&resource, path)));
+        }
     }
     let required_scopes = raw.auth.required_scopes.clone().unwrap_or_default();
     let j = &raw.auth.jwt;
@@ -747,7 +798,12 @@ fn validate_auth(
         }
         Some(JwtConfig {
             issuer,
-            audience: j.audience.clone().unwrap_or_else(|| vec![resource.clone()]),
+            // A token for any of this server's protected paths is good on all of them
+            // (an SSE client gets one for `/sse` and sends it to `/messages` too).
+            audience: j
+                .audience
+                .clone()
+                .unwrap_or_else(|| resources.iter().map(|(_, r)| r.clone()).collect()),
             keys,
             jwks_file,
             jwks_url,
@@ -765,6 +821,10 @@ fn validate_auth(
                 Duration::from_secs(60),
             ),
             principal_claim: j.principal_claim.clone().unwrap_or_else(|| "sub".into()),
+            principal_prefix: j
+                .principal_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_JWT_PRINCIPAL_PREFIX.into()),
             required_claims: j.required_claims.clone().unwrap_or_default(),
             tier_claim: j.tier_claim.clone(),
             max_token_bytes: max_token_bytes as usize,
@@ -777,6 +837,7 @@ fn validate_auth(
         api_keys_file,
         resource_derived: raw.auth.resource.is_none(),
         resource: resource.clone(),
+        resources,
         authorization_servers: raw
             .auth
             .authorization_servers

@@ -33,17 +33,38 @@ pub fn allowed_hosts(config: &Config) -> Vec<String> {
     hosts
 }
 
-/// Browser origins accepted: the configured ones plus the public names on any port.
+/// `localhost`, `127.0.0.1` and friends (brackets already stripped).
+pub fn is_loopback_name(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Browser origins accepted: the configured ones, `https://` on every allowed host
+/// (any port), and `http://` on loopback names only when TLS is off. The edge's own
+/// check (`server::origin_allowed`) applies the same rule first.
 pub fn allowed_origins(config: &Config) -> Vec<String> {
+    let plain_http = config.tls == crate::config::TlsConfig::Off;
     let mut origins = config.server.allowed_origins.clone();
     for host in allowed_hosts(config) {
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let host = if bare.contains(':') {
+            format!("[{bare}]")
         } else {
-            host
+            bare.clone()
         };
-        origins.push(format!("https://{host}:*"));
-        origins.push(format!("http://{host}:*"));
+        let entry = format!("https://{host}:*");
+        if !origins.contains(&entry) {
+            origins.push(entry);
+        }
+        let entry = format!("http://{host}:*");
+        if plain_http && is_loopback_name(&bare) && !origins.contains(&entry) {
+            origins.push(entry);
+        }
     }
     origins
 }

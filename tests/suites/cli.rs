@@ -205,3 +205,37 @@ async fn keys_never_reach_the_log_even_at_trace_level() {
         "a key leaked into the log"
     );
 }
+
+#[tokio::test]
+async fn healthcheck_needs_only_the_address_and_scheme() {
+    let edge = Edge::start().await;
+    // A deployment config whose secrets are missing or half-configured: the server
+    // could not start with it, but the probe only needs the port and the scheme.
+    let out = tokio::process::Command::new(bin())
+        .arg("healthcheck")
+        .env_clear()
+        .env("MCP_PORT", edge.port().to_string())
+        .env("MCP_TLS_MODE", "files")
+        .env("MCP_TLS_CERT_FILE", "/nonexistent/tls_cert")
+        .env("MCP_API_KEYS_FILE", "/nonexistent/api_keys")
+        .env("MCP_AUTH_MODE", "api-keys+jwt")
+        .env("MCP_RATE_LIMIT", "lots")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What it does read must be valid, and the error names it.
+    let out = tokio::process::Command::new(bin())
+        .arg("healthcheck")
+        .env_clear()
+        .env("MCP_PORT", "eighty")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MCP_PORT"));
+}

@@ -93,6 +93,24 @@ async fn hmac_signed_with_the_rsa_public_key_is_refused() {
 }
 
 #[tokio::test]
+async fn unknown_critical_header_is_refused() {
+    // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand means reject,
+    // even with a good signature.
+    let (edge, idp) = edge_with_idp().await;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(idp.rsa.serialize_pem().as_bytes()).unwrap();
+    for crit in [vec!["https://example.test/must-understand"], vec![]] {
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("rsa1".into());
+        header.crit = Some(crit.iter().map(|c| c.to_string()).collect());
+        header
+            .extras
+            .insert("https://example.test/must-understand", true);
+        let token = jsonwebtoken::encode(&header, &good(), &key).unwrap();
+        assert_refused(&edge, &token).await;
+    }
+}
+
+#[tokio::test]
 async fn expired_is_refused() {
     let (edge, idp) = edge_with_idp().await;
     let mut c = good();

@@ -1,5 +1,6 @@
 mod access;
 mod acme;
+mod auth_edges;
 mod backends;
 mod cli;
 mod config_files;
