@@ -61,7 +61,11 @@ fn env_example_lists_exactly_the_variables_the_server_reads() {
         .lines()
         .map(|l| l.trim().trim_start_matches('#').trim())
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
-        .filter(|k| k.starts_with("MCP_") && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .filter(|k| {
+            k.starts_with("MCP_")
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
         .collect();
     let mut read: BTreeSet<String> = KEYS.iter().map(|k| k.env.to_owned()).collect();
     read.insert(config::ENV_CONFIG_FILE.to_owned());
