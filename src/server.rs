@@ -160,6 +160,11 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
             get(handler),
         );
     }
+    if state.metadata.is_null() && state.auth.is_enabled() {
+        // OAuth clients whose key was refused fall back to `POST /register` (dynamic
+        // client registration); say why there is none instead of a bare 404.
+        routes = routes.route("/register", axum::routing::post(no_registration));
+    }
     routes
         .merge(mcp_routes)
         .merge(crate::admin::main_routes(&state))
@@ -170,6 +175,14 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
 
 async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
+}
+
+async fn no_registration() -> Response {
+    let body = json!({
+        "error": "registration_not_supported",
+        "error_description": "this server uses API keys, not OAuth: send `Authorization: Bearer <key>` (the key given was missing or refused)",
+    });
+    (http::StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
 fn resource_metadata(state: &AppState, resource: &str) -> Response {

@@ -1170,6 +1170,22 @@ mod tests {
     }
 
     #[test]
+    fn sibling_resources_replace_the_last_segment() {
+        assert_eq!(
+            sibling_resource("https://h.test/mcp", "/sse"),
+            "https://h.test/sse"
+        );
+        assert_eq!(
+            sibling_resource("https://h.test:8443/api/mcp/", "/messages"),
+            "https://h.test:8443/api/messages"
+        );
+        assert_eq!(
+            sibling_resource("https://h.test", "/sse"),
+            "https://h.test/sse"
+        );
+    }
+
+    #[test]
     fn no_configuration_is_the_dev_profile() {
         let c = load_with(None, &[]).unwrap();
         assert_eq!(c.profile, Profile::Dev);

