@@ -3,7 +3,8 @@ backend in the integration tests (tests/suites/backends.rs).
 
 Tools: `echo`, `slow_count` (reports progress), `ask_model` (a sampling round trip to
 the client), `whoami` (pid and environment seen by the child), `crash` (exits at once,
-mid-call), `hang` (never answers; for timeouts), `wait_for_cancel` (notes its cancellation). A resource
+mid-call), `hang` (never answers; for timeouts), `wait_for_cancel` (notes its
+cancellation), `log_burst` (logging notifications, then the result). A resource
 `note://hello`, a template `note://{name}`, and a prompt `greet`.
 """
 
@@ -81,6 +82,14 @@ async def wait_for_cancel(path: str) -> str:
             f.write("cancelled")
         raise
     return "not cancelled"
+
+
+@server.tool()
+async def log_burst(count: int, tag: str, ctx: Context) -> str:
+    """Send `count` logging notifications ("<tag> line <i>"), then answer."""
+    for i in range(1, count + 1):
+        await ctx.info(f"{tag} line {i}")
+    return f"logged {count}"
 
 
 @server.resource("note://hello")

@@ -10,6 +10,7 @@ mod deploy;
 mod identity;
 mod mcp_http;
 mod metrics;
+mod notify_order;
 mod python_sdk;
 mod rotation;
 mod sessions;

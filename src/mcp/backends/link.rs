@@ -1,31 +1,60 @@
 //! The client side of the proxy: one rmcp client connection to an upstream MCP server
-//! (a child process or an HTTP server), and the [`Forwarder`] that carries the
-//! upstream's notifications and requests back to the downstream client.
+//! (a child process or an HTTP server), the [`Ordered`] transport that carries the
+//! upstream's notifications back to the downstream client in the order they came, and
+//! the [`Forwarder`] that answers the upstream's requests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    ClientConfig, ClientResult, ErrorCode, GetExtensions, GetMeta, ProgressNotificationParam,
-    ProgressToken, RequestId, ServerNotification, ServerRequest,
+    ClientConfig, ClientResult, ErrorCode, GetExtensions, GetMeta, JsonRpcMessage,
+    JsonRpcNotification, ProgressToken, RequestId, ServerNotification, ServerRequest,
 };
 use rmcp::service::{
     NotificationContext, OriginatingRequestId, Peer, RequestContext, RunningService,
+    RxJsonRpcMessage, TxJsonRpcMessage,
 };
+use rmcp::transport::Transport;
 use rmcp::{ErrorData, RoleClient, RoleServer, Service};
+use tokio::sync::{mpsc, watch};
 
 use super::process::ChildProc;
 
-/// Where one forwarded request's progress goes: the downstream client and its own token.
+/// Notifications buffered per upstream connection before the upstream's reader waits.
+const QUEUE: usize = 64;
+/// How long a slow client may hold things up: the reader waiting for room in the
+/// queue, one notification being handed to the client, a result waiting for the
+/// notifications before it. Past it the notification is dropped (logged), never the
+/// connection.
+const SLOW_CLIENT_WAIT: Duration = Duration::from_secs(5);
+
+/// Where one forwarded request's progress goes: the downstream client and its own
+/// token. Travels in the upstream request's extensions so [`Ordered::send`] can
+/// register it under the upstream token before the request is written.
 #[derive(Clone)]
 pub struct Route {
     pub peer: Peer<RoleServer>,
     pub client_token: Option<ProgressToken>,
     pub downstream_id: RequestId,
+    call: u64,
+    /// Set when the response arrives: how many notifications were queued by then.
+    barrier: Arc<AtomicU64>,
 }
 
-/// State shared by a connection's [`Forwarder`] and the proxy that sends through it.
+struct RouteEntry {
+    upstream_id: RequestId,
+    route: Route,
+}
+
+/// One notification on its way to a downstream client.
+struct Outgoing {
+    peer: Peer<RoleServer>,
+    notification: ServerNotification,
+}
+
+/// State shared by a connection's transport, its [`Forwarder`] and the proxy.
 pub struct Link {
     pub backend: Arc<str>,
     /// `Some(prefix)` when several backends are namespaced: resource URIs in
@@ -35,9 +64,15 @@ pub struct Link {
     /// (stateless) connections have none: only progress reaches their callers.
     pub session_peer: Option<Peer<RoleServer>>,
     /// Upstream progress token (rmcp assigns its own) → the caller to tell.
-    routes: Mutex<HashMap<ProgressToken, Route>>,
+    routes: Mutex<HashMap<ProgressToken, RouteEntry>>,
     /// Downstream requests in flight on this connection, oldest first.
     in_flight: Mutex<Vec<RequestId>>,
+    next_call: AtomicU64,
+    /// The one ordered queue of this connection's notifications, drained by one task.
+    queue: mpsc::Sender<Outgoing>,
+    /// Notifications put in `queue` so far, and (from the task) handed to the client.
+    queued: AtomicU64,
+    delivered: watch::Receiver<u64>,
     pub call_timeout: Duration,
     pub label: Arc<Mutex<String>>,
 }
@@ -50,18 +85,25 @@ impl Link {
         call_timeout: Duration,
         label: Arc<Mutex<String>>,
     ) -> Arc<Link> {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let (delivered_tx, delivered) = watch::channel(0);
+        tokio::spawn(deliver_in_order(backend.clone(), rx, delivered_tx));
         Arc::new(Link {
             backend,
             uri_prefix,
             session_peer,
             routes: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Vec::new()),
+            next_call: AtomicU64::new(0),
+            queue,
+            queued: AtomicU64::new(0),
+            delivered,
             call_timeout,
             label,
         })
     }
 
-    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, Route>> {
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, RouteEntry>> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -69,31 +111,170 @@ impl Link {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remember where progress for `token` goes until the guard is dropped.
-    pub fn route(self: &Arc<Self>, token: ProgressToken, route: Route) -> RouteGuard {
-        self.in_flight().push(route.downstream_id.clone());
-        self.routes().insert(token.clone(), route.clone());
-        RouteGuard {
+    /// A route for one downstream call, to put in the upstream request's extensions;
+    /// it is forgotten when the guard is dropped.
+    pub fn route(
+        self: &Arc<Self>,
+        peer: Peer<RoleServer>,
+        client_token: Option<ProgressToken>,
+        downstream_id: RequestId,
+    ) -> (Route, RouteGuard) {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.in_flight().push(downstream_id.clone());
+        let route = Route {
+            peer,
+            client_token,
+            downstream_id: downstream_id.clone(),
+            call,
+            barrier: Arc::new(AtomicU64::new(0)),
+        };
+        let guard = RouteGuard {
             link: self.clone(),
-            token,
-            downstream_id: route.downstream_id,
+            call,
+            downstream_id,
+            barrier: route.barrier.clone(),
+        };
+        (route, guard)
+    }
+
+    /// Sort one message from the upstream, in arrival order: notifications go to the
+    /// ordered queue (or `parked`, when it is full); what rmcp must see is returned.
+    fn dispatch(
+        &self,
+        message: RxJsonRpcMessage<RoleClient>,
+        parked: &mut Option<Parked>,
+    ) -> Option<RxJsonRpcMessage<RoleClient>> {
+        let id = match message {
+            JsonRpcMessage::Notification(JsonRpcNotification { notification, .. })
+                if !matches!(notification, ServerNotification::CancelledNotification(_)) =>
+            {
+                if let Some(out) = self.outgoing(notification) {
+                    self.enqueue(out, parked);
+                }
+                return None;
+            }
+            JsonRpcMessage::Response(ref r) => Some(r.id.clone()),
+            JsonRpcMessage::Error(ref e) => e.id.clone(),
+            _ => None,
+        };
+        if let Some(id) = id {
+            // Everything this call can have had from the upstream is queued now; the
+            // call returns once the client has it. Later progress for it is stale.
+            let queued = self.queued.load(Ordering::Acquire);
+            self.routes().retain(|_, e| {
+                if e.upstream_id == id {
+                    e.route.barrier.store(queued, Ordering::Release);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        Some(message)
+    }
+
+    /// Who gets `notification`, as the client must see it; `None` drops it.
+    fn outgoing(&self, notification: ServerNotification) -> Option<Outgoing> {
+        let (peer, mut notification) = match notification {
+            ServerNotification::ProgressNotification(mut n) => {
+                let Some(route) = self
+                    .routes()
+                    .get(&n.params.progress_token)
+                    .map(|e| e.route.clone())
+                else {
+                    tracing::debug!(backend = %self.backend, "progress for a request no longer in flight");
+                    return None;
+                };
+                // The client sees its own token, never the one rmcp made for the upstream.
+                n.params.progress_token = route.client_token?;
+                (route.peer, ServerNotification::ProgressNotification(n))
+            }
+            ServerNotification::ResourceUpdatedNotification(mut n) if self.uri_prefix.is_some() => {
+                let prefix = self.uri_prefix.as_deref().unwrap_or_default();
+                n.params.uri = format!("{prefix}+{}", n.params.uri);
+                (
+                    self.session_peer.clone()?,
+                    ServerNotification::ResourceUpdatedNotification(n),
+                )
+            }
+            other => (self.session_peer.clone()?, other),
+        };
+        // The upstream's notification _meta describes its link to the edge.
+        *notification.get_meta_mut() = Default::default();
+        Some(Outgoing { peer, notification })
+    }
+
+    fn enqueue(&self, out: Outgoing, parked: &mut Option<Parked>) {
+        match self.queue.try_send(out) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(mpsc::error::TrySendError::Full(out)) => {
+                *parked = Some(Parked {
+                    out,
+                    until: tokio::time::Instant::now() + SLOW_CLIENT_WAIT,
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    fn lookup(&self, token: &ProgressToken) -> Option<Route> {
-        self.routes().get(token).cloned()
+    /// Wait (bounded) until the client has every notification queued before `barrier`.
+    async fn settle(&self, barrier: u64) {
+        let mut delivered = self.delivered.clone();
+        let done =
+            tokio::time::timeout(SLOW_CLIENT_WAIT, delivered.wait_for(|d| *d >= barrier)).await;
+        if done.is_err() {
+            tracing::warn!(backend = %self.backend, "the client is slow to take notifications; answering the call anyway");
+        }
     }
+}
+
+/// Hand each queued notification to its client, one after the other: rmcp's peer
+/// answers only once its transport took the message, so the order holds downstream.
+async fn deliver_in_order(
+    backend: Arc<str>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    delivered: watch::Sender<u64>,
+) {
+    while let Some(Outgoing { peer, notification }) = rx.recv().await {
+        match tokio::time::timeout(SLOW_CLIENT_WAIT, peer.send_notification(notification)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend, error = %e, "notification not delivered (client gone)")
+            }
+            Err(_) => {
+                tracing::warn!(backend = %backend, "a notification was dropped: the client did not take it in time")
+            }
+        }
+        delivered.send_modify(|d| *d += 1);
+    }
+}
+
+/// A notification waiting for room in the queue; the upstream is not read meanwhile.
+struct Parked {
+    out: Outgoing,
+    until: tokio::time::Instant,
 }
 
 pub struct RouteGuard {
     link: Arc<Link>,
-    token: ProgressToken,
+    call: u64,
     downstream_id: RequestId,
+    barrier: Arc<AtomicU64>,
+}
+
+impl RouteGuard {
+    /// Return once the client has every notification the upstream sent before the
+    /// response (progress included), so the result cannot overtake them.
+    pub async fn settle(&self) {
+        self.link.settle(self.barrier.load(Ordering::Acquire)).await;
+    }
 }
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        self.link.routes().remove(&self.token);
+        self.link.routes().retain(|_, e| e.route.call != self.call);
         let mut in_flight = self.link.in_flight();
         if let Some(i) = in_flight.iter().position(|id| *id == self.downstream_id) {
             in_flight.remove(i);
@@ -101,37 +282,85 @@ impl Drop for RouteGuard {
     }
 }
 
-/// rmcp client service for one upstream connection: forwards what the upstream sends.
+/// The upstream transport, wrapped: requests carrying a [`Route`] register it before
+/// they are written (so no progress can come before its route), and incoming messages
+/// are sorted in arrival order by [`Link::dispatch`] (rmcp would run each notification
+/// handler in its own task, and hand over a response at once).
+pub struct Ordered<T> {
+    inner: T,
+    link: Arc<Link>,
+    parked: Option<Parked>,
+}
+
+impl<T> Ordered<T> {
+    pub fn new(inner: T, link: Arc<Link>) -> Ordered<T> {
+        Ordered {
+            inner,
+            link,
+            parked: None,
+        }
+    }
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for Ordered<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let JsonRpcMessage::Request(r) = &item
+            && let Some(route) = r.request.extensions().get::<Route>()
+            && let Some(token) = r.request.get_meta().get_progress_token()
+        {
+            self.link.routes().insert(
+                token,
+                RouteEntry {
+                    upstream_id: r.id.clone(),
+                    route: route.clone(),
+                },
+            );
+        }
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        loop {
+            // Cancel-safe (rmcp polls this in a select): a parked notification stays
+            // in `self.parked` until there is room or its time is up.
+            if let Some(until) = self.parked.as_ref().map(|p| p.until) {
+                let queue = self.link.queue.clone();
+                let permit = tokio::time::timeout_at(until, queue.reserve()).await;
+                let Some(parked) = self.parked.take() else {
+                    continue;
+                };
+                match permit {
+                    Ok(Ok(permit)) => {
+                        permit.send(parked.out);
+                        self.link.queued.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        tracing::warn!(backend = %self.link.backend, "a notification was dropped: the client is not reading")
+                    }
+                }
+            }
+            let message = self.inner.receive().await?;
+            if let Some(message) = self.link.dispatch(message, &mut self.parked) {
+                return Some(message);
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.inner.close().await
+    }
+}
+
+/// rmcp client service for one upstream connection: answers what the upstream asks.
 pub struct Forwarder {
     pub link: Arc<Link>,
     pub client_info: ClientConfig,
-}
-
-impl Forwarder {
-    async fn forward_progress(link: Arc<Link>, mut params: ProgressNotificationParam) {
-        // The route is registered right after the request is handed to rmcp; a very
-        // fast upstream can report progress before that, so look again briefly.
-        let deadline = Instant::now() + Duration::from_millis(250);
-        let route = loop {
-            if let Some(route) = link.lookup(&params.progress_token) {
-                break Some(route);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        let Some(route) = route else {
-            tracing::debug!(backend = %link.backend, "progress for a request no longer in flight");
-            return;
-        };
-        // The client sees its own token, never the one rmcp made for the upstream.
-        let Some(token) = route.client_token else {
-            return;
-        };
-        params.progress_token = token;
-        let _ = route.peer.notify_progress(params).await;
-    }
 }
 
 impl Service<RoleClient> for Forwarder {
@@ -173,33 +402,11 @@ impl Service<RoleClient> for Forwarder {
 
     async fn handle_notification(
         &self,
-        notification: ServerNotification,
+        _notification: ServerNotification,
         _context: NotificationContext<RoleClient>,
     ) -> Result<(), ErrorData> {
-        let link = self.link.clone();
-        match notification {
-            ServerNotification::ProgressNotification(n) => {
-                tokio::spawn(Self::forward_progress(link, n.params));
-            }
-            other => {
-                let Some(peer) = link.session_peer.clone() else {
-                    return Ok(());
-                };
-                let other = match (other, &link.uri_prefix) {
-                    (ServerNotification::ResourceUpdatedNotification(mut n), Some(prefix)) => {
-                        n.params.uri = format!("{prefix}+{}", n.params.uri);
-                        ServerNotification::ResourceUpdatedNotification(n)
-                    }
-                    // Cancellation of upstream → client requests is handled through the
-                    // request context; the ids mean nothing downstream.
-                    (ServerNotification::CancelledNotification(_), _) => return Ok(()),
-                    (other, _) => other,
-                };
-                tokio::spawn(async move {
-                    let _ = peer.send_notification(other).await;
-                });
-            }
-        }
+        // Only notifications/cancelled get here (the transport forwards the rest, in
+        // order); it concerns upstream → client requests, handled via their context.
         Ok(())
     }
 

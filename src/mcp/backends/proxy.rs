@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig,
-    ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult, ErrorCode, GetMeta,
-    GetPromptRequest, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    InitializeRequestParams, InitializeResult, ListPromptsRequest, ListPromptsResult,
-    ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest,
-    ListResourcesResult, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
-    PromptsCapability, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Reference, RequestMetaObject, ResourcesCapability, ServerCapabilities,
-    ServerConfig, ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest,
-    SubscribeRequestParams, ToolsCapability, UnsubscribeRequest, UnsubscribeRequestParams,
+    ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult, ErrorCode,
+    GetExtensions, GetMeta, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
+    GetPromptResult, Implementation, InitializeRequestParams, InitializeResult, ListPromptsRequest,
+    ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
+    ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult,
+    PaginatedRequestParams, PromptsCapability, ReadResourceRequest, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Reference, RequestMetaObject, ResourcesCapability,
+    ServerCapabilities, ServerConfig, ServerResult, SetLevelRequest, SetLevelRequestParams,
+    SubscribeRequest, SubscribeRequestParams, ToolsCapability, UnsubscribeRequest,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -24,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::link::{Conn, Forwarder, Link, Route};
+use super::link::{Conn, Forwarder, Link, Ordered};
 use super::process::{StdioSpec, Supervisor};
 use crate::config::{BackendConfig, BackendKind, ProxyConfig};
 use crate::mcp::{DocsBackend, tool_allowed, tool_denied_error};
@@ -405,9 +406,12 @@ impl Proxy {
                     .supervisor
                     .spawn(name, spec, link.label.clone())
                     .map_err(|e| unavailable(name, &e.to_string()))?;
+                let transport = Ordered::new(
+                    rmcp::transport::async_rw::AsyncRwTransport::new_client(stdout, stdin),
+                    link.clone(),
+                );
                 let started =
-                    tokio::time::timeout(timeout, rmcp::serve_client(forwarder, (stdout, stdin)))
-                        .await;
+                    tokio::time::timeout(timeout, rmcp::serve_client(forwarder, transport)).await;
                 match started {
                     Ok(Ok(service)) => Ok(Conn {
                         service,
@@ -442,7 +446,10 @@ impl Proxy {
                     let token = read_credential(file).map_err(|e| unavailable(name, &e))?;
                     config = config.auth_header(token.expose_secret());
                 }
-                let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
+                let transport = Ordered::new(
+                    StreamableHttpClientTransport::with_client(client.clone(), config),
+                    link.clone(),
+                );
                 match tokio::time::timeout(timeout, rmcp::serve_client(forwarder, transport)).await
                 {
                     Ok(Ok(service)) => Ok(Conn {
@@ -565,7 +572,9 @@ impl Proxy {
     }
 
     /// Send `request` to member `index` on behalf of the downstream `context`:
-    /// progress comes back with the client's own token, a client cancel cancels upstream.
+    /// progress comes back with the client's own token, a client cancel cancels
+    /// upstream, and the result comes back only after every notification the upstream
+    /// sent before it was handed to the client.
     async fn forward(
         &self,
         index: usize,
@@ -576,20 +585,19 @@ impl Proxy {
         conn.touch();
         let backend = self.shared.members[index].name.clone();
         *request.get_meta_mut() = forwarded_meta(&context.meta);
+        let (route, route_guard) = conn.link.route(
+            context.peer.clone(),
+            context.meta.get_progress_token(),
+            context.id.clone(),
+        );
+        // The transport registers the route before the request is written.
+        request.extensions_mut().insert(route);
         let timeout = self.shared.config.call_timeout;
         let handle = conn
             .peer()
             .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
             .await
             .map_err(|e| service_error(&backend, e, timeout))?;
-        let _route = conn.link.route(
-            handle.progress_token.clone(),
-            Route {
-                peer: context.peer.clone(),
-                client_token: context.meta.get_progress_token(),
-                downstream_id: context.id.clone(),
-            },
-        );
         let upstream_id = handle.id.clone();
         let peer = handle.peer.clone();
         let result = tokio::select! {
@@ -604,6 +612,8 @@ impl Proxy {
                 Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled", None))
             }
         };
+        route_guard.settle().await;
+        drop(route_guard);
         conn.touch();
         result
     }
