@@ -54,6 +54,8 @@ pub enum StartError {
     Backend(#[from] ProxyError),
     #[error(transparent)]
     Acme(#[from] crate::acme::AcmeError),
+    #[error(transparent)]
+    Redis(#[from] crate::ratelimit::redis::RedisSetupError),
 }
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
@@ -260,10 +262,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ))
     });
 
+    // Shared limiter and session-cap state; connects lazily, so a replica starts
+    // (on its fallback) while Redis is still coming up.
+    let redis = match &config.redis {
+        Some(settings) => Some(crate::ratelimit::redis::RedisStore::connect(settings)?),
+        None => None,
+    };
+    if let Some(redis) = &redis {
+        parts
+            .registry
+            .share_caps(redis.clone(), config.sessions.idle_timeout);
+    }
     let state = AppState {
         config: config.clone(),
         auth: auth.clone(),
-        limits: Arc::new(RateLimits::new(&config.rate_limit)),
+        limits: Arc::new(RateLimits::with_store(&config.rate_limit, redis.clone())),
         sessions: parts.registry.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         in_flight: TaskTracker::new(),

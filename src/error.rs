@@ -99,6 +99,9 @@ pub enum EdgeError {
     NotFound,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The shared rate-limit store is unreachable and the config says deny.
+    #[error("the rate limiter is unavailable; try again shortly")]
+    LimiterUnavailable(std::time::Duration),
 }
 
 impl EdgeError {
@@ -109,9 +112,9 @@ impl EdgeError {
             EdgeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             EdgeError::SessionNotFound | EdgeError::NotFound => StatusCode::NOT_FOUND,
             EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => StatusCode::TOO_MANY_REQUESTS,
-            EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            EdgeError::SessionLimit(SessionLimit::Total(_))
+            | EdgeError::ShuttingDown
+            | EdgeError::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -126,9 +129,9 @@ impl EdgeError {
                 codes::RATE_LIMITED
             }
             EdgeError::SessionNotFound | EdgeError::NotFound => codes::NOT_FOUND,
-            EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
-                codes::BUSY
-            }
+            EdgeError::SessionLimit(SessionLimit::Total(_))
+            | EdgeError::ShuttingDown
+            | EdgeError::LimiterUnavailable(_) => codes::BUSY,
             EdgeError::PayloadTooLarge(_)
             | EdgeError::BadRequest(_)
             | EdgeError::RequestTimeout(_) => codes::INVALID_REQUEST,
@@ -186,6 +189,10 @@ impl IntoResponse for EdgeError {
                 }
             }
             EdgeError::RateLimited(decision) => rate_limit_headers(headers, decision),
+            EdgeError::LimiterUnavailable(wait) => {
+                let secs = wait.as_secs().max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             EdgeError::SessionLimit(SessionLimit::Total(_)) | EdgeError::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }

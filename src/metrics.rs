@@ -18,7 +18,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 mod http;
+mod redis;
 pub use http::{record_request, track_tool_call};
+pub use redis::{redis_call, redis_fallback_decision, redis_skipped, set_redis_fallback};
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -148,6 +150,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Connections closed at accept, by reason (max_connections, max_connections_per_ip, proxy_untrusted, proxy_invalid)",
         m.refused_connections.clone(),
     );
+    redis::register(&mut registry);
     Metrics { registry, ..m }
 });
 

@@ -1,7 +1,9 @@
 //! The HTTP surface: router, the `/mcp` middleware chain, health and readiness.
 //!
 //! `/mcp` passes, in order: Host/Origin check → failed-auth lockout (per IP) →
-//! authentication → per-principal rate limit → session ownership and caps → rmcp.
+//! authentication → POST body read once and its JSON-RPC method inspected →
+//! per-principal rate limit (calls and protocol traffic apart) → session ownership
+//! and caps → rmcp.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, Method, header};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +24,7 @@ use crate::auth::{AuthFailure, Authenticator, Principal, PrincipalKind, ToolDeni
 use crate::config::Config;
 use crate::error::{Challenge, EdgeError, rate_limit_headers};
 use crate::mcp::{McpService, Ownership, SessionRegistry};
-use crate::ratelimit::RateLimits;
+use crate::ratelimit::{Class, RateLimits};
 use crate::telemetry::{self, RequestLog};
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -133,6 +136,7 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
     let mcp_routes = protected
         .layer(middleware::from_fn_with_state(state.clone(), session_guard))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), read_call))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -334,7 +338,7 @@ pub(crate) async fn authenticate(
         }
         Err(failure) => {
             RequestLog::note(&request, |l| l.auth = Some(failure.reason()));
-            let decision = state.limits.record_failed_auth(ip);
+            let decision = state.limits.record_failed_auth(ip).await;
             if decision.allowed {
                 EdgeError::Unauthorized(failure, challenge).into_response()
             } else {
@@ -348,44 +352,124 @@ async fn rate_limit(State(state): State<AppState>, request: Request, next: Next)
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
         return next.run(request).await;
     };
-    let decision = state.limits.check_principal(&principal);
+    let class = match request.extensions().get::<McpCall>() {
+        Some(call) if call.counted => Class::Call,
+        _ => Class::Protocol,
+    };
+    let ip = client_ip(&request);
+    let decision = match state.limits.check_principal(&principal, ip, class).await {
+        Ok(decision) => decision,
+        Err(unavailable) => {
+            RequestLog::note(&request, |l| l.rate_limited = true);
+            return EdgeError::LimiterUnavailable(unavailable.retry_after).into_response();
+        }
+    };
     if !decision.allowed {
         RequestLog::note(&request, |l| l.rate_limited = true);
         return EdgeError::RateLimited(decision).into_response();
     }
     let mut response = next.run(request).await;
-    rate_limit_headers(response.headers_mut(), &decision);
+    // The headers describe the call budget; protocol traffic does not touch it.
+    if class == Class::Call {
+        rate_limit_headers(response.headers_mut(), &decision);
+    }
     response
 }
 
-/// The JSON-RPC method and tool of a POST body, for logs and session accounting.
+/// The JSON-RPC method and tool of a POST body, for the rate limit, logs and session
+/// accounting. Set by [`read_call`] as a request extension.
 #[derive(Debug, Default, Clone)]
 pub struct McpCall {
     pub method: Option<String>,
     pub tool: Option<String>,
+    /// Counted against the principal's call budget: some message in the body asks
+    /// for work (not `initialize`, `ping`, a notification or a response).
+    pub counted: bool,
+}
+
+/// An in-flight token taken before the body was read (see [`read_call`]).
+#[derive(Clone)]
+struct InFlight(tokio_util::task::task_tracker::TaskTrackerToken);
+
+/// The fields of one JSON-RPC message the edge looks at, borrowed from the body.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Requests that keep a session going rather than doing work.
+fn is_protocol(method: &str) -> bool {
+    matches!(method, "initialize" | "ping" | "logging/setLevel")
+        || method.starts_with("notifications/")
 }
 
 fn inspect(body: &[u8]) -> McpCall {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let messages = if batch {
+        serde_json::from_slice::<Vec<Message<'_>>>(body).unwrap_or_default()
+    } else {
+        serde_json::from_slice::<Message<'_>>(body)
+            .map(|m| vec![m])
+            .unwrap_or_default()
+    };
+    let counted = messages
+        .iter()
+        .any(|m| m.method.as_deref().is_some_and(|m| !is_protocol(m)));
+    let Some(first) = messages.first() else {
         return McpCall::default();
     };
-    let message = match &value {
-        Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
-        other => other.clone(),
-    };
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let method = first.method.as_deref().map(str::to_owned);
     let tool = (method.as_deref() == Some("tools/call"))
-        .then(|| {
-            message
-                .pointer("/params/name")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .flatten();
-    McpCall { method, tool }
+        .then_some(first.params)
+        .flatten()
+        .and_then(|p| serde_json::from_str::<ToolParams<'_>>(p.get()).ok())
+        .and_then(|p| p.name.map(|n| n.into_owned()));
+    McpCall {
+        method,
+        tool,
+        counted,
+    }
+}
+
+/// Read an authenticated POST's body once (bounded by `server.max_body_bytes`) and
+/// inspect its JSON-RPC method, so the rate limit can tell calls from protocol
+/// traffic; the bytes and the [`McpCall`] go back into the request for the steps after.
+async fn read_call(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST || request.extensions().get::<Arc<Principal>>().is_none() {
+        return next.run(request).await;
+    }
+    if state.in_flight.is_closed() {
+        return EdgeError::ShuttingDown.into_response();
+    }
+    // Taken before the body is read: a call still uploading when SIGTERM arrives
+    // is in flight too, and shutdown waits for it.
+    let token = state.in_flight.token();
+    let (mut parts, body) = request.into_parts();
+    let limit = state.config.server.max_body_bytes;
+    // Refused from the header, without waiting for bytes that will be refused.
+    if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+        return EdgeError::PayloadTooLarge(limit).into_response();
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let timeout = state.config.server.connections.body_read_timeout;
+            return body_error(&e, limit, timeout).into_response();
+        }
+    };
+    parts.extensions.insert(inspect(&bytes));
+    parts.extensions.insert(InFlight(token));
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -434,26 +518,13 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
     let mut request = request;
     let mut token = None;
     if method == Method::POST {
-        if state.in_flight.is_closed() {
-            return EdgeError::ShuttingDown.into_response();
-        }
-        // Taken before the body is read: a call still uploading when SIGTERM arrives
-        // is in flight too, and shutdown waits for it.
-        token = Some(state.in_flight.token());
-        let (parts, body) = request.into_parts();
-        let limit = state.config.server.max_body_bytes;
-        // Refused from the header, without waiting for bytes that will be refused.
-        if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
-            return EdgeError::PayloadTooLarge(limit).into_response();
-        }
-        let bytes = match axum::body::to_bytes(body, limit).await {
-            Ok(b) => b,
-            Err(e) => {
-                let timeout = state.config.server.connections.body_read_timeout;
-                return body_error(&e, limit, timeout).into_response();
-            }
-        };
-        let call = inspect(&bytes);
+        // The body was read and inspected once, by `read_call`.
+        token = request.extensions_mut().remove::<InFlight>().map(|t| t.0);
+        let call = request
+            .extensions()
+            .get::<McpCall>()
+            .cloned()
+            .unwrap_or_default();
         // A JWT without a tool's scopes gets the spec's step-up challenge (403
         // insufficient_scope); other refusals are JSON-RPC errors from the backend.
         if let Some(tool) = &call.tool
@@ -464,20 +535,20 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
             return EdgeError::InsufficientScope {
                 message: format!("tool {tool:?} needs scope(s) {}", missing.join(" ")),
                 scope: needed,
-                challenge: state.challenge.for_path(parts.uri.path()),
+                challenge: state.challenge.for_path(request.uri().path()),
             }
             .into_response();
         }
         if session.is_none() && call.method.as_deref() == Some("initialize") {
             match state
                 .sessions
-                .reserve(principal.name.clone(), principal.credential.clone())
+                .reserve_shared(principal.name.clone(), principal.credential.clone())
+                .await
             {
                 Ok(r) => reservation = Some(r),
                 Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
             }
         }
-        request = Request::from_parts(parts, Body::from(bytes));
         RequestLog::note(&request, |l| {
             l.mcp_method = call.method.clone();
             l.tool = call.tool.clone();

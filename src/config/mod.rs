@@ -326,6 +326,80 @@ pub struct RateLimitConfig {
     pub max_tracked_clients: usize,
     /// Named budgets a keys-file line (`tier=`) or a JWT claim can select.
     pub tiers: std::collections::BTreeMap<String, (Rate, NonZeroU32)>,
+    /// The separate per-principal bound on protocol traffic (session set-up,
+    /// notifications, GET streams, DELETE, ping, responses).
+    pub protocol_rate: Rate,
+    pub protocol_burst: NonZeroU32,
+    pub store: RateLimitStore,
+    pub redis_unavailable: RedisUnavailable,
+    /// Replicas sharing the budget; each takes `1 / replicas` while Redis is down.
+    pub replicas: NonZeroU32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let rate = |t| Rate::parse(t).expect("default rate parses");
+        let n = |v| NonZeroU32::new(v).expect("default is not zero");
+        RateLimitConfig {
+            rate: rate("120/min"),
+            burst: n(30),
+            failed_auth_rate: rate("20/min"),
+            failed_auth_burst: n(10),
+            max_tracked_clients: 100_000,
+            tiers: Default::default(),
+            protocol_rate: rate("1200/min"),
+            protocol_burst: n(300),
+            store: RateLimitStore::Local,
+            redis_unavailable: RedisUnavailable::Local,
+            replicas: NonZeroU32::MIN,
+        }
+    }
+}
+
+/// Where the per-principal budgets and the failed-auth lockout are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitStore {
+    Local,
+    Redis,
+}
+
+/// What the limiter does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisUnavailable {
+    /// Each replica applies `budget / replicas` on its own.
+    Local,
+    /// Refuse calls with 503 and `Retry-After`.
+    Deny,
+}
+
+/// `[redis]`: shared rate-limit and session-cap state for several replicas.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://`; shown with any password masked.
+    #[serde(serialize_with = "ser_redacted_url")]
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// A URL with the password of its user-info replaced, for printing.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn ser_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&redacted_url(url))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +446,9 @@ pub struct Config {
     pub legacy_sse: bool,
     pub https: HttpsConfig,
     pub metrics: MetricsConfig,
+    /// Set when `redis.url` is: shared limits (with `rate_limit.store = "redis"`)
+    /// and global per-principal session caps.
+    pub redis: Option<RedisConfig>,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -1052,7 +1129,44 @@ fn validate(
                 }
             })
             .collect(),
+        protocol_rate: rate(
+            e,
+            "rate_limit.protocol_rate",
+            rl.protocol_rate.as_deref(),
+            "1200/min",
+        ),
+        protocol_burst: nonzero(e, "rate_limit.protocol_burst", rl.protocol_burst, 300),
+        store: match rl.store.as_deref() {
+            None | Some("local") => RateLimitStore::Local,
+            Some("redis") => RateLimitStore::Redis,
+            Some(other) => {
+                e.push(
+                    "rate_limit.store",
+                    format!("must be \"local\" or \"redis\", got {other:?}"),
+                );
+                RateLimitStore::Local
+            }
+        },
+        redis_unavailable: match rl.redis_unavailable.as_deref() {
+            None | Some("local") => RedisUnavailable::Local,
+            Some("deny") => RedisUnavailable::Deny,
+            Some(other) => {
+                e.push(
+                    "rate_limit.redis_unavailable",
+                    format!("must be \"local\" or \"deny\", got {other:?}"),
+                );
+                RedisUnavailable::Local
+            }
+        },
+        replicas: nonzero(e, "rate_limit.replicas", rl.replicas, 1),
     };
+    let redis = redis(e, raw);
+    if rate_limit.store == RateLimitStore::Redis && redis.is_none() {
+        e.push(
+            "rate_limit.store",
+            "\"redis\" needs redis.url (MCP_REDIS_URL), e.g. redis://redis:6379",
+        );
+    }
 
     let sessions = SessionsConfig {
         max_total: positive(e, "sessions.max_total", raw.sessions.max_total, 1000),
@@ -1139,6 +1253,57 @@ fn validate(
         legacy_sse,
         https,
         metrics,
+        redis,
+    })
+}
+
+/// `[redis]`, checked without connecting: the URL parses, and TLS options fit it.
+fn redis(e: &mut Errors<'_>, raw: &RawConfig) -> Option<RedisConfig> {
+    let r = &raw.redis;
+    let timeout = duration(
+        e,
+        "redis.timeout",
+        r.timeout.as_deref(),
+        Duration::from_millis(250),
+    );
+    let Some(url) = r.url.clone() else {
+        for (key, set) in [
+            ("redis.password_file", r.password_file.is_some()),
+            ("redis.ca_file", r.ca_file.is_some()),
+        ] {
+            if set {
+                e.push(key, "is set but redis.url (MCP_REDIS_URL) is not");
+            }
+        }
+        return None;
+    };
+    let parsed = url::Url::parse(&url).ok().filter(|u| {
+        matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    let Some(parsed) = parsed.filter(|_| redis::Client::open(url.as_str()).is_ok()) else {
+        e.push(
+            "redis.url",
+            format!(
+                "{:?} is not a redis:// or rediss:// URL (e.g. rediss://redis.internal:6379/0)",
+                redacted_url(&url)
+            ),
+        );
+        return None;
+    };
+    if parsed.password().is_some() && r.password_file.is_some() {
+        e.push(
+            "redis.url",
+            "holds a password and redis.password_file is set too: keep the password in the file only",
+        );
+    }
+    if r.ca_file.is_some() && parsed.scheme() != "rediss" {
+        e.push("redis.ca_file", "is only used with a rediss:// URL");
+    }
+    Some(RedisConfig {
+        url,
+        password_file: path_of(&r.password_file),
+        ca_file: path_of(&r.ca_file),
+        timeout,
     })
 }
 

@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub acme: RawAcme,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub redis: RawRedis,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -145,6 +147,20 @@ pub struct RawRateLimit {
     pub failed_auth_burst: Option<u32>,
     pub max_tracked_clients: Option<u64>,
     pub tiers: Option<std::collections::BTreeMap<String, RawTier>>,
+    pub protocol_rate: Option<String>,
+    pub protocol_burst: Option<u32>,
+    pub store: Option<String>,
+    pub redis_unavailable: Option<String>,
+    pub replicas: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -261,6 +277,15 @@ pub const KEYS: &[KeySpec] = &[
     key("rate_limit.failed_auth_rate", "MCP_FAILED_AUTH_RATE"),
     key("rate_limit.failed_auth_burst", "MCP_FAILED_AUTH_BURST"),
     key("rate_limit.max_tracked_clients", "MCP_RATE_MAX_TRACKED"),
+    key("rate_limit.protocol_rate", "MCP_PROTOCOL_RATE"),
+    key("rate_limit.protocol_burst", "MCP_PROTOCOL_BURST"),
+    key("rate_limit.store", "MCP_RATE_LIMIT_STORE"),
+    key("rate_limit.redis_unavailable", "MCP_REDIS_UNAVAILABLE"),
+    key("rate_limit.replicas", "MCP_REPLICAS"),
+    key("redis.url", "MCP_REDIS_URL"),
+    key("redis.password_file", "MCP_REDIS_PASSWORD_FILE"),
+    key("redis.ca_file", "MCP_REDIS_CA_FILE"),
+    key("redis.timeout", "MCP_REDIS_TIMEOUT"),
     key("sessions.max_total", "MCP_MAX_SESSIONS"),
     key(
         "sessions.max_per_principal",
@@ -396,6 +421,15 @@ impl RawConfig {
             "rate_limit.max_tracked_clients" => {
                 self.rate_limit.max_tracked_clients = Some(number(value)?)
             }
+            "rate_limit.protocol_rate" => self.rate_limit.protocol_rate = text(),
+            "rate_limit.protocol_burst" => self.rate_limit.protocol_burst = Some(number(value)?),
+            "rate_limit.store" => self.rate_limit.store = text(),
+            "rate_limit.redis_unavailable" => self.rate_limit.redis_unavailable = text(),
+            "rate_limit.replicas" => self.rate_limit.replicas = Some(number(value)?),
+            "redis.url" => self.redis.url = text(),
+            "redis.password_file" => self.redis.password_file = text(),
+            "redis.ca_file" => self.redis.ca_file = text(),
+            "redis.timeout" => self.redis.timeout = text(),
             "sessions.max_total" => self.sessions.max_total = Some(number(value)?),
             "sessions.max_per_principal" => self.sessions.max_per_principal = Some(number(value)?),
             "sessions.idle_timeout" => self.sessions.idle_timeout = text(),
@@ -440,7 +474,8 @@ mod tests {
                     || k.ends_with("pool_size")
                     || k.ends_with("max_token_bytes")
                     || k.ends_with("connections")
-                    || k.ends_with("connections_per_ip") =>
+                    || k.ends_with("connections_per_ip")
+                    || k.ends_with("replicas") =>
                 {
                     "10"
                 }

@@ -125,7 +125,8 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
     };
     let reservation = match legacy
         .registry
-        .reserve(principal.name.clone(), principal.credential.clone())
+        .reserve_shared(principal.name.clone(), principal.credential.clone())
+        .await
     {
         Ok(r) => r,
         Err(limit) => return EdgeError::SessionLimit(limit).into_response(),

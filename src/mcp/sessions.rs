@@ -4,9 +4,22 @@
 //! this any valid key could drive another user's session. The edge records the owner
 //! when a session is created and refuses (404, as for an unknown session) a request
 //! that carries someone else's id.
+//!
+//! With `redis.url` set the per-principal cap is global: each principal's sessions
+//! are also a sorted set in Redis (ids scored by expiry = last use + idle timeout,
+//! refreshed on use, expired ones swept by the admission script), so a replica that
+//! crashed leaves nothing behind for longer than the idle timeout. The total cap
+//! (`sessions.max_total`) stays per replica: it protects this process's memory.
+//! Session ids are opaque strings here (they may be sealed ids).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::ratelimit::redis::RedisStore;
+
+/// How long a placeholder for an `initialize` in flight counts in Redis at most.
+const PENDING_TTL: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionLimit {
@@ -20,6 +33,29 @@ struct Owner {
     principal: Arc<str>,
     /// The credential last used on the session; revoking it ends the session.
     credential: Arc<str>,
+    /// When the session's expiry in Redis was last pushed forward.
+    refreshed: Instant,
+}
+
+/// The global per-principal cap's store.
+struct SharedCaps {
+    redis: Arc<RedisStore>,
+    /// A session's lifetime in Redis after its last use (the idle timeout).
+    ttl: Duration,
+}
+
+impl SharedCaps {
+    /// Redis updates that no decision waits for run in the background.
+    fn spawn<F>(&self, update: impl FnOnce(Arc<RedisStore>, Duration) -> F, label: &'static str)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(label, "no runtime: session cap update skipped");
+            return;
+        };
+        runtime.spawn(update(self.redis.clone(), self.ttl));
+    }
 }
 
 #[derive(Default)]
@@ -35,6 +71,7 @@ pub struct SessionRegistry {
     max_total: usize,
     max_per_principal: usize,
     state: Mutex<State>,
+    shared: OnceLock<SharedCaps>,
 }
 
 /// Whether a request's session id may be used by its principal.
@@ -52,7 +89,45 @@ impl SessionRegistry {
             max_total,
             max_per_principal,
             state: Mutex::new(State::default()),
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Count per-principal caps in Redis from now on (set once, at start).
+    pub fn share_caps(&self, redis: Arc<RedisStore>, idle_timeout: Duration) {
+        let _ = self.shared.set(SharedCaps {
+            redis,
+            ttl: idle_timeout,
+        });
+    }
+
+    /// [`Self::reserve`], then, with Redis, a place among the principal's sessions
+    /// across all replicas. If Redis is unreachable the local caps alone apply.
+    pub async fn reserve_shared(
+        self: &Arc<Self>,
+        principal: Arc<str>,
+        credential: Arc<str>,
+    ) -> Result<Reservation, SessionLimit> {
+        let mut reservation = self.reserve(principal, credential)?;
+        let Some(shared) = self.shared.get() else {
+            return Ok(reservation);
+        };
+        let pending = format!("pending:{}", uuid::Uuid::new_v4().simple());
+        let admitted = shared
+            .redis
+            .admit_session(
+                &reservation.principal,
+                &pending,
+                PENDING_TTL,
+                self.max_per_principal,
+            )
+            .await;
+        match admitted {
+            Ok(true) => reservation.pending = Some(pending),
+            Ok(false) => return Err(SessionLimit::PerPrincipal(self.max_per_principal)),
+            Err(_) => {}
+        }
+        Ok(reservation)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -70,10 +145,25 @@ impl SessionRegistry {
     /// Record the credential a session's owner is using now (a client that moved to
     /// a new key keeps its session when the old key is removed).
     pub fn touch(&self, session_id: &str, credential: &Arc<str>) {
-        if let Some(owner) = self.lock().owners.get_mut(session_id)
-            && owner.credential != *credential
-        {
+        let mut s = self.lock();
+        let Some(owner) = s.owners.get_mut(session_id) else {
+            return;
+        };
+        if owner.credential != *credential {
             owner.credential = credential.clone();
+        }
+        if let Some(shared) = self.shared.get()
+            && owner.refreshed.elapsed() >= shared.ttl / 4
+        {
+            owner.refreshed = Instant::now();
+            let (principal, id) = (owner.principal.clone(), session_id.to_owned());
+            drop(s);
+            shared.spawn(
+                move |redis, ttl| async move {
+                    let _ = redis.put_session(&principal, "", &id, ttl).await;
+                },
+                "touch",
+            );
         }
     }
 
@@ -113,6 +203,7 @@ impl SessionRegistry {
             registry: self.clone(),
             principal,
             credential,
+            pending: None,
             done: false,
         })
     }
@@ -121,6 +212,16 @@ impl SessionRegistry {
         let mut s = self.lock();
         if let Some(owner) = s.owners.remove(session_id) {
             decrement(&mut s.per_principal, &owner.principal);
+            drop(s);
+            if let Some(shared) = self.shared.get() {
+                let id = session_id.to_owned();
+                shared.spawn(
+                    move |redis, _| async move {
+                        let _ = redis.remove_session(&owner.principal, &id).await;
+                    },
+                    "remove",
+                );
+            }
         }
     }
 
@@ -160,6 +261,8 @@ pub struct Reservation {
     registry: Arc<SessionRegistry>,
     principal: Arc<str>,
     credential: Arc<str>,
+    /// The placeholder counted in Redis while the session is being created.
+    pending: Option<String>,
     done: bool,
 }
 
@@ -172,11 +275,27 @@ impl Reservation {
         let owner = Owner {
             principal: self.principal.clone(),
             credential: self.credential.clone(),
+            refreshed: Instant::now(),
         };
-        if s.owners.insert(session_id, owner).is_none() {
+        if s.owners.insert(session_id.clone(), owner).is_none() {
             *s.per_principal.entry(self.principal.clone()).or_default() += 1;
         }
+        drop(s);
         self.done = true;
+        if let Some(shared) = self.registry.shared.get() {
+            // Counted even if admission could not reach Redis, so the global count
+            // is right again once Redis is back.
+            let pending = self.pending.take().unwrap_or_default();
+            let principal = self.principal.clone();
+            shared.spawn(
+                move |redis, ttl| async move {
+                    let _ = redis
+                        .put_session(&principal, &pending, &session_id, ttl)
+                        .await;
+                },
+                "commit",
+            );
+        }
     }
 }
 
@@ -186,6 +305,17 @@ impl Drop for Reservation {
             let mut s = self.registry.lock();
             s.pending -= 1;
             decrement(&mut s.pending_per_principal, &self.principal);
+            drop(s);
+            if let (Some(shared), Some(pending)) = (self.registry.shared.get(), self.pending.take())
+            {
+                let principal = self.principal.clone();
+                shared.spawn(
+                    move |redis, _| async move {
+                        let _ = redis.remove_session(&principal, &pending).await;
+                    },
+                    "release",
+                );
+            }
         }
     }
 }

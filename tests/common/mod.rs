@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod jwt;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -216,6 +217,51 @@ impl Edge {
             .send()
             .await
             .unwrap()
+    }
+}
+
+impl Edge {
+    /// Open a session as a client does (`initialize`, then `notifications/initialized`).
+    pub async fn session(&self, key: &str) -> String {
+        let r = self.initialize(key).await;
+        assert_eq!(r.status(), 200, "initialize");
+        let id = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let _ = r.bytes().await;
+        let r = self
+            .rpc(
+                key,
+                &id,
+                &serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "notifications/initialized");
+        id
+    }
+
+    /// A JSON-RPC POST within a session.
+    pub async fn rpc(
+        &self,
+        key: &str,
+        session: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.post(Some(key))
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `tools/list` within a session: one call against the principal's budget.
+    pub async fn list_tools(&self, key: &str, session: &str) -> reqwest::Response {
+        self.rpc(
+            key,
+            session,
+            &serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        )
+        .await
     }
 }
 

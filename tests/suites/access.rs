@@ -66,12 +66,13 @@ async fn missing_or_wrong_key_gets_401_with_a_challenge() {
 async fn over_the_burst_gets_429_while_others_are_unaffected() {
     // carol's keys-file line says rate=60/min burst=3.
     let edge = Edge::start().await;
+    let session = edge.session(CAROL_KEY).await;
     for _ in 0..3 {
-        let r = edge.initialize(CAROL_KEY).await;
+        let r = edge.list_tools(CAROL_KEY, &session).await;
         assert_eq!(r.status(), 200);
         assert!(r.headers().contains_key("ratelimit-remaining"));
     }
-    let limited = edge.initialize(CAROL_KEY).await;
+    let limited = edge.list_tools(CAROL_KEY, &session).await;
     assert_eq!(limited.status(), 429);
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
@@ -97,10 +98,12 @@ async fn default_rate_from_env_applies_per_principal() {
         env.insert("MCP_RATE_BURST".into(), "2".into());
     })
     .await;
-    assert_eq!(edge.initialize(ALICE_KEY).await.status(), 200);
-    assert_eq!(edge.initialize(ALICE_KEY).await.status(), 200);
-    assert_eq!(edge.initialize(ALICE_KEY).await.status(), 429);
-    assert_eq!(edge.initialize(BOB_KEY).await.status(), 200);
+    let alice = edge.session(ALICE_KEY).await;
+    assert_eq!(edge.list_tools(ALICE_KEY, &alice).await.status(), 200);
+    assert_eq!(edge.list_tools(ALICE_KEY, &alice).await.status(), 200);
+    assert_eq!(edge.list_tools(ALICE_KEY, &alice).await.status(), 429);
+    let bob = edge.session(BOB_KEY).await;
+    assert_eq!(edge.list_tools(BOB_KEY, &bob).await.status(), 200);
 }
 
 #[tokio::test]

@@ -357,10 +357,15 @@ async fn rate_tier_from_a_jwt_claim() {
     let (edge, idp) = edge_with_idp().await;
     let mut gold = good();
     gold["tier"] = json!("gold");
-    let r = status_with(&edge, &idp.sign(Algorithm::RS256, Some("rsa1"), &gold)).await;
-    assert_eq!(r.headers()["ratelimit-limit"], "500");
-    let r = status_with(&edge, &idp.sign(Algorithm::RS256, Some("rsa1"), &good())).await;
-    assert_eq!(r.headers()["ratelimit-limit"], "30");
+    // The headers describe the call budget, so look at a call (tools/list).
+    for (token, limit) in [
+        (idp.sign(Algorithm::RS256, Some("rsa1"), &gold), "500"),
+        (idp.sign(Algorithm::RS256, Some("rsa1"), &good()), "30"),
+    ] {
+        let session = edge.session(&token).await;
+        let r = edge.list_tools(&token, &session).await;
+        assert_eq!(r.headers()["ratelimit-limit"], limit);
+    }
 }
 
 #[tokio::test]

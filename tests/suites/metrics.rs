@@ -79,8 +79,9 @@ async fn counters_move_with_traffic_failures_limits_and_reloads() {
     );
     // Rate limit: carol's burst is 3.
     let mut limited = 0;
+    let session = edge.session(CAROL_KEY).await;
     for _ in 0..4 {
-        if edge.initialize(CAROL_KEY).await.status() == 429 {
+        if edge.list_tools(CAROL_KEY, &session).await.status() == 429 {
             limited += 1;
         }
     }

@@ -8,6 +8,7 @@ mod conformance;
 mod connections;
 mod deploy;
 mod identity;
+mod limits;
 mod mcp_http;
 mod metrics;
 mod notify_order;

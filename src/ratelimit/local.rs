@@ -1,4 +1,6 @@
-//! Per-client rate limits (GCRA via governor).
+//! The in-process limiters (GCRA via governor): the whole budget with
+//! `rate_limit.store = "local"`, the fallback share while Redis is unreachable, and
+//! always the per-principal protocol bound.
 //!
 //! Authenticated requests are limited per principal, with per-principal overrides
 //! from the keys file. Requests that fail authentication are limited per client IP,
@@ -16,25 +18,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
+use super::Decision;
 use crate::auth::Principal;
 use crate::config::{Rate, RateLimitConfig};
 
 type Keyed<K> = DefaultKeyedRateLimiter<K, StateInformationMiddleware>;
 type Direct = DefaultDirectRateLimiter<StateInformationMiddleware>;
-
-/// The outcome of one check, with what the `RateLimit-*` headers report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Until the full burst is available again (allowed) or the next request may pass.
-    pub reset: Duration,
-    /// Set when refused: how long to wait.
-    pub retry_after: Option<Duration>,
-    /// The policy window, for `RateLimit-Policy`.
-    pub window: Duration,
-}
 
 fn quota(rate: Rate, burst: NonZeroU32) -> Quota {
     Quota::with_period(rate.period())
@@ -48,7 +37,9 @@ struct Override {
     limiter: Direct,
 }
 
-pub struct RateLimits {
+pub struct LocalLimits {
+    /// Each replica's share of the budget (1 unless this is the Redis fallback).
+    replicas: u32,
     default_rate: Rate,
     default_burst: NonZeroU32,
     per_principal: Keyed<Arc<str>>,
@@ -63,12 +54,42 @@ pub struct RateLimits {
     clock: DefaultClock,
 }
 
-impl RateLimits {
-    pub fn new(config: &RateLimitConfig) -> RateLimits {
-        RateLimits {
-            default_rate: config.rate,
-            default_burst: config.burst,
-            per_principal: governor::RateLimiter::keyed(quota(config.rate, config.burst))
+/// `rate` and `burst` split between `replicas`: the period grows, the burst shrinks
+/// (never below 1), so N replicas together stay near the configured budget.
+pub fn share(rate: Rate, burst: NonZeroU32, replicas: u32) -> (Rate, NonZeroU32) {
+    if replicas <= 1 {
+        return (rate, burst);
+    }
+    let rate = Rate {
+        count: rate.count,
+        per: rate.per * replicas,
+    };
+    let burst = NonZeroU32::new(burst.get() / replicas).unwrap_or(NonZeroU32::MIN);
+    (rate, burst)
+}
+
+impl LocalLimits {
+    /// The full budget, in this process only.
+    pub fn new(config: &RateLimitConfig) -> LocalLimits {
+        Self::with_share(config, 1)
+    }
+
+    /// This replica's share (`1 / replicas`) of every budget.
+    pub fn with_share(config: &RateLimitConfig, replicas: u32) -> LocalLimits {
+        let (default_rate, default_burst) = share(config.rate, config.burst, replicas);
+        let (failed_auth_rate, failed_auth_burst) =
+            share(config.failed_auth_rate, config.failed_auth_burst, replicas);
+        let config = RateLimitConfig {
+            failed_auth_rate,
+            failed_auth_burst,
+            ..config.clone()
+        };
+        let config = &config;
+        LocalLimits {
+            replicas,
+            default_rate,
+            default_burst,
+            per_principal: governor::RateLimiter::keyed(quota(default_rate, default_burst))
                 .with_middleware::<StateInformationMiddleware>(),
             overrides: Mutex::new(HashMap::new()),
             failed_auth_rate: config.failed_auth_rate,
@@ -85,7 +106,7 @@ impl RateLimits {
             .with_middleware::<StateInformationMiddleware>()
     }
 
-    fn decide<T>(
+    pub(super) fn decide<T>(
         &self,
         outcome: Result<governor::middleware::StateSnapshot, governor::NotUntil<T>>,
         rate: Rate,
@@ -124,17 +145,21 @@ impl RateLimits {
         }
     }
 
+    /// Count one request by `name` against the default budget (overrides ignored).
+    pub fn check_uniform(&self, name: &Arc<str>) -> Decision {
+        if self.per_principal.len() >= self.max_tracked {
+            self.per_principal.retain_recent();
+        }
+        let outcome = self.per_principal.check_key(name);
+        self.decide(outcome, self.default_rate, self.default_burst)
+    }
+
     /// Count one request by an authenticated principal.
     pub fn check_principal(&self, principal: &Principal) -> Decision {
         match principal.limit {
-            None => {
-                if self.per_principal.len() >= self.max_tracked {
-                    self.per_principal.retain_recent();
-                }
-                let outcome = self.per_principal.check_key(&principal.name);
-                self.decide(outcome, self.default_rate, self.default_burst)
-            }
+            None => self.check_uniform(&principal.name),
             Some((rate, burst)) => {
+                let (rate, burst) = share(rate, burst, self.replicas);
                 let limiter = {
                     let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
                     let current = overrides
@@ -177,6 +202,32 @@ impl RateLimits {
 
     /// Count one failed authentication from `ip`; refused when over the limit.
     pub fn record_failed_auth(&self, ip: IpAddr) -> Decision {
+        let decision = self.count_failed_auth(ip);
+        if let Some(wait) = decision.retry_after {
+            self.lock_out(ip, wait);
+        }
+        decision
+    }
+
+    /// Refuse `ip` before its credentials are checked for `wait` (also used when
+    /// Redis reports a lockout decided elsewhere).
+    pub fn lock_out(&self, ip: IpAddr, wait: Duration) {
+        let mut penalties = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+        if penalties.len() >= self.max_tracked {
+            let now = Instant::now();
+            penalties.retain(|_, until| *until > now);
+        }
+        if penalties.len() < self.max_tracked {
+            penalties.insert(ip, Instant::now() + wait);
+        }
+    }
+
+    /// The failed-auth budget, for the `RateLimit-*` headers of a lockout.
+    pub fn failed_auth_budget(&self) -> (Rate, NonZeroU32) {
+        (self.failed_auth_rate, self.failed_auth_burst)
+    }
+
+    fn count_failed_auth(&self, ip: IpAddr) -> Decision {
         let mut limiter = self.failed_auth.load_full();
         if limiter.len() >= self.max_tracked {
             limiter.retain_recent();
@@ -194,18 +245,7 @@ impl RateLimits {
             }
         }
         let outcome = limiter.check_key(&ip);
-        let decision = self.decide(outcome, self.failed_auth_rate, self.failed_auth_burst);
-        if let Some(wait) = decision.retry_after {
-            let mut penalties = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
-            if penalties.len() >= self.max_tracked {
-                let now = Instant::now();
-                penalties.retain(|_, until| *until > now);
-            }
-            if penalties.len() < self.max_tracked {
-                penalties.insert(ip, Instant::now() + wait);
-            }
-        }
-        decision
+        self.decide(outcome, self.failed_auth_rate, self.failed_auth_burst)
     }
 
     /// Drop state that is indistinguishable from a fresh key, bounding memory.
@@ -250,12 +290,13 @@ mod tests {
             failed_auth_burst: NonZeroU32::new(2).unwrap(),
             max_tracked_clients: 1000,
             tiers: Default::default(),
+            ..RateLimitConfig::default()
         }
     }
 
     #[test]
     fn burst_then_refused_per_principal() {
-        let limits = RateLimits::new(&config("60/min", 3));
+        let limits = LocalLimits::new(&config("60/min", 3));
         let alice = Principal::new("alice");
         let bob = Principal::new("bob");
         for expected_remaining in [2, 1, 0] {
@@ -271,7 +312,7 @@ mod tests {
 
     #[test]
     fn overrides_have_their_own_budget() {
-        let limits = RateLimits::new(&config("60/min", 1));
+        let limits = LocalLimits::new(&config("60/min", 1));
         let mut vip = Principal::new("vip");
         vip.limit = Some((Rate::parse("600/min").unwrap(), NonZeroU32::new(5).unwrap()));
         for _ in 0..5 {
@@ -282,7 +323,7 @@ mod tests {
 
     #[test]
     fn failed_auth_locks_out_the_ip() {
-        let limits = RateLimits::new(&config("60/min", 3));
+        let limits = LocalLimits::new(&config("60/min", 3));
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         assert!(limits.failed_auth_lockout(ip).is_none());
         assert!(limits.record_failed_auth(ip).allowed);
@@ -294,10 +335,23 @@ mod tests {
     }
 
     #[test]
+    fn a_share_splits_the_budget() {
+        let limits = LocalLimits::with_share(&config("60/min", 6), 3);
+        let alice = Principal::new("alice");
+        assert!(limits.check_principal(&alice).allowed);
+        assert!(limits.check_principal(&alice).allowed);
+        let refused = limits.check_principal(&alice);
+        assert!(!refused.allowed);
+        assert_eq!(refused.limit, 2);
+        // 60/min split three ways: one request per 3 s.
+        assert!(refused.retry_after.unwrap() > Duration::from_secs(2));
+    }
+
+    #[test]
     fn state_is_bounded() {
         let mut c = config("60/min", 3);
         c.max_tracked_clients = 50;
-        let limits = RateLimits::new(&c);
+        let limits = LocalLimits::new(&c);
         for i in 0..5000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
             limits.record_failed_auth(ip);
