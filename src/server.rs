@@ -45,6 +45,8 @@ pub struct AppState {
     pub metadata: Arc<Value>,
     /// The served certificate's expiry, for `/ready` and metrics.
     pub cert: Arc<crate::certs::CertStatus>,
+    /// Session-id sealing and the peer hop to other replicas.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// `https://host/mcp` → `https://host/.well-known/oauth-protected-resource/mcp` (RFC 9728 §3.1).
@@ -147,7 +149,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     crate::admin::readiness(&state)
 }
 
-fn client_ip(request: &Request) -> IpAddr {
+pub(crate) fn client_ip(request: &Request) -> IpAddr {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -155,7 +157,7 @@ fn client_ip(request: &Request) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-fn host_name(request: &Request) -> Option<String> {
+pub(crate) fn host_name(request: &Request) -> Option<String> {
     let authority = request
         .headers()
         .get(header::HOST)
@@ -300,10 +302,19 @@ fn inspect(body: &[u8]) -> McpCall {
 }
 
 /// Session ownership, session caps, stream headers, and in-flight tracking.
-async fn session_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn session_guard(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
         return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing, state.challenge.clone())
             .into_response();
+    };
+    // Sealed session ids: refused, forwarded to their owner, or continued with the inner id.
+    let (request, presented) = match crate::cluster::route(&state, &principal, request).await {
+        crate::cluster::Routed::Local(request, presented) => (request, presented),
+        crate::cluster::Routed::Done(response) => return response,
     };
     let session = request
         .headers()
@@ -383,6 +394,12 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
     {
         state.sessions.remove(id);
     }
+    crate::cluster::seal_response(
+        &state.cluster,
+        &principal,
+        &mut response,
+        presented.as_ref(),
+    );
     let headers = response.headers_mut();
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     let is_stream = headers
