@@ -34,10 +34,10 @@ use crate::config::Rate;
 use crate::error::EdgeError;
 use crate::server::{AppState, SESSION_HEADER};
 
-const H_PRINCIPAL: &str = "x-mcp-edge-peer-principal";
-const H_CLIENT: &str = "x-mcp-edge-peer-client";
-const H_TIME: &str = "x-mcp-edge-peer-time";
-const H_SIG: &str = "x-mcp-edge-peer-signature";
+pub const H_PRINCIPAL: &str = "x-mcp-edge-peer-principal";
+pub const H_CLIENT: &str = "x-mcp-edge-peer-client";
+pub const H_TIME: &str = "x-mcp-edge-peer-time";
+pub const H_SIG: &str = "x-mcp-edge-peer-signature";
 const REQUEST_ID: &str = "x-request-id";
 /// How far a forwarded request's timestamp may be from this replica's clock.
 pub const MAX_SKEW_SECS: u64 = 30;
@@ -118,7 +118,8 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 }
 
 /// The signed message: one field per line (header values and paths hold no newlines).
-fn signed_message(
+/// Public so tests and tools can build a peer request by hand.
+pub fn signed_message(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,

@@ -2,6 +2,7 @@ mod access;
 mod acme;
 mod backends;
 mod cli;
+mod cluster;
 mod config_files;
 mod conformance;
 mod deploy;
