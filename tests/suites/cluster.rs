@@ -763,3 +763,63 @@ async fn cluster_latency() {
     );
     r.shutdown().await;
 }
+
+#[test]
+fn gen_session_key_and_check_config_validate_the_ring() {
+    use std::process::Command;
+    let out = Command::new(bin()).arg("gen-session-key").output().unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(mcp_edge::cluster::KeyRing::parse(&key, std::path::Path::new("k")).is_ok());
+    let fx = Fixture::new();
+    let ring = fx.dir.path().join("session_keys");
+    let check = |ring_text: &str, extra: &[(&str, &str)]| {
+        std::fs::write(&ring, ring_text).unwrap();
+        Command::new(bin())
+            .arg("check-config")
+            .env_clear()
+            .envs(fx.env())
+            .env("MCP_SESSION_KEYS_FILE", &ring)
+            .env("MCP_PEER_LISTEN", "127.0.0.1:8444")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let good = check(&key, &[]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stderr).contains("session keys: 1 key(s)"));
+    let secret_looking = "c2VjcmV0LXNob3J0";
+    let bad = check(&format!("{key}# two\n{secret_looking}\n"), &[]);
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("session_keys line 3") && err.contains("expected 32"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(secret_looking) && !err.contains(key.trim()),
+        "{err}"
+    );
+    // A peer listener on 0.0.0.0 needs an advertised address; one needs the ring file.
+    let out = Command::new(bin())
+        .arg("check-config")
+        .env_clear()
+        .envs(fx.env())
+        .env("MCP_PEER_LISTEN", "0.0.0.0:8444")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.advertise") && err.contains("MCP_PEER_ADVERTISE"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cluster.key_ring_file") && err.contains("MCP_SESSION_KEYS_FILE"),
+        "{err}"
+    );
+}
