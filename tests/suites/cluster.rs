@@ -734,7 +734,14 @@ async fn rotating_the_key_ring() {
 #[ignore]
 async fn cluster_latency() {
     python_sdk();
-    let r = Replicas::start(2, &[]).await;
+    let r = Replicas::start(
+        2,
+        &[
+            ("MCP_RATE_LIMIT", "100000/min"),
+            ("MCP_RATE_BURST", "100000"),
+        ],
+    )
+    .await;
     let sid = r.open(0, ALICE_KEY).await;
     let sample = async |replica: usize| {
         let mut times = Vec::new();
