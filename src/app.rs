@@ -56,6 +56,8 @@ pub enum StartError {
     Acme(#[from] crate::acme::AcmeError),
     #[error(transparent)]
     Redis(#[from] crate::ratelimit::redis::RedisSetupError),
+    #[error(transparent)]
+    SessionKeys(#[from] crate::cluster::RingError),
 }
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
@@ -109,6 +111,8 @@ pub struct Running {
     dev_cert_pem: Option<String>,
     admin_addr: Option<SocketAddr>,
     redirect_addr: Option<SocketAddr>,
+    /// The peer listener (several replicas): its bound address and its handle.
+    peer: Option<(SocketAddr, Handle<SocketAddr>)>,
     state: AppState,
     handle: Handle<SocketAddr>,
     cancel: CancellationToken,
@@ -165,6 +169,11 @@ impl Running {
         self.redirect_addr
     }
 
+    /// The peer listener's bound address, when `cluster.peer_listen` is set.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Stop accepting, let in-flight calls finish within the grace period, then close
     /// open streams and sessions. Returns when the server has stopped.
     pub async fn shutdown(self) {
@@ -172,6 +181,9 @@ impl Running {
         tracing::info!(grace = ?grace, "shutting down: draining in-flight calls");
         self.state.ready.store(false, Ordering::Release);
         self.handle.graceful_shutdown(Some(grace));
+        if let Some((_, peer)) = &self.peer {
+            peer.graceful_shutdown(Some(grace));
+        }
         self.state.in_flight.close();
         if tokio::time::timeout(grace, self.state.in_flight.wait())
             .await
@@ -249,18 +261,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
     }
 
+    let (cluster, peer_listener) = cluster(&config)?;
     let (backend, watcher) = backend(&config).await?;
     let cancel = CancellationToken::new();
     let parts = mcp::build(&config, backend.clone(), cancel.clone());
     let legacy = config.legacy_sse.then(|| {
         tracing::info!("legacy HTTP+SSE transport enabled at /sse and /messages");
-        mcp::legacy_sse::router(mcp::legacy_sse::LegacySse::new(
+        mcp::legacy_sse::LegacySse::new(
             backend.clone(),
             parts.registry.clone(),
             cancel.clone(),
             config.server.max_body_bytes,
-        ))
+            cluster.clone(),
+        )
     });
+    let peer_routes = {
+        let routes = axum::Router::new().nest_service("/mcp", parts.service.clone());
+        match &legacy {
+            Some(l) => routes.merge(mcp::legacy_sse::router(l.clone())),
+            None => routes,
+        }
+    };
+    let legacy = legacy.map(mcp::legacy_sse::router);
 
     // Shared limiter and session-cap state; connects lazily, so a replica starts
     // (on its fallback) while Redis is still coming up.
@@ -286,6 +308,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         challenge,
         metadata: Arc::new(metadata),
         cert,
+        cluster: cluster.clone(),
     };
     let app = crate::redirect::with_hsts(
         server::router_with(state.clone(), parts.service, legacy),
@@ -330,6 +353,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // `from_tcp` is already bound; this only waits for the accept loop to start.
     let _ = handle.listening().await;
 
+    let peer = match peer_listener {
+        Some((peer_addr, listener)) => {
+            let peer_handle = Handle::new();
+            let app = crate::cluster::peer::router(state.clone(), peer_routes);
+            background.push(
+                crate::cluster::peer::serve(listener, app, peer_handle.clone()).map_err(
+                    |source| StartError::Bind {
+                        addr: peer_addr,
+                        source,
+                    },
+                )?,
+            );
+            tracing::info!(%peer_addr, advertise = cluster.advertise().unwrap_or_default(), "peer listener up");
+            Some((peer_addr, peer_handle))
+        }
+        None => None,
+    };
     background.extend(mcp::backends::process::start_pid1_reaper());
     let admin_addr = admin.map(|(addr, listener)| {
         background.push(crate::admin::serve(addr, listener, &state));
@@ -390,6 +430,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         rustls_config,
         &state.cert,
     );
+    let mut secrets = secrets;
+    if let Some(path) = &config.cluster.key_ring_file {
+        secrets.push(session_keys_secret(path.clone(), cluster.clone()));
+    }
     let secrets =
         (!secrets.is_empty()).then(|| SecretsWatcher::spawn(secrets, config.secrets_poll_interval));
 
@@ -402,6 +446,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         dev_cert_pem,
         admin_addr,
         redirect_addr,
+        peer,
         state,
         handle,
         cancel,
@@ -556,6 +601,59 @@ fn secret_files(
         });
     }
     secrets
+}
+
+/// The session-id key ring: reloaded whole, the last good ring kept when the new one is bad.
+fn session_keys_secret(path: std::path::PathBuf, cluster: Arc<crate::cluster::Cluster>) -> Secret {
+    Secret {
+        kind: "session_keys",
+        files: vec![path.clone()],
+        reload: Box::new(move || {
+            let (path, cluster) = (path.clone(), cluster.clone());
+            Box::pin(async move {
+                let ring = crate::cluster::KeyRing::load_file(&path).map_err(|e| e.to_string())?;
+                let n = ring.len();
+                cluster.replace_ring(ring);
+                Ok(format!("{n} session key(s) in force"))
+            })
+        }),
+    }
+}
+
+/// The session key ring and, with `cluster.peer_listen`, the bound peer listener and
+/// the address this replica advertises (the bound one unless configured).
+#[allow(clippy::type_complexity)]
+fn cluster(
+    config: &Config,
+) -> Result<
+    (
+        Arc<crate::cluster::Cluster>,
+        Option<(SocketAddr, std::net::TcpListener)>,
+    ),
+    StartError,
+> {
+    let ring = crate::cluster::load_ring(config)?;
+    if let Some(path) = &config.cluster.key_ring_file {
+        tracing::info!(file = %path.display(), keys = ring.len(), "session key ring loaded");
+    }
+    let ttl = config.sessions.id_ttl;
+    let Some(listen) = config.cluster.peer_listen else {
+        return Ok((crate::cluster::Cluster::new(ring, None, ttl), None));
+    };
+    let (addr, listener) =
+        crate::cluster::peer::bind(listen).map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let advertise = config
+        .cluster
+        .advertise
+        .clone()
+        .unwrap_or_else(|| addr.to_string());
+    Ok((
+        crate::cluster::Cluster::new(ring, Some(advertise), ttl),
+        Some((addr, listener)),
+    ))
 }
 
 /// Record the expiry of a certificate known at start (files or self-signed); ACME

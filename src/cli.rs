@@ -67,6 +67,8 @@ pub enum Command {
     CheckConfig,
     /// Print `sha256:<hex>` for a key read from stdin, for the API keys file.
     HashKey,
+    /// Print a new random session-id sealing key (a line for cluster.key_ring_file).
+    GenSessionKey,
     /// Probe the local /health endpoint; exit 0 if healthy, 1 otherwise (Docker HEALTHCHECK).
     Healthcheck(HealthcheckArgs),
     /// Drive tools/call over HTTPS and print requests/s and latency percentiles.

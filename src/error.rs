@@ -102,12 +102,15 @@ pub enum EdgeError {
     /// The shared rate-limit store is unreachable and the config says deny.
     #[error("the rate limiter is unavailable; try again shortly")]
     LimiterUnavailable(std::time::Duration),
+    /// A request on the peer listener without a valid HMAC (never a client's credential).
+    #[error("peer request not authenticated")]
+    PeerUnauthorized,
 }
 
 impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            EdgeError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            EdgeError::Unauthorized(..) | EdgeError::PeerUnauthorized => StatusCode::UNAUTHORIZED,
             EdgeError::Forbidden(_) | EdgeError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             EdgeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             EdgeError::SessionNotFound | EdgeError::NotFound => StatusCode::NOT_FOUND,
@@ -123,7 +126,7 @@ impl EdgeError {
 
     fn code(&self) -> i64 {
         match self {
-            EdgeError::Unauthorized(..) => codes::UNAUTHORIZED,
+            EdgeError::Unauthorized(..) | EdgeError::PeerUnauthorized => codes::UNAUTHORIZED,
             EdgeError::Forbidden(_) | EdgeError::InsufficientScope { .. } => codes::FORBIDDEN,
             EdgeError::RateLimited(_) | EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => {
                 codes::RATE_LIMITED

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bench;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod docs;

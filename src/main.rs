@@ -30,6 +30,10 @@ fn main() -> ExitCode {
     let command = cli.command.as_ref().unwrap_or(&Command::Serve);
     match command {
         Command::HashKey => return hash_key(),
+        Command::GenSessionKey => {
+            println!("{}", mcp_edge::cluster::seal::generate_key().as_str());
+            return ExitCode::SUCCESS;
+        }
         Command::InitSecrets(args) => {
             return match mcp_edge::init_secrets::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +175,15 @@ fn check_config(config: &Config) -> ExitCode {
                     eprintln!("mcp-edge: auth: {e}");
                     ok = false;
                 }
+            }
+        }
+    }
+    if let Some(path) = &config.cluster.key_ring_file {
+        match mcp_edge::cluster::KeyRing::load_file(path) {
+            Ok(ring) => eprintln!("session keys: {} key(s) in {}", ring.len(), path.display()),
+            Err(e) => {
+                eprintln!("mcp-edge: cluster: {e}");
+                ok = false;
             }
         }
     }

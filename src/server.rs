@@ -48,6 +48,8 @@ pub struct AppState {
     pub metadata: Arc<Value>,
     /// The served certificate's expiry, for `/ready` and metrics.
     pub cert: Arc<crate::certs::CertStatus>,
+    /// Session-id sealing and the peer hop to other replicas.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// `https://host/mcp` → `https://host/.well-known/oauth-protected-resource/mcp` (RFC 9728 §3.1).
@@ -209,7 +211,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 /// The real client address (PROXY header / trusted `X-Forwarded-For`, set by the
 /// connection layer), else the TCP peer (side listeners, in-memory tests).
-fn client_ip(request: &Request) -> IpAddr {
+pub(crate) fn client_ip(request: &Request) -> IpAddr {
     let ext = request.extensions();
     ext.get::<crate::conn::ClientAddr>()
         .map(|c| c.0.ip())
@@ -217,7 +219,7 @@ fn client_ip(request: &Request) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-fn host_name(request: &Request) -> Option<String> {
+pub(crate) fn host_name(request: &Request) -> Option<String> {
     let authority = request
         .headers()
         .get(header::HOST)
@@ -443,7 +445,11 @@ fn inspect(body: &[u8]) -> McpCall {
 /// Read an authenticated POST's body once (bounded by `server.max_body_bytes`) and
 /// inspect its JSON-RPC method, so the rate limit can tell calls from protocol
 /// traffic; the bytes and the [`McpCall`] go back into the request for the steps after.
-async fn read_call(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn read_call(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() != Method::POST || request.extensions().get::<Arc<Principal>>().is_none() {
         return next.run(request).await;
     }
@@ -492,10 +498,29 @@ fn body_error(error: &axum::Error, limit: usize, timeout: std::time::Duration) -
 }
 
 /// Session ownership, session caps, stream headers, and in-flight tracking.
-async fn session_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn session_guard(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
         let challenge = state.challenge.for_path(request.uri().path());
         return EdgeError::Unauthorized(AuthFailure::Missing, challenge).into_response();
+    };
+    let mut request = request;
+    // Taken by `read_call` before the body was read; held until the answer is sent.
+    let token = request.extensions_mut().remove::<InFlight>().map(|t| t.0);
+    let tracked = |response: Response| match &token {
+        Some(token) => {
+            let token = token.clone();
+            response.map(|body| Body::new(telemetry::TrackedBody::new(body, token)))
+        }
+        None => response,
+    };
+    // Sealed session ids: refused, forwarded to their owner, or continued with the inner id.
+    let (request, presented) = match crate::cluster::route(&state, &principal, request).await {
+        crate::cluster::Routed::Local(request, presented) => (request, presented),
+        crate::cluster::Routed::Done(response) => return tracked(response),
     };
     let session = request
         .headers()
@@ -515,11 +540,8 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
     }
     let method = request.method().clone();
     let mut reservation = None;
-    let mut request = request;
-    let mut token = None;
     if method == Method::POST {
         // The body was read and inspected once, by `read_call`.
-        token = request.extensions_mut().remove::<InFlight>().map(|t| t.0);
         let call = request
             .extensions()
             .get::<McpCall>()
@@ -569,6 +591,12 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
     {
         state.sessions.remove(id);
     }
+    crate::cluster::seal_response(
+        &state.cluster,
+        &principal,
+        &mut response,
+        presented.as_ref(),
+    );
     let headers = response.headers_mut();
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     let is_stream = headers
@@ -578,8 +606,5 @@ async fn session_guard(State(state): State<AppState>, request: Request, next: Ne
     if is_stream {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
-    match token {
-        Some(token) => response.map(|body| Body::new(telemetry::TrackedBody::new(body, token))),
-        None => response,
-    }
+    tracked(response)
 }

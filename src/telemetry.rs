@@ -73,6 +73,10 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned);
     let request_id = incoming.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // On the request too, so a hop to the session's owner carries the same id.
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, v);
+    }
     let log = RequestLog::default();
     request.extensions_mut().insert(log.clone());
     let method = request.method().clone();

@@ -6,6 +6,7 @@
 //! error names the key and where its value came from (file + key, env var, or flag).
 
 pub mod backends;
+pub mod cluster;
 pub mod connections;
 pub mod deploy;
 pub mod raw;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use backends::{BackendConfig, BackendKind, ProxyConfig};
+pub use cluster::ClusterConfig;
 pub use connections::ConnectionsConfig;
 pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig};
 pub use raw::{KEYS, KeySpec, RawConfig};
@@ -408,6 +410,9 @@ pub struct SessionsConfig {
     pub max_per_principal: usize,
     #[serde(serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
+    /// Lifetime sealed into each session id the edge hands out.
+    #[serde(serialize_with = "ser_duration")]
+    pub id_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -449,6 +454,7 @@ pub struct Config {
     /// Set when `redis.url` is: shared limits (with `rate_limit.store = "redis"`)
     /// and global per-principal session caps.
     pub redis: Option<RedisConfig>,
+    pub cluster: ClusterConfig,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -1182,7 +1188,16 @@ fn validate(
             raw.sessions.idle_timeout.as_deref(),
             Duration::from_secs(300),
         ),
+        id_ttl: duration(
+            e,
+            "sessions.id_ttl",
+            raw.sessions.id_ttl.as_deref(),
+            Duration::from_secs(24 * 3600),
+        ),
     };
+    if sessions.id_ttl < Duration::from_secs(1) {
+        e.push("sessions.id_ttl", "must be at least 1s");
+    }
 
     let docs_dir = PathBuf::from(raw.docs.dir.as_deref().unwrap_or("."));
     let access = AccessConfig {
@@ -1222,6 +1237,7 @@ fn validate(
     let (backends, proxy, legacy_sse) = backends::validate(e, raw);
     let https = deploy::https(e, raw, port);
     let metrics = deploy::metrics(e, raw);
+    let cluster = cluster::validate(e, raw);
 
     if !errors.list.is_empty() {
         return Err(errors.list);
@@ -1253,6 +1269,7 @@ fn validate(
         legacy_sse,
         https,
         metrics,
+        cluster,
         redis,
     })
 }

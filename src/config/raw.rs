@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub redis: RawRedis,
+    #[serde(default)]
+    pub cluster: super::cluster::RawCluster,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -169,6 +171,7 @@ pub struct RawSessions {
     pub max_total: Option<u64>,
     pub max_per_principal: Option<u64>,
     pub idle_timeout: Option<String>,
+    pub id_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -292,6 +295,7 @@ pub const KEYS: &[KeySpec] = &[
         "MCP_MAX_SESSIONS_PER_PRINCIPAL",
     ),
     key("sessions.idle_timeout", "MCP_SESSION_IDLE_TIMEOUT"),
+    key("sessions.id_ttl", "MCP_SESSION_ID_TTL"),
     key("docs.dir", "MCP_DOCS_DIR"),
     key("secrets.poll_interval", "MCP_SECRETS_POLL_INTERVAL"),
     key("log.format", "MCP_LOG_FORMAT"),
@@ -306,6 +310,9 @@ pub const KEYS: &[KeySpec] = &[
     key("proxy.kill_grace", "MCP_KILL_GRACE"),
     key("proxy.restart_backoff_max", "MCP_RESTART_BACKOFF_MAX"),
     key("legacy_sse.enabled", "MCP_LEGACY_SSE"),
+    key("cluster.peer_listen", "MCP_PEER_LISTEN"),
+    key("cluster.advertise", "MCP_PEER_ADVERTISE"),
+    key("cluster.key_ring_file", "MCP_SESSION_KEYS_FILE"),
 ];
 
 /// Keys whose values are tables or arrays of tables: set in the file only (no env
@@ -433,6 +440,10 @@ impl RawConfig {
             "sessions.max_total" => self.sessions.max_total = Some(number(value)?),
             "sessions.max_per_principal" => self.sessions.max_per_principal = Some(number(value)?),
             "sessions.idle_timeout" => self.sessions.idle_timeout = text(),
+            "sessions.id_ttl" => self.sessions.id_ttl = text(),
+            "cluster.peer_listen" => self.cluster.peer_listen = text(),
+            "cluster.advertise" => self.cluster.advertise = text(),
+            "cluster.key_ring_file" => self.cluster.key_ring_file = text(),
             "docs.dir" => self.docs.dir = text(),
             "secrets.poll_interval" => self.secrets.poll_interval = text(),
             "log.format" => self.log.format = text(),

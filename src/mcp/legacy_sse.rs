@@ -64,6 +64,9 @@ pub struct LegacySse {
     keep_alive: Duration,
     cancel: CancellationToken,
     max_body: usize,
+    /// Seals the session id handed out in the `endpoint` event (internally the inner
+    /// `sse-…` id is used; `/messages` arrives rewritten or forwarded by the cluster layer).
+    cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl LegacySse {
@@ -72,6 +75,7 @@ impl LegacySse {
         registry: Arc<SessionRegistry>,
         cancel: CancellationToken,
         max_body: usize,
+        cluster: Arc<crate::cluster::Cluster>,
     ) -> Arc<LegacySse> {
         Arc::new(LegacySse {
             backend,
@@ -80,6 +84,7 @@ impl LegacySse {
             keep_alive: Duration::from_secs(15),
             cancel,
             max_body,
+            cluster,
         })
     }
 
@@ -175,9 +180,10 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
     tracing::info!(session = %id, principal = %principal.name, "legacy SSE session opened");
     // Dropping the stream (the client went away) ends the session.
     let guard = ct.clone().drop_guard();
+    let sealed = legacy.cluster.seal(&id, &principal);
     let endpoint = Event::default()
         .event("endpoint")
-        .data(format!("/messages?sessionId={id}"));
+        .data(format!("/messages?sessionId={sealed}"));
     let messages =
         futures::stream::unfold((out_rx, guard, ct), |(mut rx, guard, stop)| async move {
             tokio::select! {

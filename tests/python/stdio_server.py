@@ -1,7 +1,8 @@
 """A small MCP server written with the official Python SDK, run by the edge as a stdio
 backend in the integration tests (tests/suites/backends.rs).
 
-Tools: `echo`, `slow_count` (reports progress), `ask_model` (a sampling round trip to
+Tools: `echo`, `count` (a per-process counter), `announce` (an unrelated
+notification), `slow_count` (reports progress), `ask_model` (a sampling round trip to
 the client), `whoami` (pid and environment seen by the child), `crash` (exits at once,
 mid-call), `hang` (never answers; for timeouts), `wait_for_cancel` (notes its
 cancellation), `log_burst` (logging notifications, then the result). A resource
@@ -44,6 +45,24 @@ async def ask_model(question: str, ctx: Context) -> str:
     content = result.content
     text = content.text if isinstance(content, TextContent) else str(content)
     return f"model said: {text}"
+
+
+_count = 0
+
+
+@server.tool()
+def count() -> int:
+    """Add one to this process's counter and return it (state across calls of a session)."""
+    global _count
+    _count += 1
+    return _count
+
+
+@server.tool()
+async def announce(ctx: Context) -> str:
+    """Send a notification not tied to this request (reaches the session's GET stream)."""
+    await ctx.session.send_resource_list_changed()
+    return "announced"
 
 
 @server.tool()

@@ -3,6 +3,7 @@ mod acme;
 mod auth_edges;
 mod backends;
 mod cli;
+mod cluster;
 mod config_files;
 mod conformance;
 mod connections;
