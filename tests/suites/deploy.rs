@@ -1279,3 +1279,40 @@ async fn the_shipped_redis_commands_require_the_generated_password() {
     ))
     .await;
 }
+/// Every `MCP_*` name in the Compose and Kubernetes files is a variable the server
+/// reads: a misspelt one would be silently ignored in production. (Fails until the
+/// issue 9 cluster/Redis keys and the issue 8 proxy_protocol_from key are in KEYS.)
+#[test]
+fn deployment_files_use_only_variables_the_server_reads() {
+    let mut known: std::collections::BTreeSet<String> = mcp_edge::config::KEYS
+        .iter()
+        .map(|k| k.env.to_owned())
+        .collect();
+    known.insert(mcp_edge::config::ENV_CONFIG_FILE.to_owned());
+    let mut files = vec![
+        "docker-compose.yml".to_owned(),
+        "docker-compose.prod.yml".to_owned(),
+    ];
+    for entry in std::fs::read_dir(root().join("config/kubernetes")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") {
+            files.push(format!("config/kubernetes/{name}"));
+        }
+    }
+    let mut unknown = Vec::new();
+    for f in &files {
+        let text = read(f);
+        for (i, _) in text.match_indices("MCP_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !known.contains(&name) {
+                unknown.push(format!("{f}: {name}"));
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    assert!(unknown.is_empty(), "not read by mcp-edge: {unknown:#?}");
+}
