@@ -9,14 +9,21 @@
 //! - `tls_cert`, `tls_key`: a self-signed certificate for the given hostnames (replace
 //!   with a real one, or use `tls.mode = "acme"`);
 //! - `upstream_token` (in `--upstream-dir`, if given): a bearer credential shared by
-//!   the edge's HTTP backend and the example upstream MCP server.
+//!   the edge's HTTP backend and the example upstream MCP server;
+//! - `session_keys`: the session-id sealing key ring (`cluster.key_ring_file`), one line,
+//!   standard base64 of 32 random bytes, shared by every replica;
+//! - `redis_password` (in `--redis-dir`, default `--dir`): the password Redis requires
+//!   and the edges present (`redis.password_file`); hex, so it is safe on a Redis
+//!   config line.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use secrecy::ExposeSecret;
+use base64::Engine as _;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, clap::Args)]
 pub struct InitSecretsArgs {
@@ -26,6 +33,9 @@ pub struct InitSecretsArgs {
     /// Folder for upstream_token (the example upstream server's credential).
     #[arg(long, value_name = "DIR")]
     pub upstream_dir: Option<PathBuf>,
+    /// Folder for redis_password (mounted by Redis and the edges; default: --dir).
+    #[arg(long, value_name = "DIR")]
+    pub redis_dir: Option<PathBuf>,
     /// Names on the self-signed certificate (comma list; default: $MCP_PUBLIC_HOSTNAMES or localhost).
     #[arg(long, env = "MCP_PUBLIC_HOSTNAMES", default_value = "localhost")]
     pub hostnames: String,
@@ -48,6 +58,36 @@ fn create(path: &Path, contents: &[u8]) -> Result<bool, String> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(format!("cannot create {}: {e}", path.display())),
     }
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// One key ring line: standard base64 of 32 random bytes (`openssl rand -base64 32`).
+fn new_ring_key() -> SecretString {
+    SecretString::from(base64::engine::general_purpose::STANDARD.encode(random_bytes()))
+}
+
+/// 64 hex digits: no character Redis' config parser or a shell would treat specially.
+fn new_redis_password() -> SecretString {
+    SecretString::from(hex::encode(random_bytes()))
+}
+
+/// The secrets several replicas share: the sealing key ring and the Redis password.
+fn cluster_secrets(args: &InitSecretsArgs) -> Result<(), String> {
+    let ring = args.dir.join("session_keys");
+    let line = format!("{}\n", new_ring_key().expose_secret());
+    report(&ring, create(&ring, line.as_bytes())?);
+
+    let dir = args.redis_dir.as_ref().unwrap_or(&args.dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let password = dir.join("redis_password");
+    let created = create(&password, new_redis_password().expose_secret().as_bytes())?;
+    report(&password, created);
+    Ok(())
 }
 
 fn report(path: &Path, created: bool) {
@@ -113,6 +153,7 @@ pub fn run(args: &InitSecretsArgs) -> Result<(), String> {
         let created = create(&token, value.expose_secret().as_bytes())?;
         report(&token, created);
     }
+    cluster_secrets(args)?;
     if plain.exists() {
         eprintln!(
             "init-secrets: the admin API key is in {} (copy it out, then delete it)",
@@ -133,6 +174,7 @@ mod tests {
         let args = InitSecretsArgs {
             dir: root.path().join("s"),
             upstream_dir: Some(root.path().join("u")),
+            redis_dir: None,
             hostnames: "mcp.example.com, localhost".into(),
         };
         run(&args).unwrap();
@@ -150,7 +192,14 @@ mod tests {
         );
         crate::tls::config_from_files(&args.dir.join("tls_cert"), &args.dir.join("tls_key"))
             .unwrap();
-        for f in ["api_keys", "admin_api_key", "tls_cert", "tls_key"] {
+        for f in [
+            "api_keys",
+            "admin_api_key",
+            "tls_cert",
+            "tls_key",
+            "session_keys",
+            "redis_password",
+        ] {
             let mode = std::fs::metadata(args.dir.join(f))
                 .unwrap()
                 .permissions()
@@ -164,5 +213,78 @@ mod tests {
             keys
         );
         assert!(root.path().join("u/upstream_token").exists());
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn key_ring_is_one_line_of_base64_of_32_bytes_and_the_redis_password_is_hex() {
+        let root = tempfile::tempdir().unwrap();
+        let args = InitSecretsArgs {
+            dir: root.path().join("s"),
+            upstream_dir: None,
+            redis_dir: Some(root.path().join("r")),
+            hostnames: "localhost".into(),
+        };
+        run(&args).unwrap();
+        let ring = read(&args.dir.join("session_keys"));
+        assert_eq!(
+            ring.lines().count(),
+            1,
+            "one key: {} lines",
+            ring.lines().count()
+        );
+        assert!(ring.ends_with('\n'));
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(ring.trim_end())
+            .expect("standard base64");
+        assert_eq!(key.len(), 32);
+        assert!(key.iter().any(|&b| b != 0));
+
+        // The Redis password lives only in the Redis folder (Redis never sees the TLS key).
+        assert!(!args.dir.join("redis_password").exists());
+        let password = read(&root.path().join("r/redis_password"));
+        assert_eq!(password.len(), 64);
+        assert!(password.bytes().all(|b| b.is_ascii_hexdigit()));
+        let mode = std::fs::metadata(root.path().join("r/redis_password"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+
+        // Every generation is fresh.
+        let other = tempfile::tempdir().unwrap();
+        run(&InitSecretsArgs {
+            dir: other.path().to_owned(),
+            upstream_dir: None,
+            redis_dir: None,
+            hostnames: "localhost".into(),
+        })
+        .unwrap();
+        assert_ne!(read(&other.path().join("session_keys")), ring);
+        assert_ne!(read(&other.path().join("redis_password")), password);
+    }
+
+    #[test]
+    fn existing_key_ring_and_redis_password_are_never_overwritten() {
+        let root = tempfile::tempdir().unwrap();
+        let ring = root.path().join("session_keys");
+        let password = root.path().join("redis_password");
+        // An operator's ring, mid-rotation: two keys and a comment.
+        let mine = "# rotated 2026-11-30\nbmV3LWtleS0wMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM=\nb2xkLWtleS0wMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM=\n";
+        std::fs::write(&ring, mine).unwrap();
+        std::fs::write(&password, "operator-chosen").unwrap();
+        let args = InitSecretsArgs {
+            dir: root.path().to_owned(),
+            upstream_dir: None,
+            redis_dir: None,
+            hostnames: "localhost".into(),
+        };
+        run(&args).unwrap();
+        run(&args).unwrap();
+        assert_eq!(read(&ring), mine);
+        assert_eq!(read(&password), "operator-chosen");
     }
 }

@@ -473,9 +473,9 @@ fn compose_edge_config_parses_with_its_backends() {
     );
 }
 
-#[test]
-fn kubernetes_manifests_are_hardened_probed_and_autoscaled() {
-    let mut kinds = std::collections::BTreeMap::new();
+/// Every document under config/kubernetes/, by (kind, name).
+fn manifests() -> std::collections::BTreeMap<(String, String), Yaml> {
+    let mut docs = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(root().join("config/kubernetes")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
@@ -485,21 +485,109 @@ fn kubernetes_manifests_are_hardened_probed_and_autoscaled() {
                 .to_string_lossy()
                 .to_string();
             for doc in yaml(&rel) {
-                if let Some(kind) = doc["kind"].as_str() {
-                    kinds.insert(kind.to_owned(), doc.clone());
+                if let (Some(kind), Some(name)) =
+                    (doc["kind"].as_str(), doc["metadata"]["name"].as_str())
+                {
+                    let key = (kind.to_owned(), name.to_owned());
+                    assert!(!docs.contains_key(&key), "{key:?} twice");
+                    docs.insert(key, doc.clone());
                 }
             }
         }
     }
-    let d = &kinds["Deployment"];
-    let pod = &d["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
-    assert!(pod["securityContext"]["runAsUser"].as_i64().unwrap() > 0);
-    let c = &pod["containers"][0];
+    docs
+}
+
+fn get<'a>(
+    docs: &'a std::collections::BTreeMap<(String, String), Yaml>,
+    kind: &str,
+    name: &str,
+) -> &'a Yaml {
+    docs.get(&(kind.to_owned(), name.to_owned()))
+        .unwrap_or_else(|| panic!("no {kind} {name} in config/kubernetes"))
+}
+
+fn list(y: &Yaml) -> &[Yaml] {
+    y.as_vec().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// A container's env entries by name, in order.
+fn env_entries(c: &Yaml) -> Vec<(String, Yaml)> {
+    list(&c["env"])
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone()))
+        .collect()
+}
+
+fn env_value(c: &Yaml, name: &str) -> String {
+    env_entries(c)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, e)| e["value"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("env {name} with a value"))
+}
+
+/// The secret volume mounted read-only (no subPath) at the folder holding `file`.
+fn secret_mount_for(pod: &Yaml, c: &Yaml, file: &str) -> String {
+    let dir = Path::new(file).parent().unwrap().to_str().unwrap();
+    let mount = list(&c["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(dir))
+        .unwrap_or_else(|| panic!("nothing mounted at {dir} for {file}"));
+    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{dir}");
+    assert!(mount["subPath"].is_badvalue(), "subPath defeats rotation");
+    let name = mount["name"].as_str().unwrap();
+    let volume = list(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"].as_str() == Some(name))
+        .unwrap();
+    volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{dir} is not a Secret volume"))
+        .to_owned()
+}
+
+fn assert_hardened_container(c: &Yaml, what: &str) {
     let sc = &c["securityContext"];
-    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{what}");
+    assert_eq!(
+        sc["allowPrivilegeEscalation"].as_bool(),
+        Some(false),
+        "{what}"
+    );
+    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"], "{what}");
+    assert!(
+        c["resources"]["limits"]["memory"].as_str().is_some(),
+        "{what}"
+    );
+    assert!(c["resources"]["limits"]["cpu"].as_str().is_some(), "{what}");
+}
+
+fn assert_non_root_pod(pod: &Yaml, what: &str) {
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true),
+        "{what}"
+    );
+    assert!(
+        pod["securityContext"]["runAsUser"].as_i64().unwrap() > 0,
+        "{what}"
+    );
+    assert_eq!(
+        pod["automountServiceAccountToken"].as_bool(),
+        Some(false),
+        "{what}"
+    );
+}
+
+#[test]
+fn kubernetes_manifests_are_hardened_probed_and_autoscaled() {
+    let docs = manifests();
+    let d = get(&docs, "Deployment", "mcp-edge");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_non_root_pod(pod, "mcp-edge");
+    let c = &pod["containers"][0];
+    assert_hardened_container(c, "mcp-edge");
     assert_eq!(
         c["livenessProbe"]["httpGet"]["path"].as_str(),
         Some("/health")
@@ -508,48 +596,56 @@ fn kubernetes_manifests_are_hardened_probed_and_autoscaled() {
         c["readinessProbe"]["httpGet"]["path"].as_str(),
         Some("/ready")
     );
-    assert!(c["resources"]["limits"]["memory"].as_str().is_some());
-    assert!(c["resources"]["limits"]["cpu"].as_str().is_some());
     assert!(
-        c["ports"]
-            .as_vec()
-            .unwrap()
+        list(&c["ports"])
             .iter()
             .any(|p| p["containerPort"].as_i64() == Some(8443))
     );
-    // Secrets: a whole Secret volume, read-only, no subPath (subPath mounts never see
+    // Secrets: whole Secret volumes, read-only, no subPath (subPath mounts never see
     // updates, so rotation would need a restart).
-    let secret_volume = pod["volumes"]
-        .as_vec()
-        .unwrap()
+    let mut secret_volumes = 0;
+    for v in list(&pod["volumes"])
         .iter()
-        .find(|v| !v["secret"].is_badvalue())
-        .expect("a secret volume");
-    let name = secret_volume["name"].as_str().unwrap();
-    let mount = c["volumeMounts"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"].as_str() == Some(name))
-        .expect("the secret volume is mounted");
-    assert_eq!(mount["mountPath"].as_str(), Some("/run/secrets"));
-    assert_eq!(mount["readOnly"].as_bool(), Some(true));
-    assert!(
-        mount["subPath"].is_badvalue(),
-        "subPath defeats secret rotation"
+        .filter(|v| !v["secret"].is_badvalue())
+    {
+        secret_volumes += 1;
+        let name = v["name"].as_str().unwrap();
+        let mount = list(&c["volumeMounts"])
+            .iter()
+            .find(|m| m["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("secret volume {name} is not mounted"));
+        assert_eq!(mount["readOnly"].as_bool(), Some(true), "{name}");
+        assert!(
+            mount["subPath"].is_badvalue(),
+            "{name}: subPath defeats rotation"
+        );
+    }
+    assert!(secret_volumes >= 1);
+    assert_eq!(
+        secret_mount_for(pod, c, "/run/secrets/api_keys"),
+        "mcp-edge-secrets"
     );
 
-    let svc = &kinds["Service"];
+    let svc = get(&docs, "Service", "mcp-edge");
+    assert_eq!(svc["spec"]["type"].as_str(), Some("ClusterIP"));
     assert_eq!(svc["spec"]["ports"][0]["port"].as_i64(), Some(443));
-    let hpa = &kinds["HorizontalPodAutoscaler"];
+    assert_eq!(
+        list(&svc["spec"]["ports"]).len(),
+        1,
+        "only HTTPS is exposed"
+    );
+    let hpa = get(&docs, "HorizontalPodAutoscaler", "mcp-edge");
     assert_eq!(hpa["apiVersion"].as_str(), Some("autoscaling/v2"));
     assert_eq!(
         hpa["spec"]["scaleTargetRef"]["name"].as_str(),
         d["metadata"]["name"].as_str()
     );
-    assert!(hpa["spec"]["minReplicas"].as_i64().unwrap() >= 2);
+    assert_eq!(hpa["spec"]["minReplicas"].as_i64(), Some(2));
+    assert_eq!(hpa["spec"]["maxReplicas"].as_i64(), Some(10));
     // The ConfigMap's edge.toml is a valid configuration.
-    let toml_text = kinds["ConfigMap"]["data"]["edge.toml"].as_str().unwrap();
+    let toml_text = get(&docs, "ConfigMap", "mcp-edge-config")["data"]["edge.toml"]
+        .as_str()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, toml_text).unwrap();
@@ -560,6 +656,164 @@ fn kubernetes_manifests_are_hardened_probed_and_autoscaled() {
         flags: Default::default(),
     })
     .unwrap_or_else(|e| panic!("ConfigMap edge.toml: {e}"));
+
+    // kustomization.yaml applies every manifest (the Secret is created by hand).
+    let kustomization = &yaml("config/kubernetes/kustomization.yaml")[0];
+    let mut listed = strs(&kustomization["resources"]);
+    listed.sort();
+    let mut files: Vec<String> = std::fs::read_dir(root().join("config/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml" && n != "secret.example.yaml")
+        .collect();
+    files.sort();
+    assert_eq!(listed, files);
+}
+
+#[test]
+fn kubernetes_pods_reach_each_other_on_the_peer_port_and_share_redis() {
+    let docs = manifests();
+    let d = get(&docs, "Deployment", "mcp-edge");
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+
+    // The pod's IP from the downward API, defined before the variable that uses it
+    // (Kubernetes expands $(VAR) only from earlier entries).
+    let env = env_entries(c);
+    let pos = |n: &str| env.iter().position(|(name, _)| name == n);
+    let pod_ip = &env[pos("POD_IP").expect("POD_IP")].1;
+    assert_eq!(
+        pod_ip["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("status.podIP")
+    );
+    assert!(pos("POD_IP") < pos("MCP_PEER_ADVERTISE"));
+    assert_eq!(env_value(c, "MCP_PEER_ADVERTISE"), "$(POD_IP):8444");
+    assert_eq!(env_value(c, "MCP_PEER_LISTEN"), "0.0.0.0:8444");
+    let peer_port = list(&c["ports"])
+        .iter()
+        .find(|p| p["name"].as_str() == Some("peer"))
+        .expect("a port named peer");
+    assert_eq!(peer_port["containerPort"].as_i64(), Some(8444));
+
+    // Key ring and Redis password: files from Secrets, read-only.
+    let ring = env_value(c, "MCP_SESSION_KEYS_FILE");
+    assert_eq!(ring, "/run/secrets/session_keys");
+    assert_eq!(secret_mount_for(pod, c, &ring), "mcp-edge-secrets");
+    let password = env_value(c, "MCP_REDIS_PASSWORD_FILE");
+    let redis_secret = secret_mount_for(pod, c, &password);
+    assert_ne!(
+        redis_secret, "mcp-edge-secrets",
+        "Redis gets its own Secret, not the TLS key"
+    );
+    let examples = yaml("config/kubernetes/secret.example.yaml");
+    let example = |name: &str| {
+        examples
+            .iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("secret.example.yaml lacks {name}"))
+            .clone()
+    };
+    let file_name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        example("mcp-edge-secrets")["stringData"][file_name(&ring).as_str()]
+            .as_str()
+            .is_some()
+    );
+    assert!(
+        example(&redis_secret)["stringData"][file_name(&password).as_str()]
+            .as_str()
+            .is_some()
+    );
+
+    // Redis-backed limits; the fallback share matches a replica count the HPA runs.
+    assert_eq!(env_value(c, "MCP_RATE_LIMIT_STORE"), "redis");
+    let hpa = get(&docs, "HorizontalPodAutoscaler", "mcp-edge");
+    let replicas: i64 = env_value(c, "MCP_REPLICAS").parse().unwrap();
+    assert!(
+        (hpa["spec"]["minReplicas"].as_i64().unwrap()
+            ..=hpa["spec"]["maxReplicas"].as_i64().unwrap())
+            .contains(&replicas),
+        "MCP_REPLICAS={replicas} outside the HPA's range"
+    );
+    let url = env_value(c, "MCP_REDIS_URL");
+    let host_port = url.strip_prefix("redis://").expect("redis:// URL");
+    assert!(!host_port.contains('@'), "no password in the URL: {url}");
+    let (host, port) = host_port.split_once(':').unwrap();
+    let redis_svc = get(&docs, "Service", host);
+    assert_eq!(
+        redis_svc["spec"]["ports"][0]["port"].as_i64(),
+        port.parse().ok()
+    );
+
+    // The headless Service for the peer port selects the same pods.
+    let peers = get(&docs, "Service", "mcp-edge-peers");
+    assert_eq!(peers["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(peers["spec"]["ports"][0]["port"].as_i64(), Some(8444));
+    assert_eq!(
+        peers["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("peer")
+    );
+    assert_eq!(
+        peers["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+
+    // Only mcp-edge pods may open the peer port.
+    let policy = get(&docs, "NetworkPolicy", "mcp-edge");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], *labels);
+    let rules = list(&policy["spec"]["ingress"]);
+    let opens = |r: &Yaml, port: i64| {
+        list(&r["ports"])
+            .iter()
+            .any(|p| p["port"].as_i64() == Some(port))
+    };
+    let peer_rules: Vec<&Yaml> = rules.iter().filter(|r| opens(r, 8444)).collect();
+    assert_eq!(peer_rules.len(), 1, "one rule opens the peer port");
+    let from = list(&peer_rules[0]["from"]);
+    assert_eq!(from.len(), 1);
+    assert_eq!(from[0]["podSelector"]["matchLabels"], *labels);
+    assert!(from[0]["namespaceSelector"].is_badvalue());
+    assert!(
+        rules.iter().any(|r| opens(r, 8443)),
+        "HTTPS stays reachable"
+    );
+
+    // The small Redis: non-root, read-only, memory only, password from the Secret.
+    let redis = get(&docs, "Deployment", "mcp-edge-redis");
+    let rpod = &redis["spec"]["template"]["spec"];
+    assert_non_root_pod(rpod, "redis");
+    let rc = &rpod["containers"][0];
+    assert_hardened_container(rc, "redis");
+    assert_eq!(
+        secret_mount_for(rpod, rc, "/run/secrets/redis_password"),
+        redis_secret
+    );
+    assert!(
+        list(&rpod["volumes"])
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_badvalue()),
+        "rate-limit counters need no persistence"
+    );
+    let script = strs(&rc["command"]).join(" ");
+    assert!(script.contains("requirepass"), "{script}");
+    assert!(script.contains("--save ''") && script.contains("--appendonly no"));
+    assert_eq!(
+        redis_svc["spec"]["selector"],
+        redis["spec"]["template"]["metadata"]["labels"]
+    );
+    let redis_policy = get(&docs, "NetworkPolicy", "mcp-edge-redis");
+    assert_eq!(
+        redis_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+        *labels
+    );
 }
 
 #[tokio::test]
@@ -624,4 +878,441 @@ async fn the_example_upstream_requires_its_token_and_serves_tools() {
     assert_eq!(ok.status(), 200);
     let body = ok.text().await.unwrap();
     assert!(body.contains("example-upstream"), "{body}");
+}
+
+// ---- Several replicas: the Compose `replicas` profile, HAProxy, Redis ----
+
+/// `${NAME:-default}` → default (what Compose substitutes with an unset NAME).
+fn default_of(value: &str) -> String {
+    match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        Some(inner) => inner
+            .split_once(":-")
+            .map(|(_, d)| d.to_owned())
+            .unwrap_or_default(),
+        None => value.to_owned(),
+    }
+}
+
+fn profiles(service: &Yaml) -> Vec<String> {
+    strs(&service["profiles"])
+}
+
+fn env_of(service: &Yaml) -> std::collections::BTreeMap<String, String> {
+    service["environment"]
+        .as_hash()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| v.as_i64().map(|i| i.to_string()))
+                        .unwrap_or_default();
+                    (k.as_str().unwrap().to_owned(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_hardened_service(s: &Yaml, what: &str) {
+    assert_eq!(s["read_only"].as_bool(), Some(true), "{what}");
+    assert!(non_root_user(s["user"].as_str().unwrap()), "{what}");
+    assert_eq!(strs(&s["cap_drop"]), ["ALL"], "{what}");
+    assert_eq!(
+        strs(&s["security_opt"]),
+        ["no-new-privileges:true"],
+        "{what}"
+    );
+    assert_eq!(s["init"].as_bool(), Some(true), "{what}");
+    let limits = &s["deploy"]["resources"]["limits"];
+    assert!(
+        limits["cpus"].as_str().is_some() && limits["memory"].as_str().is_some(),
+        "{what}"
+    );
+    assert_eq!(s["restart"].as_str(), Some("unless-stopped"), "{what}");
+}
+
+const EDGES: [&str; 3] = ["edge-1", "edge-2", "edge-3"];
+
+#[test]
+fn compose_replicas_profile_runs_three_edges_behind_haproxy_with_redis() {
+    let doc = &yaml("docker-compose.yml")[0];
+    let services = doc["services"].as_hash().unwrap();
+    let in_profile = |p: &str| -> Vec<String> {
+        let mut v: Vec<String> = services
+            .iter()
+            .filter(|(_, s)| profiles(s).iter().any(|x| x == p))
+            .map(|(k, _)| k.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        in_profile("replicas"),
+        ["edge-1", "edge-2", "edge-3", "haproxy", "redis"]
+    );
+    // Without `--profile`, .env's COMPOSE_PROFILES=single runs the single edge; a
+    // `--profile replicas` flag replaces that list, so the two never compete for 443.
+    assert_eq!(in_profile("single"), ["edge"]);
+    assert!(
+        read(".env.example")
+            .lines()
+            .any(|l| l.trim() == "COMPOSE_PROFILES=single")
+    );
+    let s = |name: &str| &doc["services"][name];
+    for shared in ["secrets-init", "upstream"] {
+        assert!(profiles(s(shared)).is_empty(), "{shared} runs in both");
+    }
+
+    // The lb network: a fixed subnet the edges trust for PROXY headers.
+    let subnet = default_of(
+        doc["networks"]["lb"]["ipam"]["config"][0]["subnet"]
+            .as_str()
+            .expect("lb network subnet"),
+    );
+    assert!(subnet.contains('/'), "{subnet}");
+
+    let single_volumes = strs(&s("edge")["volumes"]);
+    let first = env_of(s("edge-1"));
+    for (i, name) in EDGES.iter().enumerate() {
+        let edge = s(name);
+        assert_hardened_service(edge, name);
+        assert_eq!(
+            strs(&edge["healthcheck"]["test"]),
+            ["CMD", "/usr/local/bin/mcp-edge", "healthcheck"]
+        );
+        assert!(
+            edge["ports"].is_badvalue(),
+            "{name}: clients come via HAProxy"
+        );
+        assert_eq!(edge["env_file"].as_str(), Some(".env"));
+        assert_eq!(strs(&edge["networks"]), ["lb", "internal"], "{name}");
+        let env = env_of(edge);
+        assert_eq!(env["MCP_PEER_ADVERTISE"], format!("edge-{}:8444", i + 1));
+        assert_eq!(env["MCP_PEER_LISTEN"], "0.0.0.0:8444");
+        assert_eq!(default_of(&env["MCP_PROXY_PROTOCOL_FROM"]), subnet);
+        assert_eq!(env["MCP_RATE_LIMIT_STORE"], "redis");
+        assert!(env["MCP_REDIS_URL"].starts_with("redis://redis:"));
+        assert_eq!(env["MCP_REPLICAS"], EDGES.len().to_string());
+        // Only file paths for secrets, never values.
+        for k in env.keys() {
+            if k.contains("KEY") || k.contains("TOKEN") || k.contains("PASSWORD") {
+                assert!(k.ends_with("_FILE"), "{name}: {k} inline");
+            }
+        }
+        // Same key ring, same keys file, same certificate: the same volumes as the
+        // single edge (generated once by secrets-init), plus the Redis password.
+        let mut others = env.clone();
+        others.remove("MCP_PEER_ADVERTISE");
+        let mut first_others = first.clone();
+        first_others.remove("MCP_PEER_ADVERTISE");
+        assert_eq!(others, first_others, "{name} differs from edge-1");
+        let volumes = strs(&edge["volumes"]);
+        for v in single_volumes.iter().filter(|v| !v.starts_with("acme:")) {
+            assert!(volumes.contains(v), "{name} lacks {v}");
+        }
+        let mounted = |file: &str| {
+            let dir = Path::new(file)
+                .parent()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            volumes
+                .iter()
+                .find(|v| v.ends_with(&format!(":{dir}:ro")))
+                .unwrap_or_else(|| panic!("{name}: {file} is not on a read-only volume"))
+                .split(':')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(mounted(&env["MCP_SESSION_KEYS_FILE"]), "edge-secrets");
+        assert_eq!(mounted("/run/secrets/api_keys"), "edge-secrets");
+        assert_eq!(mounted(&env["MCP_REDIS_PASSWORD_FILE"]), "redis-secrets");
+    }
+    assert!(
+        read(".env.example").contains("MCP_API_KEYS_FILE=/run/secrets/api_keys"),
+        "the shared keys file comes from .env"
+    );
+
+    // secrets-init writes the key ring next to the keys, the password to Redis' volume.
+    let init = s("secrets-init");
+    let cmd = strs(&init["command"]);
+    let arg = |flag: &str| {
+        let i = cmd.iter().position(|a| a == flag).unwrap();
+        cmd[i + 1].clone()
+    };
+    let init_volumes = strs(&init["volumes"]);
+    assert!(init_volumes.contains(&format!("edge-secrets:{}", arg("--dir"))));
+    assert!(init_volumes.contains(&format!("redis-secrets:{}", arg("--redis-dir"))));
+
+    // HAProxy: the official Debian-based image, alone with the edges on lb.
+    let haproxy = s("haproxy");
+    assert_hardened_service(haproxy, "haproxy");
+    let image = haproxy["image"].as_str().unwrap();
+    assert!(
+        image.starts_with("haproxy:") && !image.contains("alpine"),
+        "{image}"
+    );
+    assert_eq!(strs(&haproxy["networks"]), ["lb"]);
+    assert!(strs(&haproxy["ports"]).iter().any(|p| p.ends_with(":8443")));
+    let cfg = &haproxy["configs"][0];
+    assert_eq!(
+        cfg["target"].as_str(),
+        Some("/usr/local/etc/haproxy/haproxy.cfg")
+    );
+    assert_eq!(
+        doc["configs"][cfg["source"].as_str().unwrap()]["file"].as_str(),
+        Some("./config/haproxy/haproxy.cfg")
+    );
+    let depends: Vec<String> = strs(&haproxy["depends_on"]);
+    assert_eq!(depends, EDGES);
+
+    // Redis: hardened, password from its own volume (never the edge's TLS key).
+    let redis = s("redis");
+    assert_hardened_service(redis, "redis");
+    assert_eq!(strs(&redis["networks"]), ["internal"]);
+    assert!(redis["ports"].is_badvalue());
+    assert_eq!(strs(&redis["volumes"]), ["redis-secrets:/run/secrets:ro"]);
+
+    // Production override: the replicas and Redis take real Docker secrets too.
+    let prod = &yaml("docker-compose.prod.yml")[0];
+    let secret_names = |svc: &Yaml| -> Vec<String> {
+        list(&svc["secrets"])
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| s["source"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    for name in EDGES {
+        let names = secret_names(&prod["services"][name]);
+        for want in [
+            "api_keys",
+            "tls_cert",
+            "tls_key",
+            "session_keys",
+            "redis_password",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{name} lacks {want}");
+        }
+    }
+    assert_eq!(secret_names(&prod["services"]["redis"]), ["redis_password"]);
+    for s in ["session_keys", "redis_password"] {
+        assert_eq!(
+            prod["secrets"][s]["file"].as_str(),
+            Some(format!("./secrets/{s}").as_str())
+        );
+    }
+}
+
+#[test]
+fn haproxy_config_is_tcp_round_robin_with_proxy_v2_to_every_edge() {
+    let cfg = read("config/haproxy/haproxy.cfg");
+    let lines: Vec<&str> = cfg
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(lines.contains(&"mode tcp"));
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("mode ") && *l != "mode tcp"),
+        "TCP only: the edges terminate TLS"
+    );
+    assert!(lines.contains(&"balance roundrobin"));
+    assert!(!lines.iter().any(|l| l.starts_with("daemon")), "foreground");
+    let servers: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| l.starts_with("server "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let names: Vec<&str> = servers.iter().map(|s| s[1]).collect();
+    assert_eq!(names, EDGES, "one server line per Compose edge");
+    for s in &servers {
+        assert_eq!(s[2], format!("{}:8443", s[1]), "{s:?}");
+        assert!(s.contains(&"send-proxy-v2"), "{s:?} sends no PROXY v2");
+    }
+    let defaults = lines
+        .iter()
+        .find(|l| l.starts_with("default-server"))
+        .expect("default-server");
+    for opt in ["check", "check-send-proxy"] {
+        assert!(defaults.split_whitespace().any(|w| w == opt), "{opt}");
+    }
+
+    // And HAProxy itself accepts it. The edges' names do not resolve outside Compose;
+    // `init-addr none` turns that into a warning, and that is the only one allowed.
+    let Ok(out) = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(root().join("config/haproxy/haproxy.cfg"))
+        .output()
+    else {
+        eprintln!("SKIPPED haproxy -c: no haproxy binary (apt-get install haproxy)");
+        return;
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "haproxy -c failed:\n{text}");
+    for l in text
+        .lines()
+        .filter(|l| l.contains("WARNING") || l.contains("ALERT"))
+    {
+        assert!(l.contains("could not resolve address"), "{l}");
+    }
+}
+
+/// The `sh -c` script a service or container runs, with `$$` unescaped as Compose
+/// and Kubernetes do.
+fn redis_script(command: &Yaml) -> String {
+    let cmd = strs(command);
+    assert_eq!(&cmd[..2], ["sh", "-c"], "{cmd:?}");
+    cmd[2].replace("$$", "$")
+}
+
+/// Run the shipped Redis start-up script against Debian's redis-server on a free
+/// loopback port, with the secret and /tmp moved into a temporary folder.
+async fn start_redis_script(script: &str) -> Option<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: no redis-server (apt-get install redis-server)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let password = "0123abcd".repeat(8);
+    std::fs::write(secrets.join("redis_password"), &password).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "{} --port {port} --bind 127.0.0.1",
+        // /tmp first: the temporary folder is itself under /tmp.
+        script
+            .replace("/tmp/", &format!("{}/", tmp.display()))
+            .replace("/run/secrets/", &format!("{}/", secrets.display()))
+    );
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ask = async |lines: &[String]| -> String {
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            return String::new();
+        };
+        let mut req = String::new();
+        for l in lines {
+            req.push_str(l);
+            req.push_str("\r\n");
+        }
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = vec![0u8; 256];
+        let mut got = String::new();
+        while got.matches("\r\n").count() < lines.len() {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut out)).await {
+                Ok(Ok(n)) if n > 0 => got.push_str(&String::from_utf8_lossy(&out[..n])),
+                _ => break,
+            }
+        }
+        got
+    };
+    let up = eventually(std::time::Duration::from_secs(10), async || {
+        ask(&["PING".into()]).await.starts_with("-NOAUTH")
+    })
+    .await;
+    assert!(
+        up,
+        "redis did not start, or answered without a password: {script}"
+    );
+    let authed = ask(&[format!("AUTH {password}"), "PING".into()]).await;
+    assert_eq!(authed, "+OK\r\n+PONG\r\n");
+    assert!(
+        ask(&["AUTH wrong".into()]).await.starts_with("-WRONGPASS"),
+        "a wrong password is refused"
+    );
+    // The password is in no process's arguments, and the config it went into is private.
+    let pid = child.id().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("redis-server"),
+        "sh exec'd redis-server (signals reach it)"
+    );
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&password));
+    use std::os::unix::fs::PermissionsExt;
+    let conf = std::fs::read_dir(&tmp).unwrap().next().unwrap().unwrap();
+    assert_eq!(conf.metadata().unwrap().permissions().mode() & 0o077, 0);
+    child.kill().await.unwrap();
+    Some(())
+}
+
+#[tokio::test]
+async fn the_shipped_redis_commands_require_the_generated_password() {
+    let compose = &yaml("docker-compose.yml")[0];
+    start_redis_script(&redis_script(&compose["services"]["redis"]["command"])).await;
+    let docs = manifests();
+    let k8s = get(&docs, "Deployment", "mcp-edge-redis");
+    start_redis_script(&redis_script(
+        &k8s["spec"]["template"]["spec"]["containers"][0]["command"],
+    ))
+    .await;
+}
+/// Every `MCP_*` name in the Compose and Kubernetes files is a variable the server
+/// reads: a misspelt one would be silently ignored in production. (Fails until the
+/// issue 9 cluster/Redis keys and the issue 8 proxy_protocol_from key are in KEYS.)
+#[test]
+fn deployment_files_use_only_variables_the_server_reads() {
+    let mut known: std::collections::BTreeSet<String> = mcp_edge::config::KEYS
+        .iter()
+        .map(|k| k.env.to_owned())
+        .collect();
+    known.insert(mcp_edge::config::ENV_CONFIG_FILE.to_owned());
+    let mut files = vec![
+        "docker-compose.yml".to_owned(),
+        "docker-compose.prod.yml".to_owned(),
+    ];
+    for entry in std::fs::read_dir(root().join("config/kubernetes")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") {
+            files.push(format!("config/kubernetes/{name}"));
+        }
+    }
+    let mut unknown = Vec::new();
+    for f in &files {
+        let text = read(f);
+        for (i, _) in text.match_indices("MCP_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !known.contains(&name) {
+                unknown.push(format!("{f}: {name}"));
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    assert!(unknown.is_empty(), "not read by mcp-edge: {unknown:#?}");
 }
