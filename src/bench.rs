@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// MCP endpoint.
     #[arg(long, default_value = "https://localhost:8443/mcp")]
     pub url: String,
+    /// Send the measured tools/calls here instead of --url (sessions are still opened
+    /// at --url): with two replicas, measures a call forwarded to the session's owner.
+    #[arg(long, value_name = "URL")]
+    pub calls_url: Option<String>,
     /// File holding the bearer API key (one line). Takes precedence over --key-env.
     #[arg(long, value_name = "PATH", conflicts_with = "key_env")]
     pub key_file: Option<PathBuf>,
@@ -137,6 +141,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             )));
         }
     }
+    let calls_url = match &args.calls_url {
+        Some(u) => reqwest::Url::parse(u)
+            .map_err(|e| BenchError::Setup(format!("bad --calls-url {u}: {e}")))?,
+        None => url.clone(),
+    };
     let client = build_client(args)?;
     let mut auth =
         HeaderValue::from_str(&format!("Bearer {}", key.expose_secret())).map_err(|_| {
@@ -150,6 +159,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let mut shared = Shared {
         client,
         url,
+        calls_url,
         auth,
         mode: args.mode,
         params_json: String::new(),
@@ -357,6 +367,8 @@ fn stateless_meta() -> Value {
 struct Shared {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// Where the measured calls go (--calls-url, else --url).
+    calls_url: reqwest::Url,
     auth: HeaderValue,
     mode: BenchMode,
     /// The serialized `params` of every tools/call.
@@ -382,8 +394,17 @@ impl Shared {
     }
 
     async fn post(&self, headers: HeaderMap, body: String) -> Result<reqwest::Response, Failure> {
+        self.post_to(&self.url, headers, body).await
+    }
+
+    async fn post_to(
+        &self,
+        url: &reqwest::Url,
+        headers: HeaderMap,
+        body: String,
+    ) -> Result<reqwest::Response, Failure> {
         self.client
-            .post(self.url.clone())
+            .post(url.clone())
             .headers(headers)
             .body(body)
             .send()
@@ -489,7 +510,7 @@ async fn call(
     id: u64,
     version: &mut Option<reqwest::Version>,
 ) -> Result<Instant, Failure> {
-    let response = shared.post(headers, body).await?;
+    let response = shared.post_to(&shared.calls_url, headers, body).await?;
     *version = Some(response.version());
     let (message, parsed_at) = read_reply(response, id).await?;
     check_tool_result(&message)?;

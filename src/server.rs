@@ -517,6 +517,14 @@ pub(crate) async fn session_guard(
         }
         None => response,
     };
+    let call = (request.method() == Method::POST)
+        .then(|| request.extensions().get::<McpCall>().cloned())
+        .flatten()
+        .unwrap_or_default();
+    RequestLog::note(&request, |l| {
+        l.mcp_method = call.method.clone();
+        l.tool = call.tool.clone();
+    });
     // Sealed session ids: refused, forwarded to their owner, or continued with the inner id.
     let (request, presented) = match crate::cluster::route(&state, &principal, request).await {
         crate::cluster::Routed::Local(request, presented) => (request, presented),
@@ -542,11 +550,6 @@ pub(crate) async fn session_guard(
     let mut reservation = None;
     if method == Method::POST {
         // The body was read and inspected once, by `read_call`.
-        let call = request
-            .extensions()
-            .get::<McpCall>()
-            .cloned()
-            .unwrap_or_default();
         // A JWT without a tool's scopes gets the spec's step-up challenge (403
         // insufficient_scope); other refusals are JSON-RPC errors from the backend.
         if let Some(tool) = &call.tool
@@ -571,10 +574,6 @@ pub(crate) async fn session_guard(
                 Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
             }
         }
-        RequestLog::note(&request, |l| {
-            l.mcp_method = call.method.clone();
-            l.tool = call.tool.clone();
-        });
     }
     let mut response = next.run(request).await;
     if let Some(reservation) = reservation

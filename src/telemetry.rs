@@ -46,6 +46,9 @@ pub struct LogFields {
     pub mcp_method: Option<String>,
     pub tool: Option<String>,
     pub session: Option<String>,
+    /// Between replicas: `to <owner>` on the replica that forwarded the request,
+    /// `from peer` on the owner that served it.
+    pub hop: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -117,6 +120,7 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         mcp_method = fields.mcp_method.as_deref().unwrap_or("-"),
         tool = fields.tool.as_deref().unwrap_or("-"),
         session = fields.session.as_deref().unwrap_or("-"),
+        hop = fields.hop.as_deref().unwrap_or("-"),
         "request"
     );
     crate::metrics::record_request(&path, status, &fields);

@@ -30,6 +30,7 @@ use crate::auth::Principal;
 use crate::config::Config;
 use crate::error::EdgeError;
 use crate::server::{AppState, SESSION_HEADER};
+use crate::telemetry::RequestLog;
 
 /// The legacy transport's message endpoint, whose session id is in the query.
 const LEGACY_MESSAGES: &str = "/messages";
@@ -195,6 +196,7 @@ pub async fn route(state: &AppState, principal: &Arc<Principal>, mut request: Re
     if !cluster.is_local(&claims) {
         let response = match &cluster.client {
             Some(client) if !claims.owner.is_empty() && !peer::is_forwarded(&request) => {
+                RequestLog::note(&request, |l| l.hop = Some(format!("to {}", claims.owner)));
                 client
                     .forward(state, principal, &claims.owner, request)
                     .await

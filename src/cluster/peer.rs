@@ -320,7 +320,10 @@ async fn verify(State(state): State<AppState>, request: Request, next: Next) -> 
         parts.headers.remove(name);
     }
     let request = Request::from_parts(parts, Body::from(body));
-    crate::telemetry::RequestLog::note(&request, |l| l.principal = Some(name));
+    crate::telemetry::RequestLog::note(&request, |l| {
+        l.principal = Some(name);
+        l.hop = Some("from peer".to_owned());
+    });
     next.run(request).await
 }
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod jwt;
 pub mod redis;
 
@@ -326,7 +327,9 @@ pub async fn spawn_edge(
     let port = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(log) = &log {
-                log.lock().unwrap().push_str(&line);
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && v["message"] == "listening"
@@ -342,10 +345,20 @@ pub async fn spawn_edge(
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(log) = &log {
-                log.lock().unwrap().push_str(&line);
-                log.lock().unwrap().push('\n');
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
         }
     });
     (child, port)
+}
+
+/// A port free on loopback right now (for servers the tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

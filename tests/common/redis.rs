@@ -2,23 +2,16 @@
 //! persistence, killed when dropped. Stop and restart it on the same port to test
 //! what the edge does while Redis is away.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 pub struct Redis {
     pub port: u16,
     password: Option<String>,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Redis {

@@ -14,6 +14,7 @@ mod mcp_http;
 mod metrics;
 mod notify_order;
 mod python_sdk;
+mod replicas;
 mod rotation;
 mod sessions;
 mod shutdown;
