@@ -187,6 +187,18 @@ fn check_config(config: &Config) -> ExitCode {
             }
         }
     }
+    if let Some(redis) = &config.redis {
+        match mcp_edge::ratelimit::redis::check(redis) {
+            Ok(()) => eprintln!(
+                "redis: {} (not contacted by check-config)",
+                mcp_edge::config::redacted_url(&redis.url)
+            ),
+            Err(e) => {
+                eprintln!("mcp-edge: {e}");
+                ok = false;
+            }
+        }
+    }
     for problem in mcp_edge::mcp::backends::check_files(config) {
         eprintln!("mcp-edge: {problem}");
         ok = false;

@@ -155,6 +155,12 @@ pub fn read_password(path: &Path) -> Result<secrecy::SecretString, RedisSetupErr
     Ok(password.to_owned().into())
 }
 
+/// What `check-config` verifies without connecting: the URL, the password file and
+/// the CA bundle can be used to build a client.
+pub fn check(config: &RedisConfig) -> Result<(), RedisSetupError> {
+    client(config).map(drop)
+}
+
 fn client(config: &RedisConfig) -> Result<redis::Client, RedisSetupError> {
     use redis::IntoConnectionInfo;
     use secrecy::ExposeSecret;

@@ -244,3 +244,55 @@ async fn with_redis_the_per_principal_session_cap_is_global() {
     assert!(closed.status().is_success());
     assert_eq!(b.initialize(ALICE_KEY).await.status(), 200);
 }
+
+#[test]
+fn check_config_verifies_the_redis_settings() {
+    use std::process::Command;
+    let fx = crate::common::Fixture::new();
+    let password = fx.dir.path().join("redis_password");
+    std::fs::write(&password, "pw-not-to-be-printed\n").unwrap();
+    let check = |extra: &[(&str, &str)]| {
+        let out = Command::new(crate::common::bin())
+            .arg("check-config")
+            .env_clear()
+            .envs(fx.env())
+            .env("MCP_RATE_LIMIT_STORE", "redis")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let pw = password.to_str().unwrap();
+    let (code, err) = check(&[
+        ("MCP_REDIS_URL", "rediss://redis.internal:6380/0"),
+        ("MCP_REDIS_PASSWORD_FILE", pw),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("redis: rediss://redis.internal:6380/0"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-not-to-be-printed"), "{err}");
+    // store = "redis" without a URL, a bad URL, a missing password file: each named.
+    let (code, err) = check(&[]);
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("rate_limit.store") && err.contains("MCP_REDIS_URL"),
+        "{err}"
+    );
+    let (code, err) = check(&[("MCP_REDIS_URL", "http://redis:6379")]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("redis.url"), "{err}");
+    let (code, err) = check(&[
+        ("MCP_REDIS_URL", "redis://redis:6379"),
+        ("MCP_REDIS_PASSWORD_FILE", "/nonexistent/redis_password"),
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("redis.password_file") && err.contains("/nonexistent/redis_password"),
+        "{err}"
+    );
+}
