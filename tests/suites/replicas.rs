@@ -411,19 +411,30 @@ async fn initialize(http: &reqwest::Client, url: &str, key: &str) -> String {
         .unwrap()
         .to_owned();
     let _ = response.text().await;
-    let initialized = http
-        .post(url)
+    let body = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let initialized = rpc(http, url, key, &id, body).await;
+    assert_eq!(initialized.status(), 202);
+    id
+}
+
+/// A JSON-RPC POST within `session`, as a 2025-06-18 client sends it.
+async fn rpc(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    session: &str,
+    body: Value,
+) -> reqwest::Response {
+    http.post(url)
         .bearer_auth(key)
-        .header(SESSION_HEADER, &id)
+        .header(SESSION_HEADER, session)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-06-18")
-        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .json(&body)
         .send()
         .await
-        .unwrap();
-    assert_eq!(initialized.status(), 202);
-    id
+        .unwrap()
 }
 
 async fn list_tools(
@@ -432,16 +443,8 @@ async fn list_tools(
     key: &str,
     session: &str,
 ) -> reqwest::Response {
-    http.post(url)
-        .bearer_auth(key)
-        .header(SESSION_HEADER, session)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap()
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    rpc(http, url, key, session, body).await
 }
 
 async fn call_tool(
@@ -451,32 +454,14 @@ async fn call_tool(
     session: &str,
     tool: &str,
 ) -> reqwest::Response {
-    http.post(url)
-        .bearer_auth(key)
-        .header(SESSION_HEADER, session)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                      "params": {"name": tool, "arguments": {}}}))
-        .send()
-        .await
-        .unwrap()
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": tool, "arguments": {}}});
+    rpc(http, url, key, session, body).await
 }
 
 async fn ping(http: &reqwest::Client, url: &str, key: &str, session: &str) -> u16 {
-    http.post(url)
-        .bearer_auth(key)
-        .header(SESSION_HEADER, session)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .json(&json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "ping"});
+    rpc(http, url, key, session, body).await.status().as_u16()
 }
 
 /// `count` calls of one principal's session through the balancer: how many passed.
