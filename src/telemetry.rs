@@ -123,6 +123,11 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         hop = fields.hop.as_deref().unwrap_or("-"),
         "request"
     );
+    // A request forwarded by a peer was counted by the replica that took it from the
+    // client (and that streams the answer back), so a cluster-wide sum counts it once.
+    if fields.hop.as_deref() == Some("from peer") {
+        return response;
+    }
     crate::metrics::record_request(&path, status, &fields);
     let response = crate::metrics::track_tool_call(response, &fields, start);
     drop(fields);

@@ -31,6 +31,7 @@ struct Replica {
     child: Option<tokio::process::Child>,
     port: u16,
     peer: u16,
+    admin: u16,
     log: Arc<Mutex<String>>,
 }
 
@@ -170,6 +171,25 @@ impl Replicas {
             .sum()
     }
 
+    /// `tools/call`s counted by all replicas' `/metrics` together.
+    async fn tool_calls_counted(&self) -> f64 {
+        let mut sum = 0.0;
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", n.admin))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            sum += text
+                .lines()
+                .filter(|l| l.starts_with("mcp_edge_tool_call_duration_seconds_count"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        sum
+    }
+
     fn log(&self, i: usize) -> String {
         self.nodes[i].log.lock().unwrap().clone()
     }
@@ -186,6 +206,8 @@ async fn spawn_replica(
     let peer_listen = format!("127.0.0.1:{peer}");
     let redis_url = redis.url();
     let trusted = format!("{BALANCER_SOURCE}/32");
+    let admin = free_port();
+    let admin_listen = format!("127.0.0.1:{admin}");
     let log = Arc::new(Mutex::new(String::new()));
     let mut env = vec![
         ("MCP_EDGE_CONFIG", config.to_str().unwrap()),
@@ -198,6 +220,7 @@ async fn spawn_replica(
         ("MCP_FAILED_AUTH_BURST", "4"),
         ("MCP_FAILED_AUTH_RATE", "1/hour"),
         ("MCP_LOG_LEVEL", "info"),
+        ("MCP_METRICS_LISTEN", admin_listen.as_str()),
         ("PATH", env!("PATH")),
     ];
     env.extend_from_slice(extra);
@@ -206,6 +229,7 @@ async fn spawn_replica(
         child: Some(child),
         port,
         peer,
+        admin,
         log,
     }
 }
@@ -310,6 +334,9 @@ async fn sdk_clients_through_an_l4_balancer_see_one_server() {
         r.forwarded_calls() >= 10,
         "calls were not forwarded to owners"
     );
+    // Each SDK made 27 calls; a forwarded one is counted once in the cluster (by the
+    // replica that answered the client), not again by its owner.
+    assert_eq!(r.tool_calls_counted().await, 54.0);
 
     // Another principal presenting alice's session id: 404 on every replica; a
     // tampered id: 404.
