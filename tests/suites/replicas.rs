@@ -491,6 +491,18 @@ async fn ping(http: &reqwest::Client, url: &str, key: &str, session: &str) -> u1
     rpc(http, url, key, session, body).await.status().as_u16()
 }
 
+/// A `ping` with no session, for the auth checks; the response as received.
+async fn sessionless_ping(http: &reqwest::Client, url: &str, key: &str) -> reqwest::Response {
+    http.post(url)
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `count` calls of one principal's session through the balancer: how many passed.
 async fn calls_through_balancer(
     r: &Replicas,
@@ -531,38 +543,15 @@ async fn limits_lockout_and_revocation_hold_across_replicas() {
     let guesser = r.http_from(GUESSER);
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        let response = guesser
-            .post(r.url())
-            .bearer_auth(common::WRONG_KEY)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
-            .send()
-            .await
-            .unwrap();
+        let response = sessionless_ping(&guesser, &r.url(), common::WRONG_KEY).await;
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [401, 401, 401, 401, 429, 429, 429, 429]);
     // The lockout is of the address, on every replica: a valid key from it waits too.
-    let locked = guesser
-        .post(r.url())
-        .bearer_auth(FERN_KEY)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
-        .send()
-        .await
-        .unwrap();
+    let locked = sessionless_ping(&guesser, &r.url(), FERN_KEY).await;
     assert_eq!(locked.status(), 429);
     // Straight to a replica, from an address that never guessed: not locked out.
-    let direct = http
-        .post(r.direct_url(0))
-        .bearer_auth(common::WRONG_KEY)
-        .header("content-type", "application/json")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
-        .send()
-        .await
-        .unwrap();
+    let direct = sessionless_ping(&http, &r.direct_url(0), common::WRONG_KEY).await;
     assert_eq!(direct.status(), 401);
 
     // One session per replica for the probes below (made while Redis is up).
@@ -607,15 +596,7 @@ async fn limits_lockout_and_revocation_hold_across_replicas() {
     std::fs::write(&r.fx.keys_path, without_bob).unwrap();
     for i in 0..3 {
         let refused = common::eventually(Duration::from_secs(2), async || {
-            let response = http
-                .post(r.direct_url(i))
-                .bearer_auth(common::BOB_KEY)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
-                .send()
-                .await
-                .unwrap();
+            let response = sessionless_ping(&http, &r.direct_url(i), common::BOB_KEY).await;
             response.status() == 401
         })
         .await;
