@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 
+use crate::common::haproxy::{Haproxy, ProxyHeader};
 use crate::common::{ALICE_KEY, Edge, Fixture, WRONG_KEY, client_trusting, spawn_edge};
 
 fn ip(s: &str) -> IpAddr {
@@ -425,44 +426,6 @@ async fn x_forwarded_for_is_believed_only_from_trusted_forwarders() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// HAProxy in `mode tcp` on two loopback ports: PROXY v2 and v1 to the edge.
-async fn haproxy(fx: &Fixture, edge_port: u16) -> (tokio::process::Child, u16, u16) {
-    let (v2, v1) = (free_port(), free_port());
-    let cfg = format!(
-        "global\n  log stderr format raw local0 warning\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend v2\n  bind 127.0.0.1:{v2}\n  default_backend edge_v2\n\
-         backend edge_v2\n  server edge 127.0.0.1:{edge_port} send-proxy-v2\n\
-         frontend v1\n  bind 127.0.0.1:{v1}\n  default_backend edge_v1\n\
-         backend edge_v1\n  server edge 127.0.0.1:{edge_port} send-proxy\n"
-    );
-    let path = fx.dir.path().join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let child = tokio::process::Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("haproxy is installed (Debian package haproxy)");
-    for port in [v2, v1] {
-        let up = crate::common::eventually(Duration::from_secs(10), async || {
-            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-        })
-        .await;
-        assert!(up, "haproxy listens on {port}");
-    }
-    (child, v2, v1)
-}
-
 #[tokio::test]
 async fn behind_haproxy_the_edge_sees_the_client_address_from_the_proxy_protocol() {
     let fx = Fixture::new();
@@ -477,7 +440,10 @@ async fn behind_haproxy_the_edge_sees_the_client_address_from_the_proxy_protocol
         Some(log.clone()),
     )
     .await;
-    let (_haproxy, v2, v1) = haproxy(&fx, port).await;
+    // HAProxy in `mode tcp`, one balancer per PROXY version, both from 127.0.0.1.
+    let balancer_v2 = Haproxy::start(&[port], ProxyHeader::V2, "127.0.0.1");
+    let balancer_v1 = Haproxy::start(&[port], ProxyHeader::V1, "127.0.0.1");
+    let (v2, v1) = (balancer_v2.port, balancer_v1.port);
     let from = |source: &str| {
         reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(fx.ca_pem.as_bytes()).unwrap()])
