@@ -51,6 +51,20 @@ pub struct Acme {
     serving: Arc<ServerConfig>,
     challenge: Arc<ServerConfig>,
     task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    writes: CacheWrites,
+}
+
+/// Cache writes in progress. A write runs to its end even when the ACME task is
+/// aborted at shutdown; waiting for [`CacheWrites::finished`] before the process exits
+/// keeps a just-issued certificate from being lost (the next start would order again).
+#[derive(Clone, Default)]
+pub struct CacheWrites(Arc<tokio::sync::Mutex<()>>);
+
+impl CacheWrites {
+    /// Returns once no cache write is in progress.
+    pub async fn finished(&self) {
+        drop(self.0.lock().await);
+    }
 }
 
 impl Acme {
@@ -63,7 +77,13 @@ impl Acme {
         }
     }
 
-    /// Start ordering/renewing in the background (abort the task on shutdown).
+    /// The cache writes to wait for at shutdown.
+    pub fn writes(&self) -> CacheWrites {
+        self.writes.clone()
+    }
+
+    /// Start ordering/renewing in the background (abort the task on shutdown, then
+    /// wait for [`Acme::writes`]).
     pub fn spawn(self) -> JoinHandle<()> {
         tokio::spawn(self.task)
     }
@@ -136,9 +156,13 @@ pub fn check(settings: &AcmeSettings) -> Result<(), AcmeError> {
 pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, AcmeError> {
     crate::tls::install_crypto_provider();
     prepare_cache_dir(&settings.cache_dir)?;
+    let writes = CacheWrites::default();
+    let loaded = Arc::new(std::sync::Mutex::new(None));
     let cache = SecureDirCache {
         dir: settings.cache_dir.clone(),
-        status,
+        status: status.clone(),
+        loaded: loaded.clone(),
+        writes: writes.clone(),
     };
     let mut config = AcmeConfig::new(&settings.domains)
         .contact(&settings.contact)
@@ -163,6 +187,12 @@ pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, A
         while let Some(event) = state.next().await {
             match event {
                 Ok(EventOk::DeployedCachedCert) => {
+                    // Ready only now: the cached file was read before, but it is served
+                    // only once rustls-acme parsed it (a corrupt cache orders anew).
+                    let pem = loaded.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(pem) = pem {
+                        status.set_from_pem("acme", &pem);
+                    }
                     tracing::info!(%domains, "ACME: serving the cached certificate");
                 }
                 Ok(EventOk::DeployedNewCert) => {
@@ -183,6 +213,7 @@ pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, A
         serving: Arc::new(serving),
         challenge,
         task,
+        writes,
     })
 }
 
@@ -246,6 +277,9 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for AcmeAccept
 struct SecureDirCache {
     dir: PathBuf,
     status: Arc<CertStatus>,
+    /// The certificate read from the cache, published to `status` once deployed.
+    loaded: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    writes: CacheWrites,
 }
 
 fn file_name(prefix: &str, parts: &[String], directory_url: &str) -> String {
@@ -272,7 +306,11 @@ impl SecureDirCache {
 
     async fn write(&self, name: String, contents: Vec<u8>) -> Result<(), io::Error> {
         let dir = self.dir.clone();
+        // Held by the blocking write itself, so it is released when the file is in
+        // place even if the task awaiting it was aborted.
+        let in_progress = self.writes.0.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || {
+            let _in_progress = in_progress;
             let tmp = dir.join(format!(".{name}.tmp"));
             let _ = fs::remove_file(&tmp);
             let mut file = OpenOptions::new()
@@ -299,9 +337,7 @@ impl CertCache for SecureDirCache {
         directory_url: &str,
     ) -> Result<Option<Vec<u8>>, io::Error> {
         let pem = self.read(file_name("cert", domains, directory_url)).await?;
-        if let Some(pem) = &pem {
-            self.status.set_from_pem("acme", pem);
-        }
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = pem.clone();
         Ok(pem)
     }
 
@@ -311,6 +347,8 @@ impl CertCache for SecureDirCache {
         directory_url: &str,
         cert: &[u8],
     ) -> Result<(), io::Error> {
+        // rustls-acme already serves the new certificate; ready and expiry follow it
+        // even if the cache cannot be written (that is logged as a cache problem).
         self.status.set_from_pem("acme", cert);
         self.write(file_name("cert", domains, directory_url), cert.to_vec())
             .await
@@ -348,6 +386,54 @@ impl AccountCache for SecureDirCache {
 mod tests {
     use super::*;
 
+    fn cache_in(dir: &Path) -> SecureDirCache {
+        SecureDirCache {
+            dir: dir.to_owned(),
+            status: CertStatus::new(),
+            loaded: Default::default(),
+            writes: CacheWrites::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_certificate_is_not_ready_before_it_is_deployed() {
+        // rustls-acme reads the cache, then parses and deploys; a file that does not
+        // parse is never served, so reading it must not make the edge ready.
+        let root = tempfile::tempdir().unwrap();
+        let cache = cache_in(root.path());
+        let (domains, dir) = (vec!["a.test".to_string()], "https://x/dir");
+        let pem = rcgen::generate_simple_self_signed(domains.clone())
+            .unwrap()
+            .cert
+            .pem();
+        fs::write(root.path().join(file_name("cert", &domains, dir)), &pem).unwrap();
+        assert!(cache.load_cert(&domains, dir).await.unwrap().is_some());
+        assert_eq!(cache.status.not_after(), None);
+        assert!(cache.loaded.lock().unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_aborted_store_still_finishes_its_write_before_shutdown_returns() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(cache_in(root.path()));
+        let writes = cache.writes.clone();
+        let (domains, dir) = (vec!["a.test".to_string()], "https://x/dir");
+        let big = vec![b'x'; 8 << 20];
+        let task = tokio::spawn({
+            let cache = cache.clone();
+            let domains = domains.clone();
+            async move { cache.store_cert(&domains, dir, &big).await }
+        });
+        // Let the write start, then abort the task as shutdown aborts the ACME task.
+        while writes.0.try_lock().is_ok() && !task.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        writes.finished().await;
+        let stored = fs::read(root.path().join(file_name("cert", &domains, dir))).unwrap();
+        assert_eq!(stored.len(), 8 << 20);
+    }
+
     #[tokio::test]
     async fn cache_dir_is_private_and_files_are_0600() {
         let root = tempfile::tempdir().unwrap();
@@ -359,10 +445,7 @@ mod tests {
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        let cache = SecureDirCache {
-            dir: dir.clone(),
-            status: CertStatus::new(),
-        };
+        let cache = cache_in(&dir);
         let contact = vec!["mailto:a@example.com".to_string()];
         assert!(
             cache

@@ -118,6 +118,7 @@ pub struct Running {
     cancel: CancellationToken,
     serve: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
+    acme_writes: Option<crate::acme::CacheWrites>,
     secrets: Option<SecretsWatcher>,
     _watcher: Option<DocsWatcher>,
     backend: Backend,
@@ -202,6 +203,10 @@ impl Running {
         }
         for task in self.background {
             task.abort();
+        }
+        if let Some(writes) = &self.acme_writes {
+            // A certificate being cached now would otherwise be ordered again next start.
+            let _ = tokio::time::timeout(Duration::from_secs(10), writes.finished()).await;
         }
         self.backend.shutdown(grace).await;
         tracing::info!("stopped");
@@ -328,10 +333,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut dev_cert_pem = None;
     let mut rustls_config = None;
     let mut background = Vec::new();
+    let mut acme_writes = None;
     // One acceptor chain for every TLS mode: caps → PROXY header → TLS → timeouts.
     let tls_mode = match (tls_config, acme) {
         (_, Some(acme)) => {
             let acceptor = acme.acceptor(config.server.handshake_timeout);
+            acme_writes = Some(acme.writes());
             background.push(acme.spawn());
             crate::conn::TlsMode::Acme(acceptor)
         }
@@ -452,6 +459,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         cancel,
         serve,
         background,
+        acme_writes,
         secrets,
         _watcher: watcher,
         backend,

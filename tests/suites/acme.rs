@@ -279,7 +279,10 @@ async fn certificate_issued_by_pebble_served_and_reused_after_restart() {
         "{text}"
     );
 
-    // The cache is private: directory 0700, account key and certificate 0600.
+    edge.shutdown().await;
+
+    // Shutdown waited for the cache write. The cache is private: directory 0700,
+    // account key and certificate 0600.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&cache), 0o700);
@@ -291,7 +294,6 @@ async fn certificate_issued_by_pebble_served_and_reused_after_restart() {
     for f in &files {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
-    edge.shutdown().await;
 
     // Restart: the cached certificate is served at once, no new order.
     let edge = app::start(load(&env)).await.expect("edge restarts");
