@@ -380,6 +380,10 @@ async fn two_hundred_sessions_leave_no_child_behind() {
             env.insert("MCP_MAX_SESSIONS_PER_PRINCIPAL".into(), "500".into());
             env.insert("MCP_RATE_LIMIT".into(), "100000/min".into());
             env.insert("MCP_RATE_BURST".into(), "10000".into());
+            // 200 set-ups and tear-downs in a few seconds: more than the default
+            // protocol burst (300) on a fast machine.
+            env.insert("MCP_PROTOCOL_RATE".into(), "100000/min".into());
+            env.insert("MCP_PROTOCOL_BURST".into(), "10000".into());
             env.insert("MCP_KILL_GRACE".into(), "2s".into());
         },
     )

@@ -219,6 +219,10 @@ async fn spawn_replica(
         ("MCP_PROXY_PROTOCOL_FROM", trusted.as_str()),
         ("MCP_FAILED_AUTH_BURST", "4"),
         ("MCP_FAILED_AUTH_RATE", "1/hour"),
+        // alice and bob drive the SDK clients: a budget they cannot exhaust, however
+        // fast the machine (dora, erin and fern carry the small budgets under test).
+        ("MCP_RATE_LIMIT", "100000/min"),
+        ("MCP_RATE_BURST", "10000"),
         ("MCP_LOG_LEVEL", "info"),
         ("MCP_METRICS_LISTEN", admin_listen.as_str()),
         ("PATH", env!("PATH")),
