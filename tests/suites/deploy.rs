@@ -318,7 +318,11 @@ fn dockerignore_keeps_env_files_secrets_and_build_output_out() {
     // The real checkout: only the build inputs.
     let context = build_context(root());
     assert!(context.iter().any(|p| p == Path::new("Cargo.toml")));
-    assert!(context.iter().any(|p| p == Path::new("src/main.rs")));
+    assert!(
+        context
+            .iter()
+            .any(|p| p == Path::new("src/bin/mcp-edge/main.rs"))
+    );
     for p in &context {
         let s = p.to_string_lossy();
         assert!(

@@ -3,11 +3,14 @@
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
+mod bench;
+mod cli;
+
 use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::cli::{Cli, Command};
 use mcp_edge::app::{self, Running};
-use mcp_edge::cli::{Cli, Command};
 use mcp_edge::config::{self, Config, ProcessEnv, Sources, Transport};
 
 /// BSD sysexits EX_USAGE / EX_CONFIG-style code for a bad configuration.
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => {
             return runtime().block_on(async {
-                match mcp_edge::bench::run(args).await {
+                match bench::run(args).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("mcp-edge bench: {e}");
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
 
 /// Probe `/health`. Needs only the address and scheme, not a valid whole config: the
 /// container's secrets may be missing or mid-rotation while the server runs fine.
-fn healthcheck(cli: &Cli, args: &mcp_edge::cli::HealthcheckArgs) -> ExitCode {
+fn healthcheck(cli: &Cli, args: &cli::HealthcheckArgs) -> ExitCode {
     let url = match &args.url {
         Some(url) => url.clone(),
         None => {

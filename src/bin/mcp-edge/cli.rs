@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::FlagOverrides;
+use mcp_edge::config::FlagOverrides;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,7 +74,7 @@ pub enum Command {
     /// Drive tools/call over HTTPS and print requests/s and latency percentiles.
     Bench(crate::bench::BenchArgs),
     /// Create missing secret files (API key, self-signed certificate, upstream token) 0400.
-    InitSecrets(crate::init_secrets::InitSecretsArgs),
+    InitSecrets(mcp_edge::init_secrets::InitSecretsArgs),
 }
 
 #[derive(Debug, Args)]

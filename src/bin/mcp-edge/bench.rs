@@ -128,7 +128,7 @@ pub enum BenchError {
 // ---------------------------------------------------------------------------
 
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    crate::tls::install_crypto_provider();
+    mcp_edge::tls::install_crypto_provider();
     let key = load_key(args)?;
     let url = reqwest::Url::parse(&args.url)
         .map_err(|e| BenchError::Setup(format!("bad --url {}: {e}", args.url)))?;
