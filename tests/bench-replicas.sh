@@ -6,14 +6,18 @@
 #      replica B) vs a local one;
 #   3. the Redis limiter vs the local one (same replica set-up, store=redis vs local).
 # Needs redis-server and haproxy (Debian packages; .ci/run installs them).
-# Usage: tests/bench-replicas.sh [concurrency]   (default 16; BENCH_DURATION=10s)
+# Usage: tests/bench-replicas.sh [concurrency]   (default 16; BENCH_DURATION=5s,
+# BENCH_ROUNDS=5). Pairs that are compared run alternately, round after round, and the
+# medians are compared: on a shared 2-core machine one 10 s sample of each varied by
+# ±25 %, more than the differences measured.
 # Not part of the test suite: compare the ratios of one run on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=$PWD/target/release/mcp-edge
 c=${1:-16}
-duration=${BENCH_DURATION:-10s}
+duration=${BENCH_DURATION:-5s}
+rounds=${BENCH_ROUNDS:-5}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -65,12 +69,19 @@ start_edge() {
   echo "$port"
 }
 
-bench() { # label url [extra args]
+bench() { # label url [extra args]: prints the bench line, appends it to $work/<label>
   local label=$1 url=$2; shift 2
-  printf '%-44s ' "$label"
-  "$bin" bench --url "$url" --ca-file "$ca" --key-file "$key_file" \
+  local line
+  line=$("$bin" bench --url "$url" --ca-file "$ca" --key-file "$key_file" \
     --duration "$duration" --args '{"query":"rate limits"}' --concurrency "${conc:-$c}" "$@" 2>/dev/null \
-    | tail -1
+    | tail -1)
+  printf '%-44s %s\n' "$label" "$line"
+  echo "$line" >>"$work/samples-${label//[^a-zA-Z0-9]/_}"
+}
+# median LABEL FIELD: the median of one field (rps, p50, p99) over the label's rounds.
+median() {
+  grep -o "$2=[0-9.]*" "$work/samples-${1//[^a-zA-Z0-9]/_}" | cut -d= -f2 | sort -g \
+    | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
 }
 
 # 1. One replica, local limiter; another with the Redis limiter (nothing else differs).
@@ -105,15 +116,31 @@ wait_port "$lb"
 fa=$(start_edge fa local)
 fb=$(start_edge fb local)
 
-echo "mcp-edge replicas benchmark: session-mode tools/call search_docs, c=$c, $duration each, $(nproc) cores"
+echo "mcp-edge replicas benchmark: session-mode tools/call search_docs, c=$c, $rounds rounds of $duration, $(nproc) cores"
 echo "load before: $(uptime | sed 's/.*load average/load average/')"
-bench "1 replica, direct, local limiter" "https://localhost:$local1/mcp"
-bench "1 replica, direct, Redis limiter" "https://localhost:$redis1/mcp"
-bench "3 replicas via HAProxy (tcp, PROXY v2), Redis" "https://localhost:$lb/mcp"
-bench "3 replicas via HAProxy, Redis, stateless" "https://localhost:$lb/mcp" --mode stateless
+L1="1 replica, direct, local limiter"; R1="1 replica, direct, Redis limiter"
+H3="3 replicas via HAProxy (tcp, PROXY v2), Redis"; H3S="3 replicas via HAProxy, Redis, stateless"
+for round in $(seq "$rounds"); do
+  echo "-- round $round"
+  bench "$L1" "https://localhost:$local1/mcp"
+  bench "$R1" "https://localhost:$redis1/mcp"
+  bench "$H3" "https://localhost:$lb/mcp"
+  bench "$H3S" "https://localhost:$lb/mcp" --mode stateless
+  for conc in 1 "$c"; do
+    bench "owner c=$conc" "https://localhost:$fb/mcp"
+    bench "forwarded c=$conc" "https://localhost:$fb/mcp" --calls-url "https://localhost:$fa/mcp"
+  done
+done
+echo "load after: $(uptime | sed 's/.*load average/load average/')"
+echo "== medians over $rounds rounds"
+for label in "$L1" "$R1" "$H3" "$H3S" "owner c=1" "forwarded c=1" "owner c=$c" "forwarded c=$c"; do
+  printf '%-44s rps=%s p50=%sms p99=%sms\n' "$label" "$(median "$label" rps)" \
+    "$(median "$label" p50)" "$(median "$label" p99)"
+done
+awk -v r="$(median "$R1" rps)" -v l="$(median "$L1" rps)" \
+  'BEGIN {printf "Redis limiter / local limiter throughput: %.1f %% (target >= 85 %%)\n", 100*r/l}'
 for conc in 1 "$c"; do
-  bench "2 replicas, calls sent to the owner, c=$conc" "https://localhost:$fb/mcp"
-  bench "2 replicas, calls forwarded to owner, c=$conc" "https://localhost:$fb/mcp" \
-    --calls-url "https://localhost:$fa/mcp"
+  awk -v f="$(median "forwarded c=$conc" p50)" -v o="$(median "owner c=$conc" p50)" -v c="$conc" \
+    'BEGIN {printf "forwarded call, extra p50 at c=%s: %.2f ms (target < 1 ms at c=1)\n", c, f-o}'
 done
 echo "server log lines (warnings and errors): $(cat "$work"/logs/*.log | wc -l)"

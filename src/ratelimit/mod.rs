@@ -18,6 +18,7 @@ pub mod redis;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,28 @@ pub struct Unavailable {
 /// (budget, principal) → refused until, and the refusal.
 type Refusals = HashMap<(Class, Arc<str>), (Instant, Decision)>;
 
+/// Tokens granted by Redis ahead of use, for one (budget, principal, client IP).
+struct Lease {
+    left: u32,
+    until: Instant,
+    decision: Decision,
+}
+
+type Leases = HashMap<(Class, Arc<str>, IpAddr), Lease>;
+
+/// A lease is used within this long or dropped (its tokens are then simply spent:
+/// a lease can make a principal wait sooner, never let it exceed its budget).
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// The most tokens one decision takes.
+const MAX_LEASE: u32 = 8;
+
+/// Tokens to ask Redis for per decision: one (exact) for small budgets; for large ones
+/// a few, so that all replicas' unused leases together hold at most a quarter of the
+/// burst. A budget of 4 stays exact; the default 30 over 3 replicas takes 2.
+fn lease_size(burst: NonZeroU32, replicas: NonZeroU32) -> u32 {
+    (burst.get() / (4 * replicas.get())).clamp(1, MAX_LEASE)
+}
+
 struct Shared {
     redis: Arc<RedisStore>,
     /// This replica's share of the budgets, used while Redis is unreachable.
@@ -74,6 +97,7 @@ struct Shared {
     on_unavailable: RedisUnavailable,
     /// Principals refused by Redis, until their retry-after.
     refusals: Mutex<Refusals>,
+    leases: Mutex<Leases>,
 }
 
 /// The protocol bound as a budget of its own.
@@ -118,6 +142,7 @@ impl RateLimits {
                 ),
                 on_unavailable: config.redis_unavailable,
                 refusals: Mutex::new(HashMap::new()),
+                leases: Mutex::new(HashMap::new()),
             });
         }
         limits
@@ -151,9 +176,13 @@ impl RateLimits {
         if let Some(refused) = shared.cached_refusal(class, &principal.name) {
             return Ok(refused);
         }
+        if let Some(leased) = shared.take_leased(class, &principal.name, ip) {
+            return Ok(leased);
+        }
+        let want = lease_size(burst, self.config.replicas);
         let reply = shared
             .redis
-            .check_principal(class.label(), &principal.name, rate, burst, ip)
+            .check_principal(class.label(), &principal.name, (rate, burst), ip, want)
             .await;
         match reply {
             Ok(gcra) if gcra.locked => {
@@ -172,6 +201,14 @@ impl RateLimits {
                     retry_after: (!gcra.allowed).then_some(gcra.wait),
                     window,
                 };
+                if gcra.granted > 1 {
+                    shared.store_lease(
+                        (class, principal.name.clone(), ip),
+                        gcra.granted - 1,
+                        decision,
+                        self.config.max_tracked_clients,
+                    );
+                }
                 if !decision.allowed {
                     shared.cache_refusal(
                         class,
@@ -291,6 +328,51 @@ impl Shared {
         })
     }
 
+    /// One token of a live lease, if any: no round trip.
+    fn take_leased(&self, class: Class, principal: &Arc<str>, ip: IpAddr) -> Option<Decision> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (class, principal.clone(), ip);
+        let lease = leases.get_mut(&key)?;
+        if lease.until <= Instant::now() {
+            leases.remove(&key);
+            return None;
+        }
+        lease.left -= 1;
+        let decision = Decision {
+            remaining: lease.decision.remaining + lease.left,
+            ..lease.decision
+        };
+        if lease.left == 0 {
+            leases.remove(&key);
+        }
+        Some(decision)
+    }
+
+    fn store_lease(
+        &self,
+        key: (Class, Arc<str>, IpAddr),
+        left: u32,
+        decision: Decision,
+        max: usize,
+    ) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if leases.len() >= max {
+            leases.retain(|_, l| l.until > now);
+        }
+        if leases.len() < max {
+            let until = now + LEASE_TTL;
+            leases.insert(
+                key,
+                Lease {
+                    left,
+                    until,
+                    decision,
+                },
+            );
+        }
+    }
+
     fn cache_refusal(&self, class: Class, principal: &Arc<str>, decision: Decision, max: usize) {
         let Some(wait) = decision.retry_after else {
             return;
@@ -311,6 +393,16 @@ mod tests {
     use super::*;
     use crate::config::Rate;
     use std::num::NonZeroU32;
+
+    #[test]
+    fn small_budgets_are_decided_one_call_at_a_time() {
+        let n = |v| NonZeroU32::new(v).unwrap();
+        assert_eq!(lease_size(n(4), n(3)), 1);
+        assert_eq!(lease_size(n(30), n(3)), 2);
+        assert_eq!(lease_size(n(30), n(1)), 7);
+        assert_eq!(lease_size(n(1_000_000), n(3)), MAX_LEASE);
+        assert_eq!(lease_size(n(1), n(10)), 1);
+    }
 
     #[tokio::test]
     async fn protocol_traffic_has_its_own_bound() {

@@ -26,10 +26,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// At most one "Redis unreachable" log line per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// GCRA for one call by a principal; refused at once while the caller's IP is
-/// locked out for failed authentication (`KEYS[2]`, optional).
-/// ARGV: emission interval (µs), burst. Returns {allowed, remaining, µs, ip_locked}:
-/// µs is the time until the full burst is back (allowed) or the wait (refused).
+/// GCRA for calls by a principal; refused at once while the caller's IP is locked
+/// out for failed authentication (`KEYS[2]`, optional).
+/// ARGV: emission interval (µs), burst, tokens wanted (1, or a small lease).
+/// Grants up to the wanted tokens that conform now (at least one, or refuses).
+/// Returns {granted, remaining, µs, ip_locked}: µs is the time until the full burst is
+/// back (granted) or the wait (refused).
 const PRINCIPAL_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -39,13 +41,15 @@ if KEYS[2] then
 end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local allow_at = tat + interval - interval * burst
-if now < allow_at then return {0, 0, allow_at - now, 0} end
-local new_tat = tat + interval
+local available = math.floor((now - tat) / interval) + burst
+if available < 1 then return {0, 0, tat + interval - interval * burst - now, 0} end
+local granted = math.min(want, available)
+local new_tat = tat + interval * granted
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((now - (new_tat - interval * burst)) / interval), new_tat - now, 0}
+return {granted, math.floor((now - (new_tat - interval * burst)) / interval), new_tat - now, 0}
 ";
 
 /// GCRA for one failed authentication from an IP (`KEYS[1]`); when refused, the IP
@@ -117,6 +121,8 @@ pub struct Unreachable;
 #[derive(Debug, Clone, Copy)]
 pub struct Gcra {
     pub allowed: bool,
+    /// Tokens granted (1 for a single request; up to the lease asked for).
+    pub granted: u32,
     pub remaining: u32,
     /// Until the full burst is back (allowed), or how long to wait (refused).
     pub wait: Duration,
@@ -314,7 +320,8 @@ impl RedisStore {
     fn gcra(reply: (i64, i64, i64, i64)) -> Gcra {
         let (allowed, remaining, wait, locked) = reply;
         Gcra {
-            allowed: allowed == 1,
+            allowed: allowed >= 1,
+            granted: u32::try_from(allowed.max(0)).unwrap_or(0),
             remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
             wait: Duration::from_micros(u64::try_from(wait.max(0)).unwrap_or(0)),
             locked: locked == 1,
@@ -322,21 +329,23 @@ impl RedisStore {
     }
 
     /// One request by `principal` against its `budget` ("call" or "protocol") of
-    /// `rate`/`burst`, refused while `ip` is locked out.
+    /// `rate`/`burst`, refused while `ip` is locked out; `want` > 1 asks for a lease
+    /// of that many tokens (granted as far as they conform).
     pub async fn check_principal(
         &self,
         budget: &'static str,
         principal: &str,
-        rate: Rate,
-        burst: NonZeroU32,
+        (rate, burst): (Rate, NonZeroU32),
         ip: IpAddr,
+        want: u32,
     ) -> Result<Gcra, Unreachable> {
         let mut invocation = self.principal.prepare_invoke();
         invocation
             .key(format!("{PREFIX}:rl:{budget}:{}", digest(principal)))
             .key(format!("{PREFIX}:lock:{ip}"))
             .arg(micros(rate.period()))
-            .arg(burst.get());
+            .arg(burst.get())
+            .arg(want.max(1));
         self.invoke("principal", invocation).await.map(Self::gcra)
     }
 

@@ -149,6 +149,65 @@ async fn with_redis_the_budget_and_the_lockout_are_global() {
     assert!(redis.cli(&["DBSIZE"]).is_some_and(|n| n.trim() != "0"));
 }
 
+/// Scripts Redis ran (EVALSHA and EVAL), from `INFO commandstats`.
+fn scripts_run(redis: &Redis) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]).unwrap_or_default();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn with_redis_a_large_budget_is_leased_a_few_tokens_at_a_time_and_never_exceeded() {
+    let redis = Redis::start();
+    // 40 calls, no refill within the test; over 2 replicas each decision may take
+    // 40 / (4 * 2) = 5 tokens.
+    let (a, b) = replicas(
+        &redis,
+        &[("MCP_RATE_LIMIT", "40/hour"), ("MCP_RATE_BURST", "40")],
+    )
+    .await;
+    let on_a = a.session(ALICE_KEY).await;
+    let on_b = b.session(ALICE_KEY).await;
+    let before = scripts_run(&redis);
+    let mut allowed = 0;
+    for _ in 0..30 {
+        if a.list_tools(ALICE_KEY, &on_a).await.status() == 200 {
+            allowed += 1;
+        }
+    }
+    assert_eq!(
+        allowed, 30,
+        "a large budget is not refused early on one replica"
+    );
+    let round_trips = scripts_run(&redis) - before;
+    assert!(
+        round_trips <= 6,
+        "30 calls took {round_trips} Redis decisions"
+    );
+    // Both replicas now: never more than the budget in total, and at most the
+    // other replica's unused lease short of it.
+    for _ in 0..20 {
+        for (edge, session) in [(&a, &on_a), (&b, &on_b)] {
+            if edge.list_tools(ALICE_KEY, session).await.status() == 200 {
+                allowed += 1;
+            }
+        }
+    }
+    assert!(
+        (32..=40).contains(&allowed),
+        "allowed {allowed} of a budget of 40"
+    );
+}
+
 #[tokio::test]
 async fn with_redis_down_each_replica_applies_its_share_then_returns_to_redis() {
     let mut redis = Redis::start();
