@@ -360,8 +360,13 @@ impl Shared {
         if leases.len() >= max {
             leases.retain(|_, l| l.until > now);
         }
-        if leases.len() < max {
-            let until = now + LEASE_TTL;
+        let until = now + LEASE_TTL;
+        if let Some(lease) = leases.get_mut(&key).filter(|l| l.until > now) {
+            // Concurrent calls that all missed add up: every token was charged.
+            lease.left += left;
+            lease.until = until;
+            lease.decision = decision;
+        } else if leases.len() < max {
             leases.insert(
                 key,
                 Lease {
