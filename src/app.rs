@@ -272,7 +272,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let parts = mcp::build(&config, backend.clone(), cancel.clone());
     let legacy = config.legacy_sse.then(|| {
         tracing::info!("legacy HTTP+SSE transport enabled at /sse and /messages");
-        mcp::legacy_sse::LegacySse::new(
+        server::legacy_sse::LegacySse::new(
             backend.clone(),
             parts.registry.clone(),
             cancel.clone(),
@@ -283,11 +283,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let peer_routes = {
         let routes = axum::Router::new().nest_service("/mcp", parts.service.clone());
         match &legacy {
-            Some(l) => routes.merge(mcp::legacy_sse::router(l.clone())),
+            Some(l) => routes.merge(server::legacy_sse::router(l.clone())),
             None => routes,
         }
     };
-    let legacy = legacy.map(mcp::legacy_sse::router);
+    let legacy = legacy.map(server::legacy_sse::router);
 
     // Shared limiter and session-cap state; connects lazily, so a replica starts
     // (on its fallback) while Redis is still coming up.
@@ -325,7 +325,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The side listeners are bound before anything is served or spawned, so a bind
     // failure returns an error with nothing left running.
     let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
-    let admin = crate::admin::bind(&config).map_err(side_bind_err)?;
+    let admin = crate::server::admin::bind(&config).map_err(side_bind_err)?;
     let redirect = crate::redirect::bind(&config).map_err(side_bind_err)?;
 
     let handle = Handle::new();
@@ -363,7 +363,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let peer = match peer_listener {
         Some((peer_addr, listener)) => {
             let peer_handle = Handle::new();
-            let app = crate::cluster::peer::router(state.clone(), peer_routes);
+            let app = server::peer_router(state.clone(), peer_routes);
             background.push(
                 crate::cluster::peer::serve(listener, app, peer_handle.clone()).map_err(
                     |source| StartError::Bind {
@@ -379,7 +379,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     background.extend(mcp::backends::process::start_pid1_reaper());
     let admin_addr = admin.map(|(addr, listener)| {
-        background.push(crate::admin::serve(addr, listener, &state));
+        background.push(crate::server::admin::serve(addr, listener, &state));
         addr
     });
     let redirect_addr = redirect.map(|(addr, listener)| {

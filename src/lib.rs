@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
-pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod certs;
@@ -10,7 +9,6 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod docs;
-pub mod error;
 pub mod healthcheck;
 pub mod init_secrets;
 pub mod mcp;

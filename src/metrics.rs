@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 
 mod http;
 mod redis;
-pub use http::{record_request, track_tool_call};
+pub use http::{Outcome, record_request, track_tool_call};
 pub use redis::{redis_call, redis_fallback_decision, redis_skipped, set_redis_fallback};
 
 /// The content type of [`render`]'s output.

@@ -64,7 +64,8 @@ pub fn bind(
 ) -> Result<Option<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
     match config.https.redirect_port {
         Some(port) => {
-            crate::admin::bind_plain(SocketAddr::new(config.server.listen.ip(), port)).map(Some)
+            crate::server::admin::bind_plain(SocketAddr::new(config.server.listen.ip(), port))
+                .map(Some)
         }
         None => Ok(None),
     }
@@ -96,7 +97,7 @@ pub fn serve(
             response
         }
     });
-    let task = crate::admin::serve_plain(
+    let task = crate::server::admin::serve_plain(
         "redirect",
         listener,
         app,

@@ -6,7 +6,8 @@
 //! request carrying an id is opened here first: anything that does not open, has
 //! expired or belongs to another principal is `404 session not found`; a session this
 //! replica owns continues into rmcp with the inner id; any other is forwarded to the
-//! owner's peer listener ([`peer`]) and its answer streamed back.
+//! owner's peer listener ([`peer`]) and its answer streamed back. The HTTP step
+//! that does this is `server::session`.
 //!
 //! The session registry and rmcp key sessions by the **inner** id; only the HTTP
 //! boundary sees sealed ids.
@@ -18,9 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
-use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -28,12 +26,6 @@ pub use seal::{Claims, KeyRing, RingError};
 
 use crate::auth::Principal;
 use crate::config::Config;
-use crate::error::EdgeError;
-use crate::server::{AppState, SESSION_HEADER};
-use crate::telemetry::RequestLog;
-
-/// The legacy transport's message endpoint, whose session id is in the query.
-const LEGACY_MESSAGES: &str = "/messages";
 
 /// Sealing keys, this replica's peer address and the peer client.
 pub struct Cluster {
@@ -122,125 +114,14 @@ impl Cluster {
         Some(claims)
     }
 
-    fn is_local(&self, claims: &Claims) -> bool {
+    /// The client for the hop to other replicas (`None` for a single replica).
+    pub fn peer_client(&self) -> Option<&peer::PeerClient> {
+        self.client.as_ref()
+    }
+
+    /// Is this replica the owner the claims name?
+    pub fn is_local(&self, claims: &Claims) -> bool {
         claims.owner == self.advertise.as_deref().unwrap_or_default()
-    }
-}
-
-/// Where a request's session lives, as decided by [`route`].
-pub enum Routed {
-    /// Served here; the header (or legacy query) now carries the inner id. Holds the
-    /// sealed id as presented, to put back on the response.
-    Local(Request, Option<Sealed>),
-    /// Refused or forwarded: the response to send.
-    Done(Response),
-}
-
-/// The sealed id a request presented and what it opened to.
-pub struct Sealed {
-    pub sealed: String,
-    pub inner: String,
-}
-
-fn legacy_session(request: &Request) -> Option<String> {
-    if request.uri().path() != LEGACY_MESSAGES {
-        return None;
-    }
-    request.uri().query()?.split('&').find_map(|pair| {
-        pair.strip_prefix("sessionId=")
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    })
-}
-
-fn replace_legacy_session(request: &mut Request, inner: &str) {
-    let query: Vec<String> = request
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .map(|pair| match pair.strip_prefix("sessionId=") {
-            Some(_) => format!("sessionId={inner}"),
-            None => pair.to_owned(),
-        })
-        .collect();
-    let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = format!("{}?{}", request.uri().path(), query.join("&"))
-        .parse()
-        .ok();
-    if let Ok(uri) = http::Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
-    }
-}
-
-/// Open the session id of a request (header, or `sessionId` on `/messages`), then
-/// refuse it, forward it to its owner, or rewrite it to the inner id.
-pub async fn route(state: &AppState, principal: &Arc<Principal>, mut request: Request) -> Routed {
-    let from_header = request
-        .headers()
-        .get(SESSION_HEADER)
-        .map(|v| v.to_str().map(str::to_owned));
-    let (sealed, in_query) = match from_header {
-        Some(Ok(id)) => (id, false),
-        Some(Err(_)) => return Routed::Done(EdgeError::SessionNotFound.into_response()),
-        None => match legacy_session(&request) {
-            Some(id) => (id, true),
-            None => return Routed::Local(request, None),
-        },
-    };
-    let cluster = &state.cluster;
-    let Some(claims) = cluster.open(&sealed, principal) else {
-        tracing::debug!(principal = %principal.name, "session id does not open (tampered, expired, unknown key or another principal's)");
-        return Routed::Done(EdgeError::SessionNotFound.into_response());
-    };
-    if !cluster.is_local(&claims) {
-        let response = match &cluster.client {
-            Some(client) if !claims.owner.is_empty() && !peer::is_forwarded(&request) => {
-                RequestLog::note(&request, |l| l.hop = Some(format!("to {}", claims.owner)));
-                client
-                    .forward(state, principal, &claims.owner, request)
-                    .await
-            }
-            _ => EdgeError::SessionNotFound.into_response(),
-        };
-        return Routed::Done(response);
-    }
-    if in_query {
-        replace_legacy_session(&mut request, &claims.inner);
-    } else if let Ok(v) = HeaderValue::from_str(&claims.inner) {
-        request.headers_mut().insert(SESSION_HEADER, v);
-    }
-    Routed::Local(
-        request,
-        Some(Sealed {
-            sealed,
-            inner: claims.inner,
-        }),
-    )
-}
-
-/// Put the sealed id on a response in place of rmcp's inner one (a new session from
-/// `initialize`, or an echo of the request's own id).
-pub fn seal_response(
-    cluster: &Cluster,
-    principal: &Principal,
-    response: &mut Response,
-    presented: Option<&Sealed>,
-) {
-    let Some(inner) = response
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return;
-    };
-    let sealed = match presented {
-        Some(p) if p.inner == inner => p.sealed.clone(),
-        _ => cluster.seal(&inner, principal),
-    };
-    if let Ok(v) = HeaderValue::from_str(&sealed) {
-        response.headers_mut().insert(SESSION_HEADER, v);
     }
 }
 
@@ -261,16 +142,5 @@ mod tests {
         assert!(one.open(&sealed, &Principal::new("jwt:alice")).is_none());
         let expired = Cluster::new(KeyRing::random(), None, Duration::ZERO);
         assert!(expired.open(&expired.seal("x", &alice), &alice).is_none());
-    }
-
-    #[test]
-    fn legacy_query_is_rewritten() {
-        let mut request = Request::builder()
-            .uri("/messages?x=1&sessionId=SEALED")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        assert_eq!(legacy_session(&request).as_deref(), Some("SEALED"));
-        replace_legacy_session(&mut request, "sse-abc");
-        assert_eq!(request.uri(), "/messages?x=1&sessionId=sse-abc");
     }
 }

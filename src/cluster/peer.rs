@@ -19,20 +19,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::KeyRing;
 use crate::auth::{Principal, PrincipalKind};
 use crate::config::Rate;
-use crate::error::EdgeError;
-use crate::server::{AppState, SESSION_HEADER};
+use crate::mcp::SESSION_HEADER;
 
 pub const H_PRINCIPAL: &str = "x-mcp-edge-peer-principal";
 pub const H_CLIENT: &str = "x-mcp-edge-peer-client";
@@ -181,33 +181,27 @@ impl PeerClient {
         PeerClient { http }
     }
 
-    /// Send `request` to `owner`'s peer listener and stream its answer back; an
-    /// unreachable owner is `404 session not found` (clients start a new session).
+    /// Send a request to its session's owner and stream the answer back.
     pub async fn forward(
         &self,
-        state: &AppState,
-        principal: &Principal,
-        owner: &str,
-        request: Request,
-    ) -> Response {
-        let client_ip = crate::server::client_ip(&request);
-        let host = crate::server::host_name(&request);
-        let (parts, body) = request.into_parts();
-        let limit = state.config.server.max_body_bytes;
-        // Bodies are at most `max_body_bytes` (JSON-RPC messages), so they are read
-        // whole to be signed; responses, which may be endless streams, are not.
-        let token = (parts.method == Method::POST).then(|| state.in_flight.token());
-        let body = match axum::body::to_bytes(body, limit).await {
-            Ok(b) => b,
-            Err(_) => return EdgeError::PayloadTooLarge(limit).into_response(),
-        };
+        ring: &KeyRing,
+        out: Outgoing<'_>,
+    ) -> Result<Response, Unreachable> {
+        let Outgoing {
+            principal,
+            owner,
+            client_ip,
+            host,
+            parts,
+            body,
+        } = out;
         let mut headers = HeaderMap::new();
         for (name, value) in &parts.headers {
             if forwardable(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
-        if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
             headers.insert(header::HOST, host);
         }
         let wire = serde_json::to_vec(&WirePrincipal::from(principal)).unwrap_or_default();
@@ -225,22 +219,19 @@ impl PeerClient {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let message = signed_message(&parts.method, path, &headers, &body);
-        insert(&mut headers, H_SIG, state.cluster.ring().sign(&message));
+        insert(&mut headers, H_SIG, ring.sign(&message));
         let url = format!("http://{owner}{path}");
-        let sent = self
+        let upstream = self
             .http
             .request(parts.method.clone(), &url)
             .headers(headers)
             .body(body)
             .send()
-            .await;
-        let upstream = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(owner, error = %e, "session owner unreachable; answering 404 so the client starts a new session");
-                return EdgeError::SessionNotFound.into_response();
-            }
-        };
+            .await
+            .map_err(|source| Unreachable {
+                owner: owner.to_owned(),
+                source: Some(source),
+            })?;
         tracing::debug!(owner, status = %upstream.status(), "forwarded to the session owner");
         let mut response = Response::builder().status(upstream.status());
         for (name, value) in upstream.headers() {
@@ -252,98 +243,79 @@ impl PeerClient {
             }
         }
         let stream = upstream.bytes_stream().map_err(std::io::Error::other);
-        let body = Body::from_stream(stream);
-        let body = match token {
-            Some(token) => Body::new(crate::telemetry::TrackedBody::new(body, token)),
-            None => body,
-        };
         response
-            .body(body)
-            .unwrap_or_else(|_| EdgeError::SessionNotFound.into_response())
+            .body(Body::from_stream(stream))
+            .map_err(|_| Unreachable {
+                owner: owner.to_owned(),
+                source: None,
+            })
     }
 }
 
-fn refuse(reason: &'static str) -> Response {
-    tracing::warn!(reason, "peer listener refused a request");
-    EdgeError::PeerUnauthorized.into_response()
+/// A request on its way to the replica that owns its session.
+pub struct Outgoing<'a> {
+    pub principal: &'a Principal,
+    pub owner: &'a str,
+    /// The client address this replica saw (PROXY header / trusted `X-Forwarded-For`).
+    pub client_ip: IpAddr,
+    pub host: Option<&'a str>,
+    pub parts: http::request::Parts,
+    /// Read whole (bounded by `server.max_body_bytes`): it is signed.
+    pub body: Bytes,
 }
 
-/// Verify a forwarded request and rebuild its principal; 401 for anything else.
-async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let (mut parts, body) = request.into_parts();
+/// The session's owner could not be reached (or answered with nothing usable).
+#[derive(Debug, thiserror::Error)]
+#[error("session owner {owner} unreachable")]
+pub struct Unreachable {
+    pub owner: String,
+    #[source]
+    pub source: Option<reqwest::Error>,
+}
+
+/// Check a forwarded request's timestamp and HMAC, and rebuild the principal and the
+/// client address the first replica saw. The error says why (for the log; the
+/// answer is always 401).
+pub fn verify(
+    ring: &KeyRing,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<(Principal, IpAddr), &'static str> {
     if parts.headers.get(H_SIG).is_none() {
-        return refuse("no peer signature");
+        return Err("no peer signature");
     }
     let Ok(sent) = header_str(&parts.headers, H_TIME).parse::<u64>() else {
-        return refuse("no peer timestamp");
+        return Err("no peer timestamp");
     };
     if sent.abs_diff(unix_now()) > MAX_SKEW_SECS {
-        return refuse("peer timestamp outside the 30 s window");
+        return Err("peer timestamp outside the 30 s window");
     }
-    let limit = state.config.server.max_body_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return EdgeError::PayloadTooLarge(limit).into_response();
-    };
     let path = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let message = signed_message(&parts.method, path, &parts.headers, &body);
-    if !state
-        .cluster
-        .ring()
-        .verify(&message, header_str(&parts.headers, H_SIG))
-    {
-        return refuse("bad peer signature");
+    let message = signed_message(&parts.method, path, &parts.headers, body);
+    if !ring.verify(&message, header_str(&parts.headers, H_SIG)) {
+        return Err("bad peer signature");
     }
     let principal = URL_SAFE_NO_PAD
         .decode(header_str(&parts.headers, H_PRINCIPAL))
         .ok()
         .and_then(|b| serde_json::from_slice::<WirePrincipal>(&b).ok())
-        .and_then(WirePrincipal::into_principal);
-    let Some(principal) = principal else {
-        return refuse("unreadable forwarded principal");
-    };
+        .and_then(WirePrincipal::into_principal)
+        .ok_or("unreadable forwarded principal")?;
     let client: IpAddr = header_str(&parts.headers, H_CLIENT)
         .parse()
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let name = principal.name.clone();
-    // The first replica's idea of the client address (PROXY header, trusted XFF).
-    parts
-        .extensions
-        .insert(crate::conn::ClientAddr(SocketAddr::new(client, 0)));
-    parts.extensions.insert(Arc::new(principal));
-    parts.extensions.insert(state.policy.clone());
-    parts.extensions.insert(Forwarded);
-    for name in [H_PRINCIPAL, H_CLIENT, H_TIME, H_SIG] {
-        parts.headers.remove(name);
-    }
-    let request = Request::from_parts(parts, Body::from(body));
-    crate::telemetry::RequestLog::note(&request, |l| {
-        l.principal = Some(name);
-        l.hop = Some("from peer".to_owned());
-    });
-    next.run(request).await
+    Ok((principal, client))
 }
 
-/// The peer listener's routes: the MCP routes behind the body read and session
-/// handling only (the first replica applied the rate limit), all behind the HMAC
-/// check (unknown paths too).
-pub fn router(state: AppState, routes: Router<AppState>) -> Router {
-    routes
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::server::session_guard,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::server::read_call,
-        ))
-        .fallback(|| async { EdgeError::NotFound })
-        .layer(middleware::from_fn_with_state(state.clone(), verify))
-        .with_state(state)
-        .layer(middleware::from_fn(crate::telemetry::log_requests))
+/// Drop the peer headers of a verified request before it is served.
+pub fn strip_peer_headers(headers: &mut HeaderMap) {
+    for name in [H_PRINCIPAL, H_CLIENT, H_TIME, H_SIG] {
+        headers.remove(name);
+    }
 }
 
 /// Bind the peer listener (before anything is served, like the other listeners).

@@ -3,7 +3,7 @@
 
 pub mod backends;
 pub mod builtin;
-pub mod legacy_sse;
+pub mod legacy;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -18,6 +18,19 @@ pub use builtin::DocsBackend;
 pub use sessions::{Ownership, SessionLimit, SessionRegistry};
 
 use crate::config::Config;
+
+/// The Streamable HTTP session header (sealed by the edge, see `crate::cluster`).
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// JSON-RPC error codes used by the edge (server-defined range).
+pub mod codes {
+    pub const UNAUTHORIZED: i64 = -32001;
+    pub const FORBIDDEN: i64 = -32003;
+    pub const NOT_FOUND: i64 = -32004;
+    pub const RATE_LIMITED: i64 = -32029;
+    pub const BUSY: i64 = -32000;
+    pub const INVALID_REQUEST: i64 = -32600;
+}
 
 pub type McpService = StreamableHttpService<Backend, LocalSessionManager>;
 
@@ -43,7 +56,7 @@ pub fn is_loopback_name(host: &str) -> bool {
 
 /// Browser origins accepted: the configured ones, `https://` on every allowed host
 /// (any port), and `http://` on loopback names only when TLS is off. The edge's own
-/// check (`server::origin_allowed`) applies the same rule first.
+/// check (`server::origin::origin_allowed`) applies the same rule first.
 pub fn allowed_origins(config: &Config) -> Vec<String> {
     let plain_http = config.tls == crate::config::TlsConfig::Off;
     let mut origins = config.server.allowed_origins.clone();
@@ -111,7 +124,7 @@ pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionMa
     let gone: Vec<String> = registry
         .session_ids()
         .into_iter()
-        .filter(|id| !id.starts_with(legacy_sse::SESSION_PREFIX) && !live.contains_key(id.as_str()))
+        .filter(|id| !id.starts_with(legacy::SESSION_PREFIX) && !live.contains_key(id.as_str()))
         .collect();
     drop(live);
     for id in gone {
@@ -141,7 +154,7 @@ pub fn tool_allowed(
 /// The JSON-RPC error for a refused tool call.
 pub fn tool_denied_error(denied: &crate::auth::ToolDenied) -> rmcp::ErrorData {
     rmcp::ErrorData::new(
-        rmcp::model::ErrorCode(crate::error::codes::FORBIDDEN as i32),
+        rmcp::model::ErrorCode(codes::FORBIDDEN as i32),
         denied.to_string(),
         None,
     )
@@ -156,8 +169,8 @@ pub async fn close_sessions(
     use rmcp::transport::streamable_http_server::SessionManager;
     for id in ids {
         tracing::info!(session = %id, "closing a session whose credential was revoked");
-        if id.starts_with(legacy_sse::SESSION_PREFIX) {
-            legacy_sse::close(&id);
+        if id.starts_with(legacy::SESSION_PREFIX) {
+            legacy::close(&id);
             registry.remove(&id);
             continue;
         }

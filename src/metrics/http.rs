@@ -13,13 +13,22 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::Value;
 
 use super::ToolOutcome;
-use crate::telemetry::LogFields;
+
+/// What the middleware chain learned about one request, as far as metrics care.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome<'a> {
+    /// `AuthFailure::reason`, or `locked_out`.
+    pub auth: Option<&'static str>,
+    pub rate_limited: bool,
+    pub mcp_method: Option<&'a str>,
+    pub tool: Option<&'a str>,
+}
 
 /// JSON bodies larger than this are not inspected for an error (counted as ok).
 const MAX_INSPECTED: usize = 1 << 20;
 
 /// Count one answered request from what the middleware chain noted about it.
-pub fn record_request(path: &str, status: u16, fields: &LogFields) {
+pub fn record_request(path: &str, status: u16, fields: &Outcome<'_>) {
     super::http_request(path, status);
     match fields.auth {
         // Refused before the key was checked: the IP is over its failed-auth budget.
@@ -39,11 +48,11 @@ pub fn record_request(path: &str, status: u16, fields: &LogFields) {
 
 /// For a `tools/call`, wrap the response body so the call's latency and outcome are
 /// recorded when its answer has been sent (SSE responses end after the result).
-pub fn track_tool_call(response: Response, fields: &LogFields, start: Instant) -> Response {
-    if fields.mcp_method.as_deref() != Some("tools/call") {
+pub fn track_tool_call(response: Response, fields: &Outcome<'_>, start: Instant) -> Response {
+    if fields.mcp_method != Some("tools/call") {
         return response;
     }
-    let tool = fields.tool.clone().unwrap_or_else(|| "_unknown".to_owned());
+    let tool = fields.tool.unwrap_or("_unknown").to_owned();
     if !response.status().is_success() {
         super::tool_call(&tool, ToolOutcome::Refused, start.elapsed());
         return response;

@@ -27,30 +27,10 @@ use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, SessionRegistry};
+use super::error::{Challenge, EdgeError};
 use crate::auth::Principal;
-use crate::error::EdgeError;
-
-/// Legacy session ids start with this, so the Streamable HTTP session sweep leaves them
-/// in the shared registry (they count against the same caps).
-pub const SESSION_PREFIX: &str = "sse-";
-
-/// Open legacy streams by session id, so revoking a credential can end them too
-/// ([`close`]); ids are random, so one map serves every edge in the process.
-fn streams() -> &'static Mutex<HashMap<String, CancellationToken>> {
-    static STREAMS: std::sync::OnceLock<Mutex<HashMap<String, CancellationToken>>> =
-        std::sync::OnceLock::new();
-    STREAMS.get_or_init(Default::default)
-}
-
-/// End a legacy session and its event stream (its credential was revoked).
-pub fn close(session_id: &str) -> bool {
-    let ct = streams()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(session_id);
-    ct.map(|ct| ct.cancel()).is_some()
-}
+use crate::mcp::legacy::{self, SESSION_PREFIX};
+use crate::mcp::{Backend, SessionRegistry};
 
 struct Session {
     principal: Arc<str>,
@@ -122,11 +102,8 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
 
 async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
-        return EdgeError::Unauthorized(
-            crate::auth::AuthFailure::Missing,
-            crate::error::Challenge::default(),
-        )
-        .into_response();
+        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing, Challenge::default())
+            .into_response();
     };
     let reservation = match legacy
         .registry
@@ -148,10 +125,7 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
         },
     );
     let ct = legacy.cancel.child_token();
-    streams()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), ct.clone());
+    legacy::register(&id, ct.clone());
     {
         let legacy = legacy.clone();
         let id = id.clone();
@@ -168,10 +142,7 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
                 }
             }
             ct.cancel();
-            streams()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            legacy::unregister(&id);
             legacy.sessions().remove(&id);
             legacy.registry.remove(&id);
             tracing::debug!(session = %id, "legacy SSE session closed");
@@ -213,11 +184,8 @@ async fn post_message(
     request: Request,
 ) -> Response {
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
-        return EdgeError::Unauthorized(
-            crate::auth::AuthFailure::Missing,
-            crate::error::Challenge::default(),
-        )
-        .into_response();
+        return EdgeError::Unauthorized(crate::auth::AuthFailure::Missing, Challenge::default())
+            .into_response();
     };
     let Some(id) = query.session_id else {
         return jsonrpc_error(

@@ -11,15 +11,7 @@ use crate::auth::AuthFailure;
 use crate::mcp::SessionLimit;
 use crate::ratelimit::Decision;
 
-/// JSON-RPC error codes used by the edge (server-defined range).
-pub mod codes {
-    pub const UNAUTHORIZED: i64 = -32001;
-    pub const FORBIDDEN: i64 = -32003;
-    pub const NOT_FOUND: i64 = -32004;
-    pub const RATE_LIMITED: i64 = -32029;
-    pub const BUSY: i64 = -32000;
-    pub const INVALID_REQUEST: i64 = -32600;
-}
+pub use crate::mcp::codes;
 
 /// What a 401/403 challenge points clients to (MCP authorization, RFC 9728).
 #[derive(Debug, Clone, Default)]

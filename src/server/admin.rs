@@ -14,8 +14,8 @@ use http::{StatusCode, header};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use super::state::AppState;
 use crate::config::{MetricsConfig, TlsConfig};
-use crate::server::AppState;
 
 /// `/ready`: 200 when serving; 503 while starting or draining, while an ACME
 /// certificate has not been issued yet, or when the served certificate has expired.
@@ -73,7 +73,7 @@ pub fn main_routes(state: &AppState) -> Router<AppState> {
                 .route("/metrics", get(metrics))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
-                    crate::server::authenticate,
+                    super::authn::layer,
                 ))
         }
         _ => Router::new(),
@@ -81,7 +81,7 @@ pub fn main_routes(state: &AppState) -> Router<AppState> {
 }
 
 /// Bind a plain-HTTP side listener (admin, redirect).
-pub(crate) fn bind_plain(
+pub fn bind_plain(
     listen: SocketAddr,
 ) -> Result<(SocketAddr, std::net::TcpListener), (SocketAddr, std::io::Error)> {
     let err = |e| (listen, e);
@@ -94,7 +94,7 @@ pub(crate) fn bind_plain(
 /// Serve a side listener until aborted. Like the main listener, a connection must send
 /// its first request within `server.first_request_timeout`, so idle connections cannot
 /// pile up on a public port 80.
-pub(crate) fn serve_plain(
+pub fn serve_plain(
     what: &'static str,
     listener: std::net::TcpListener,
     app: Router,

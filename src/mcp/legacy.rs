@@ -1,0 +1,43 @@
+//! What the session bookkeeping knows of the legacy HTTP+SSE transport (served by
+//! `server::legacy_sse`): its session ids and a way to end their streams.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+/// Legacy session ids start with this, so the Streamable HTTP session sweep leaves them
+/// in the shared registry (they count against the same caps).
+pub const SESSION_PREFIX: &str = "sse-";
+
+/// Open legacy streams by session id, so revoking a credential can end them too
+/// ([`close`]); ids are random, so one map serves every edge in the process.
+fn streams() -> &'static Mutex<HashMap<String, CancellationToken>> {
+    static STREAMS: OnceLock<Mutex<HashMap<String, CancellationToken>>> = OnceLock::new();
+    STREAMS.get_or_init(Default::default)
+}
+
+/// Remember an open stream's cancellation token.
+pub fn register(session_id: &str, stop: CancellationToken) {
+    streams()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(session_id.to_owned(), stop);
+}
+
+/// Forget a stream that ended by itself.
+pub fn unregister(session_id: &str) {
+    streams()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(session_id);
+}
+
+/// End a legacy session and its event stream (its credential was revoked).
+pub fn close(session_id: &str) -> bool {
+    let ct = streams()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(session_id);
+    ct.map(|ct| ct.cancel()).is_some()
+}

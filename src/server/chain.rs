@@ -1,0 +1,107 @@
+//! The `/mcp` chain (and the legacy `/sse` and `/messages`): every step a request
+//! meets, in order, in [`steps`]. Each step is a small function that either lets the
+//! request on or refuses it with an [`EdgeError`] (the one place that maps refusals
+//! to HTTP is [`super::error`]). The chain is a single layer, so the hot path pays
+//! for one boxed `Next`, not one per step.
+//!
+//! The body is read and inspected (step 4) before the rate limit (step 5) because
+//! the budget a request spends depends on its JSON-RPC method: a call spends the call
+//! budget, session set-up and notifications the protocol budget.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::access_log::TrackedBody;
+use super::error::EdgeError;
+use super::session::Admission;
+use super::state::AppState;
+use super::{authn, inspect, limit, origin, peer, scope, session};
+use crate::auth::Principal;
+
+/// The chain as a layer for the public listener.
+pub async fn mcp(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    steps(&state, request, next)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn steps(state: &AppState, request: Request, next: Next) -> Result<Response, EdgeError> {
+    let (mut parts, body) = request.into_parts();
+    let ip = super::request::client_ip_of(&parts);
+    // 1. A foreign Host (DNS rebinding) or Origin (a cross-site page).
+    origin::check(state, &parts)?;
+    // 2. No credential: always its 401, never counted as a guess. Then an address
+    //    over its failed-auth budget is refused before its credential is checked.
+    authn::refuse_missing_credential(state, &parts)?;
+    authn::refuse_locked_out(state, &parts, ip)?;
+    // 3. The API key or JWT (a wrong one counts towards the lockout).
+    let principal = authn::authenticate(state, &parts, ip).await?;
+    parts.extensions.insert(principal.clone());
+    parts.extensions.insert(state.policy.clone());
+    let request = Request::from_parts(parts, body);
+    // 4. A POST's body, read once, and its JSON-RPC method and tool.
+    let inspect::Read {
+        request,
+        call,
+        in_flight,
+    } = inspect::read_call(state, request).await?;
+    // 5. The principal's budget: calls and protocol traffic apart.
+    let budget = limit::check(state, &principal, ip, &call, request.extensions()).await?;
+    inspect::note(&request, &call);
+    let response = admitted(state, &principal, request, &call, next).await?;
+    let mut response = track(response, in_flight);
+    budget.annotate(&mut response);
+    Ok(response)
+}
+
+/// Steps 6–8, shared with the peer listener (where the first replica already did
+/// 1–5 and the request arrives with its principal).
+async fn admitted(
+    state: &AppState,
+    principal: &Arc<Principal>,
+    request: Request,
+    call: &inspect::McpCall,
+    next: Next,
+) -> Result<Response, EdgeError> {
+    // 6. A tool the JWT lacks scopes for: the step-up challenge.
+    scope::step_up(state, principal, call, request.uri().path())?;
+    // 7. The session: opened, forwarded to its owner, checked against it; caps for a new one.
+    let (request, ticket) = match session::admit(state, principal, request, call).await? {
+        Admission::Here(request, ticket) => (request, ticket),
+        Admission::Done(response) => return Ok(response),
+    };
+    // 8. rmcp (or the legacy transport), then the answer's session id and headers.
+    let response = next.run(request).await;
+    Ok(session::finish(state, principal, ticket, response))
+}
+
+/// The peer listener's chain: the HMAC instead of steps 1–3 and 5.
+pub async fn peer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let served = async {
+        let (request, principal) = peer::verified(&state, request).await?;
+        let inspect::Read {
+            request,
+            call,
+            in_flight,
+        } = inspect::read_call(&state, request).await?;
+        inspect::note(&request, &call);
+        let response = admitted(&state, &principal, request, &call, next).await?;
+        Ok::<_, EdgeError>(track(response, in_flight))
+    };
+    served.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Hold the in-flight token until the answer has been sent (shutdown drains them).
+fn track(
+    response: Response,
+    in_flight: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
+) -> Response {
+    match in_flight {
+        Some(token) => response.map(|body| Body::new(TrackedBody::new(body, token))),
+        None => response,
+    }
+}

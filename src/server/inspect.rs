@@ -1,0 +1,141 @@
+//! Step 4: read a POST's body once (bounded by `server.max_body_bytes`) and look at
+//! its JSON-RPC envelope, borrowed from the bytes: the method (calls and protocol
+//! traffic are budgeted apart), the tool (scope step-up, logs, metrics). The bytes go
+//! back into the request for rmcp, which parses the message itself.
+
+use std::borrow::Cow;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use http::{Method, header};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::access_log::RequestLog;
+use super::error::EdgeError;
+use super::state::AppState;
+
+/// The JSON-RPC method and tool of a POST body.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct McpCall {
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    /// Counted against the principal's call budget: some message in the body asks
+    /// for work (not `initialize`, `ping`, a notification or a response).
+    pub counted: bool,
+}
+
+/// The fields of one JSON-RPC message the edge looks at, borrowed from the body.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// Requests that keep a session going rather than doing work.
+fn is_protocol(method: &str) -> bool {
+    matches!(method, "initialize" | "ping" | "logging/setLevel")
+        || method.starts_with("notifications/")
+}
+
+/// What a body asks for; anything unreadable is left for rmcp to refuse.
+pub fn inspect(body: &[u8]) -> McpCall {
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let messages = if batch {
+        serde_json::from_slice::<Vec<Message<'_>>>(body).unwrap_or_default()
+    } else {
+        serde_json::from_slice::<Message<'_>>(body)
+            .map(|m| vec![m])
+            .unwrap_or_default()
+    };
+    let counted = messages
+        .iter()
+        .any(|m| m.method.as_deref().is_some_and(|m| !is_protocol(m)));
+    let Some(first) = messages.first() else {
+        return McpCall::default();
+    };
+    let method = first.method.as_deref().map(str::to_owned);
+    let tool = (method.as_deref() == Some("tools/call"))
+        .then_some(first.params)
+        .flatten()
+        .and_then(|p| serde_json::from_str::<ToolParams<'_>>(p.get()).ok())
+        .and_then(|p| p.name.map(Cow::into_owned));
+    McpCall {
+        method,
+        tool,
+        counted,
+    }
+}
+
+/// A POST read and inspected; other methods pass as they are.
+pub struct Read {
+    pub request: Request,
+    pub call: McpCall,
+    /// Held until the answer has been sent: shutdown waits for in-flight calls.
+    pub in_flight: Option<TaskTrackerToken>,
+}
+
+pub async fn read_call(state: &AppState, request: Request) -> Result<Read, EdgeError> {
+    if request.method() != Method::POST {
+        return Ok(Read {
+            request,
+            call: McpCall::default(),
+            in_flight: None,
+        });
+    }
+    if state.in_flight.is_closed() {
+        return Err(EdgeError::ShuttingDown);
+    }
+    // Taken before the body is read: a call still uploading when SIGTERM arrives
+    // is in flight too.
+    let token = state.in_flight.token();
+    let limit = state.config.server.max_body_bytes;
+    // Refused from the header, without waiting for bytes that will be refused.
+    if declared_length(request.headers()).is_some_and(|n| n > limit as u64) {
+        return Err(EdgeError::PayloadTooLarge(limit));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        match crate::conn::is_body_timeout(&e) {
+            // Stalled past `server.body_read_timeout`.
+            true => EdgeError::RequestTimeout(crate::conn::BodyTimeout(
+                state.config.server.connections.body_read_timeout,
+            )),
+            // Too large, or the client went away.
+            false => EdgeError::PayloadTooLarge(limit),
+        }
+    })?;
+    let call = inspect(&bytes);
+    Ok(Read {
+        request: Request::from_parts(parts, Body::from(bytes)),
+        call,
+        in_flight: Some(token),
+    })
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Log what the call is (once it has been let through the rate limit).
+pub fn note(request: &Request, call: &McpCall) {
+    RequestLog::note(request, |l| {
+        l.mcp_method = call.method.clone();
+        l.tool = call.tool.clone();
+    });
+}

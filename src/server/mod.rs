@@ -1,0 +1,117 @@
+//! The HTTP side of the edge, layered on `auth`, `ratelimit`, `mcp` and `cluster`
+//! (none of which know it). Start with [`chain`]: the `/mcp` steps in the order a
+//! request meets them, one module per step:
+//!
+//! 1. [`origin`]: Host and Origin
+//! 2. [`authn`]: a missing credential, the failed-auth lockout
+//! 3. [`authn`]: the API key or JWT
+//! 4. [`inspect`]: the POST body, read once; its JSON-RPC method and tool
+//! 5. [`limit`]: the principal's call or protocol budget
+//! 6. [`scope`]: a tool's scopes (step-up challenge)
+//! 7. [`session`]: sealed ids, the session's owner, session caps
+//! 8. rmcp's Streamable HTTP service (or [`legacy_sse`])
+//!
+//! Around them: [`access_log`] (request ids, the log line, request metrics),
+//! [`error`] (every refusal → status + JSON-RPC error), [`metadata`] (RFC 9728),
+//! [`admin`] (`/metrics`, readiness, side listeners), [`peer`] (the hop between
+//! replicas).
+
+pub mod access_log;
+pub mod admin;
+pub mod authn;
+pub mod chain;
+pub mod error;
+pub mod inspect;
+pub mod legacy_sse;
+pub mod limit;
+pub mod metadata;
+pub mod origin;
+pub mod peer;
+pub mod request;
+pub mod scope;
+pub mod session;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+pub use crate::mcp::SESSION_HEADER;
+pub use error::{Challenge, EdgeError};
+pub use metadata::{auth_metadata, metadata_url};
+pub use state::AppState;
+
+use crate::mcp::McpService;
+
+pub fn router(state: AppState, mcp: McpService) -> Router {
+    router_with(state, mcp, None)
+}
+
+/// [`router`] plus extra routes behind the same `/mcp` chain (the legacy HTTP+SSE
+/// transport's `/sse` and `/messages`).
+pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppState>>) -> Router {
+    let mut protected = Router::new().nest_service("/mcp", mcp);
+    if let Some(extra) = extra {
+        protected = protected.merge(extra);
+    }
+    let protected = protected.layer(middleware::from_fn_with_state(state.clone(), chain::mcp));
+    let mut routes = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    // RFC 9728 §3.1: one document per protected path, each naming that path's URL.
+    for (path, resource) in &state.config.auth.resources {
+        let resource: Arc<str> = resource.as_str().into();
+        let handler = move |State(state): State<AppState>| {
+            let resource = resource.clone();
+            async move { metadata::resource_metadata(&state, &resource) }
+        };
+        if path == "/mcp" {
+            routes = routes.route(
+                "/.well-known/oauth-protected-resource",
+                get(handler.clone()),
+            );
+        }
+        routes = routes.route(
+            &format!("/.well-known/oauth-protected-resource{path}"),
+            get(handler),
+        );
+    }
+    if state.metadata.is_null() && state.auth.is_enabled() {
+        // OAuth clients whose key was refused fall back to `POST /register` (dynamic
+        // client registration); say why there is none instead of a bare 404.
+        routes = routes.route("/register", axum::routing::post(metadata::no_registration));
+    }
+    routes
+        .merge(protected)
+        .merge(admin::main_routes(&state))
+        .fallback(|| async { EdgeError::NotFound })
+        .with_state(state)
+        .layer(middleware::from_fn(access_log::log_requests))
+}
+
+/// The peer listener's routes: the MCP routes behind [`chain::peer`] (the HMAC, the
+/// body read and the session steps; the first replica applied the rest), unknown
+/// paths too.
+pub fn peer_router(state: AppState, routes: Router<AppState>) -> Router {
+    routes
+        .fallback(|| async { EdgeError::NotFound })
+        .layer(middleware::from_fn_with_state(state.clone(), chain::peer))
+        .with_state(state)
+        .layer(middleware::from_fn(access_log::log_requests))
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    admin::readiness(&state)
+}

@@ -1,0 +1,36 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::Value;
+use tokio_util::task::TaskTracker;
+
+use super::error::Challenge;
+use crate::auth::{Authenticator, ToolPolicy};
+use crate::config::Config;
+use crate::mcp::SessionRegistry;
+use crate::ratelimit::RateLimits;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub limits: Arc<RateLimits>,
+    pub sessions: Arc<SessionRegistry>,
+    pub ready: Arc<AtomicBool>,
+    /// In-flight `/mcp` POSTs (until their response body ends), drained on shutdown.
+    pub in_flight: TaskTracker,
+    pub allowed_hosts: Arc<Vec<String>>,
+    pub allowed_origins: Arc<Vec<String>>,
+    pub policy: Arc<ToolPolicy>,
+    /// What 401/403 challenges point to.
+    pub challenge: Challenge,
+    /// RFC 9728 protected-resource metadata, served at the well-known paths.
+    pub metadata: Arc<Value>,
+    /// The served certificate's expiry, for `/ready` and metrics.
+    pub cert: Arc<crate::certs::CertStatus>,
+    /// Session-id sealing and the peer hop to other replicas.
+    pub cluster: Arc<crate::cluster::Cluster>,
+}
