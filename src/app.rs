@@ -300,7 +300,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .registry
             .share_caps(redis.clone(), config.sessions.idle_timeout);
     }
-    let state = AppState {
+    let state = AppState::new(crate::server::state::Shared {
         config: config.clone(),
         auth: auth.clone(),
         limits: Arc::new(RateLimits::with_store(&config.rate_limit, redis.clone())),
@@ -314,7 +314,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metadata: Arc::new(metadata),
         cert,
         cluster: cluster.clone(),
-    };
+    });
     let app = crate::redirect::with_hsts(
         server::router_with(state.clone(), parts.service, legacy),
         &config,

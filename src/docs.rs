@@ -252,15 +252,20 @@ impl DocsIndex {
         let top = searcher.search(&*parsed, &TopDocs::with_limit(limit))?;
         let mut snippets = SnippetGenerator::create(&searcher, &*parsed, self.fields.body)?;
         snippets.set_max_num_chars(SNIPPET_CHARS);
+        let terms = body_terms(&*parsed, self.fields.body);
 
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr)?;
             let path = stored_str(&doc, self.fields.path);
             let title = stored_str(&doc, self.fields.title);
-            let snippet = snippets.snippet_from_doc(&doc);
+            let body = doc
+                .get_first(self.fields.body)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let snippet = snippets.snippet(snippet_window(body, &terms));
             let snippet = if snippet.is_empty() {
-                head_snippet(&stored_str(&doc, self.fields.body))
+                head_snippet(body)
             } else {
                 render_snippet(snippet.fragment(), snippet.highlighted())
             };
@@ -999,6 +1004,93 @@ fn stored_str(doc: &TantivyDocument, field: Field) -> String {
         .to_string()
 }
 
+/// The (stemmed, lowercase) words of `query` that search `field`.
+fn body_terms(query: &dyn Query, field: Field) -> Vec<String> {
+    let mut terms = Vec::new();
+    query.query_terms(&mut |term, _| {
+        if term.field() == field
+            && let Some(text) = term.value().as_str()
+            && !text.is_empty()
+        {
+            terms.push(text.to_owned());
+        }
+    });
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
+/// Bodies up to this size are given to the snippet generator whole.
+const WHOLE_BODY_BYTES: usize = 4096;
+/// How many term occurrences [`snippet_window`] weighs at most.
+const MAX_OCCURRENCES: usize = 256;
+
+/// The part of `body` the snippet is cut from. The snippet generator tokenizes
+/// and stems all the text it is given, which over a long document (the README
+/// is ~70 kB) costs milliseconds per hit; a cheap scan for the query's terms
+/// picks the ~400 bytes around the spot where most of them meet instead. Terms are
+/// stems ("limit" for "limits"), so they are looked up as prefixes of words, in
+/// ASCII-lowercased text (byte offsets stay the same). When no term is found
+/// the whole body is used, as before.
+fn snippet_window<'a>(body: &'a str, terms: &[String]) -> &'a str {
+    if body.len() <= WHOLE_BODY_BYTES || terms.is_empty() {
+        return body;
+    }
+    let lower = body.to_ascii_lowercase();
+    let mut hits: Vec<(usize, usize)> = Vec::new();
+    for (t, term) in terms.iter().enumerate() {
+        // memchr's SIMD substring search: `str::find` here cost more than the rest
+        // of the search together.
+        let finder = memchr::memmem::Finder::new(term.as_bytes());
+        let mut from = 0;
+        while let Some(at) = finder.find(&lower.as_bytes()[from..]) {
+            let at = from + at;
+            let starts_word = !lower[..at]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric);
+            if starts_word {
+                hits.push((at, t));
+            }
+            from = at + term.len();
+            if hits.len() >= MAX_OCCURRENCES {
+                break;
+            }
+        }
+    }
+    if hits.is_empty() {
+        return body;
+    }
+    hits.sort_unstable();
+    // The hit whose next SNIPPET_CHARS bytes hold the most distinct terms.
+    let mut best = (0, hits[0].0);
+    for (i, &(at, _)) in hits.iter().enumerate() {
+        let mut seen = vec![false; terms.len()];
+        for &(_, t) in hits[i..]
+            .iter()
+            .take_while(|(p, _)| *p < at + SNIPPET_CHARS)
+        {
+            seen[t] = true;
+        }
+        let distinct = seen.iter().filter(|s| **s).count();
+        if distinct > best.0 {
+            best = (distinct, at);
+        }
+    }
+    // Twice the snippet's length: room for the generator to centre its fragment,
+    // little to tokenize and stem.
+    let start = floor_boundary(body, best.1.saturating_sub(SNIPPET_CHARS / 2));
+    let end = floor_boundary(body, (best.1 + SNIPPET_CHARS * 3 / 2).min(body.len()));
+    &body[start..end]
+}
+
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// Insert `**` around highlighted byte ranges, then collapse whitespace.
 fn render_snippet(fragment: &str, highlighted: &[std::ops::Range<usize>]) -> String {
     let mut ranges: Vec<_> = highlighted
@@ -1071,6 +1163,23 @@ fn rollback(writer: &mut IndexWriter<TantivyDocument>) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_long_documents_snippet_comes_from_where_the_terms_meet() {
+        let body = format!(
+            "Rates are mentioned here. {}\nThe rate limit applies per principal.\n{} limits.",
+            "Filler words here. ".repeat(400),
+            "More filler. ".repeat(400)
+        );
+        let terms = vec!["limit".to_string(), "rate".to_string()];
+        let window = snippet_window(&body, &terms);
+        assert!(window.len() <= SNIPPET_CHARS * 2, "{}", window.len());
+        assert!(window.contains("The rate limit applies"), "{window}");
+        // Short bodies, and terms found nowhere, keep the whole text.
+        assert_eq!(snippet_window("rate limit", &terms), "rate limit");
+        let none = vec!["zebra".to_string()];
+        assert_eq!(snippet_window(&body, &none).len(), body.len());
+    }
 
     fn write(root: &Path, rel: &str, content: &str) {
         let p = root.join(rel);

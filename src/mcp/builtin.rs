@@ -101,7 +101,7 @@ impl DocsBackend {
         &self,
         args: &serde_json::Map<String, Value>,
     ) -> Result<CallToolResult, ErrorData> {
-        let query = string_arg(args, "query")?.to_owned();
+        let query = string_arg(args, "query")?;
         let limit = match args.get("limit") {
             None | Some(Value::Null) => DEFAULT_LIMIT,
             Some(v) => match v.as_u64() {
@@ -114,11 +114,11 @@ impl DocsBackend {
                 }
             },
         };
-        let docs = self.docs.clone();
-        let result = tokio::task::spawn_blocking(move || docs.search(&query, limit))
-            .await
-            .map_err(|e| ErrorData::internal_error(format!("search task failed: {e}"), None))?;
-        let hits = match result {
+        // Inline, not `spawn_blocking`: a query over an in-memory index (query
+        // length and hit count bounded) takes tens of microseconds, less than the
+        // blocking pool's thread hand-off costs. Reads, which touch the disk, still
+        // go to the pool.
+        let hits = match self.docs.search(query, limit) {
             Ok(hits) => hits,
             Err(e) => return Ok(tool_error(&e)),
         };

@@ -101,6 +101,10 @@ pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationT
         .enforce_origin_validation()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_max_request_body_bytes(config.server.max_body_bytes)
+        // Stateless (2026-07-28) answers as one `application/json` body when the
+        // result is the first message; rmcp falls back to an event stream when a
+        // notification (progress, logs) comes first. Sessions are not affected.
+        .with_json_response(true)
         .with_cancellation_token(cancel);
     let service = StreamableHttpService::new(
         move || Ok(backend.instance()),

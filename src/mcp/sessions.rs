@@ -145,10 +145,23 @@ impl SessionRegistry {
     /// Record the credential a session's owner is using now (a client that moved to
     /// a new key keeps its session when the old key is removed).
     pub fn touch(&self, session_id: &str, credential: &Arc<str>) {
+        let principal = match self.lock().owners.get(session_id) {
+            Some(owner) => owner.principal.clone(),
+            None => return,
+        };
+        self.claim(session_id, &principal, credential);
+    }
+
+    /// [`Self::ownership`] and, for the owner, [`Self::touch`], under one lock: what
+    /// every request carrying a session id does.
+    pub fn claim(&self, session_id: &str, principal: &str, credential: &Arc<str>) -> Ownership {
         let mut s = self.lock();
         let Some(owner) = s.owners.get_mut(session_id) else {
-            return;
+            return Ownership::Unknown;
         };
+        if owner.principal.as_ref() != principal {
+            return Ownership::Foreign;
+        }
         if owner.credential != *credential {
             owner.credential = credential.clone();
         }
@@ -165,6 +178,7 @@ impl SessionRegistry {
                 "touch",
             );
         }
+        Ownership::Owner
     }
 
     /// Sessions whose last credential is one of `credentials`.

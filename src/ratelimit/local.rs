@@ -7,10 +7,11 @@
 //! and an IP over that limit is refused *before* its key is checked, so guessing keys
 //! is throttled. Keyed state is swept periodically (idle keys evicted) and capped.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -43,13 +44,14 @@ pub struct LocalLimits {
     default_rate: Rate,
     default_burst: NonZeroU32,
     per_principal: Keyed<Arc<str>>,
-    overrides: Mutex<HashMap<Arc<str>, Arc<Override>>>,
+    /// Sharded maps: the per-request reads never wait for one global lock.
+    overrides: DashMap<Arc<str>, Arc<Override>>,
     failed_auth_rate: Rate,
     failed_auth_burst: NonZeroU32,
     /// Swapped for a fresh limiter if a flood of new IPs fills it (hard memory bound).
     failed_auth: ArcSwap<Keyed<IpAddr>>,
     /// IPs over the failed-auth limit, refused before any key is checked, until the instant.
-    penalties: Mutex<HashMap<IpAddr, Instant>>,
+    penalties: DashMap<IpAddr, Instant>,
     max_tracked: usize,
     clock: DefaultClock,
 }
@@ -91,11 +93,11 @@ impl LocalLimits {
             default_burst,
             per_principal: governor::RateLimiter::keyed(quota(default_rate, default_burst))
                 .with_middleware::<StateInformationMiddleware>(),
-            overrides: Mutex::new(HashMap::new()),
+            overrides: DashMap::new(),
             failed_auth_rate: config.failed_auth_rate,
             failed_auth_burst: config.failed_auth_burst,
             failed_auth: ArcSwap::from_pointee(Self::failed_auth_limiter(config)),
-            penalties: Mutex::new(HashMap::new()),
+            penalties: DashMap::new(),
             max_tracked: config.max_tracked_clients,
             clock: DefaultClock::default(),
         }
@@ -160,13 +162,14 @@ impl LocalLimits {
             None => self.check_uniform(&principal.name),
             Some((rate, burst)) => {
                 let (rate, burst) = share(rate, burst, self.replicas);
+                let current = self
+                    .overrides
+                    .get(&principal.name)
+                    .map(|o| o.value().clone())
+                    .filter(|o| o.rate == rate && o.burst == burst);
                 let limiter = {
-                    let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
-                    let current = overrides
-                        .get(&principal.name)
-                        .filter(|o| o.rate == rate && o.burst == burst);
                     match current {
-                        Some(o) => o.clone(),
+                        Some(o) => o,
                         None => {
                             let o = Arc::new(Override {
                                 rate,
@@ -174,7 +177,7 @@ impl LocalLimits {
                                 limiter: governor::RateLimiter::direct(quota(rate, burst))
                                     .with_middleware::<StateInformationMiddleware>(),
                             });
-                            overrides.insert(principal.name.clone(), o.clone());
+                            self.overrides.insert(principal.name.clone(), o.clone());
                             o
                         }
                     }
@@ -187,8 +190,7 @@ impl LocalLimits {
 
     /// Before checking credentials: is this IP locked out for failing auth too often?
     pub fn failed_auth_lockout(&self, ip: IpAddr) -> Option<Decision> {
-        let penalties = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
-        let until = *penalties.get(&ip)?;
+        let until = *self.penalties.get(&ip)?;
         let now = Instant::now();
         (until > now).then(|| Decision {
             allowed: false,
@@ -212,7 +214,7 @@ impl LocalLimits {
     /// Refuse `ip` before its credentials are checked for `wait` (also used when
     /// Redis reports a lockout decided elsewhere).
     pub fn lock_out(&self, ip: IpAddr, wait: Duration) {
-        let mut penalties = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+        let penalties = &self.penalties;
         if penalties.len() >= self.max_tracked {
             let now = Instant::now();
             penalties.retain(|_, until| *until > now);
@@ -256,25 +258,15 @@ impl LocalLimits {
         failed_auth.retain_recent();
         failed_auth.shrink_to_fit();
         let now = Instant::now();
-        self.penalties
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, until| *until > now);
-        let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
-        if overrides.len() > self.max_tracked {
-            overrides.clear();
+        self.penalties.retain(|_, until| *until > now);
+        if self.overrides.len() > self.max_tracked {
+            self.overrides.clear();
         }
     }
 
     /// How many keys are currently tracked (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.per_principal.len()
-            + self.failed_auth.load().len()
-            + self
-                .penalties
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len()
+        self.per_principal.len() + self.failed_auth.load().len() + self.penalties.len()
     }
 }
 

@@ -61,13 +61,12 @@ pub async fn admit(
         .map(str::to_owned);
     if let Some(id) = &session {
         RequestLog::note(&request, |l| l.session = Some(id.clone()));
-        match state.sessions.ownership(id, &principal.name) {
-            Ownership::Foreign => {
-                tracing::warn!(principal = %principal.name, "refused a request carrying another principal's session id");
-                return Err(EdgeError::SessionNotFound);
-            }
-            Ownership::Owner => state.sessions.touch(id, &principal.credential),
-            Ownership::Unknown => {}
+        let claimed = state
+            .sessions
+            .claim(id, &principal.name, &principal.credential);
+        if claimed == Ownership::Foreign {
+            tracing::warn!(principal = %principal.name, "refused a request carrying another principal's session id");
+            return Err(EdgeError::SessionNotFound);
         }
     }
     let method = request.method().clone();

@@ -12,9 +12,27 @@ use crate::config::Config;
 use crate::mcp::SessionRegistry;
 use crate::ratelimit::RateLimits;
 
-/// What every request handler shares.
+/// What every request handler shares: one `Arc`, so the clone each layer and
+/// handler takes per request is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub auth: Arc<Authenticator>,
     pub limits: Arc<RateLimits>,

@@ -97,7 +97,7 @@ dir = "{docs}"
     let docs = mcp::DocsBackend::new(index);
     let backend = mcp::Backend::from_config(&config, Some(docs)).unwrap();
     let parts = mcp::build(&config, backend, CancellationToken::new());
-    let state = AppState {
+    let state = AppState::new(crate::server::state::Shared {
         config: config.clone(),
         auth: Arc::new(Authenticator::new(Some(keys), Some(verifier))),
         limits: Arc::new(RateLimits::new(&config.rate_limit)),
@@ -115,7 +115,7 @@ dir = "{docs}"
             None,
             config.sessions.id_ttl,
         ),
-    };
+    });
     Edge {
         app: router(state.clone(), parts.service),
         state,

@@ -1038,7 +1038,9 @@ async fn child_cap_spawn_timeout_and_pool_idle_reaping() {
     let m = marker();
     let (edge, _dir) = edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |env| {
         env.insert("MCP_MAX_CHILDREN".into(), "2".into());
-        env.insert("MCP_POOL_IDLE_TIMEOUT".into(), "500ms".into());
+        // Long enough that the probe's pooled child is still there when bob comes,
+        // even on a loaded machine (500 ms was not).
+        env.insert("MCP_POOL_IDLE_TIMEOUT".into(), "4s".into());
     })
     .await;
     let live = edge.running.backend().live_children().unwrap();
@@ -1049,7 +1051,7 @@ async fn child_cap_spawn_timeout_and_pool_idle_reaping() {
     first.cancel().await.unwrap();
     // The idle pooled child is closed too.
     assert!(
-        eventually(Duration::from_secs(10), async || {
+        eventually(Duration::from_secs(20), async || {
             live.load(std::sync::atomic::Ordering::Relaxed) == 0
         })
         .await,

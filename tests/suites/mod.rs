@@ -19,3 +19,4 @@ mod rotation;
 mod sessions;
 mod shutdown;
 mod stdio;
+mod structure;
