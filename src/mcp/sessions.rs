@@ -134,26 +134,9 @@ impl SessionRegistry {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn ownership(&self, session_id: &str, principal: &str) -> Ownership {
-        match self.lock().owners.get(session_id) {
-            None => Ownership::Unknown,
-            Some(owner) if owner.principal.as_ref() == principal => Ownership::Owner,
-            Some(_) => Ownership::Foreign,
-        }
-    }
-
-    /// Record the credential a session's owner is using now (a client that moved to
-    /// a new key keeps its session when the old key is removed).
-    pub fn touch(&self, session_id: &str, credential: &Arc<str>) {
-        let principal = match self.lock().owners.get(session_id) {
-            Some(owner) => owner.principal.clone(),
-            None => return,
-        };
-        self.claim(session_id, &principal, credential);
-    }
-
-    /// [`Self::ownership`] and, for the owner, [`Self::touch`], under one lock: what
-    /// every request carrying a session id does.
+    /// Whether `principal` may use this session and, for its owner, record the
+    /// credential it uses now (a client that moved to a new key keeps its session when
+    /// the old key is removed). One lock: every request carrying a session id does this.
     pub fn claim(&self, session_id: &str, principal: &str, credential: &Arc<str>) -> Ownership {
         let mut s = self.lock();
         let Some(owner) = s.owners.get_mut(session_id) else {
@@ -362,15 +345,19 @@ mod tests {
             reg.reserve(bob.clone(), "k2".into()).err(),
             Some(SessionLimit::Total(3))
         );
-        assert_eq!(reg.ownership("s1", "alice"), Ownership::Owner);
-        assert_eq!(reg.ownership("s1", "bob"), Ownership::Foreign);
-        assert_eq!(reg.ownership("zz", "bob"), Ownership::Unknown);
+        let k: Arc<str> = "k1".into();
+        assert_eq!(reg.claim("s1", "alice", &k), Ownership::Owner);
+        assert_eq!(reg.claim("s1", "bob", &k), Ownership::Foreign);
+        assert_eq!(reg.claim("zz", "bob", &k), Ownership::Unknown);
         reg.remove("s1");
         assert_eq!(reg.len(), 2);
         assert_eq!(reg.sessions_of("alice"), vec!["s2".to_string()]);
         reg.reserve(bob, "k2".into()).unwrap();
         assert_eq!(reg.sessions_using(&["k1".into()]), vec!["s2".to_string()]);
-        reg.touch("s2", &"k3".into());
+        // A foreign claim changes nothing; the owner's records its new credential.
+        reg.claim("s2", "bob", &"k3".into());
+        assert_eq!(reg.sessions_using(&["k1".into()]), vec!["s2".to_string()]);
+        reg.claim("s2", "alice", &"k3".into());
         assert!(reg.sessions_using(&["k1".into()]).is_empty());
     }
 }

@@ -23,7 +23,7 @@ pub async fn check(
     principal: &Principal,
     ip: IpAddr,
     call: &McpCall,
-    request: &http::Extensions,
+    extensions: &http::Extensions,
 ) -> Result<Admitted, EdgeError> {
     let class = match call.counted {
         true => Class::Call,
@@ -34,11 +34,11 @@ pub async fn check(
         .check_principal(principal, ip, class)
         .await
         .map_err(|unavailable| {
-            RequestLog::note_in(request, |l| l.rate_limited = true);
+            RequestLog::note_in(extensions, |l| l.rate_limited = true);
             EdgeError::LimiterUnavailable(unavailable.retry_after)
         })?;
     if !decision.allowed {
-        RequestLog::note_in(request, |l| l.rate_limited = true);
+        RequestLog::note_in(extensions, |l| l.rate_limited = true);
         return Err(EdgeError::RateLimited(decision));
     }
     Ok(Admitted { class, decision })
