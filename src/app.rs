@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum_server::Handle;
@@ -13,10 +13,9 @@ use axum_server::tls_rustls::RustlsConfig;
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::jwt::{self, JwtKeyError};
-use crate::auth::{ApiKeysError, Authenticator, JwtVerifier, KeyContext, KeyStore, ToolPolicy};
+use crate::auth::{ApiKeysError, Authenticator, JwtVerifier, KeyContext, KeyStore};
 use crate::config::{AuthMode, Config, TlsConfig, Transport};
 use crate::docs::{DocsError, DocsIndex, DocsWatcher};
 use crate::mcp::backends::ProxyError;
@@ -249,8 +248,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             Err(e) => tracing::error!(error = %e, "JWKS fetch failed at start"),
         }
     }
-    let policy = Arc::new(ToolPolicy::new(&config.access));
-    let (metadata, challenge) = server::auth_metadata(&config, &policy);
 
     let tls_config = tls::initial_config(&config.tls, &config.server.public_hostnames)?;
     let cert = crate::certs::CertStatus::new();
@@ -300,18 +297,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .registry
             .share_caps(redis.clone(), config.sessions.idle_timeout);
     }
-    let state = AppState::new(crate::server::state::Shared {
+    let state = server::app_state(server::StateParts {
         config: config.clone(),
         auth: auth.clone(),
         limits: Arc::new(RateLimits::with_store(&config.rate_limit, redis.clone())),
         sessions: parts.registry.clone(),
-        ready: Arc::new(AtomicBool::new(false)),
-        in_flight: TaskTracker::new(),
-        allowed_hosts: Arc::new(mcp::allowed_hosts(&config)),
-        allowed_origins: Arc::new(mcp::allowed_origins(&config)),
-        policy,
-        challenge,
-        metadata: Arc::new(metadata),
         cert,
         cluster: cluster.clone(),
     });

@@ -49,7 +49,49 @@ pub use error::{Challenge, EdgeError};
 pub use metadata::{auth_metadata, metadata_url};
 pub use state::AppState;
 
-use crate::mcp::McpService;
+use crate::auth::{Authenticator, ToolPolicy};
+use crate::config::Config;
+use crate::mcp::{McpService, SessionRegistry};
+use crate::ratelimit::RateLimits;
+
+/// What the shared state is made of; the rest (tool policy, challenge, metadata,
+/// allowed hosts) is derived from the config by [`app_state`].
+pub struct StateParts {
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub limits: Arc<RateLimits>,
+    pub sessions: Arc<SessionRegistry>,
+    pub cert: Arc<crate::certs::CertStatus>,
+    pub cluster: Arc<crate::cluster::Cluster>,
+}
+
+/// The state every handler shares; not ready until `ready` is set.
+pub fn app_state(parts: StateParts) -> AppState {
+    let StateParts {
+        config,
+        auth,
+        limits,
+        sessions,
+        cert,
+        cluster,
+    } = parts;
+    let policy = Arc::new(ToolPolicy::new(&config.access));
+    let (metadata, challenge) = auth_metadata(&config, &policy);
+    AppState::new(state::Shared {
+        allowed_hosts: Arc::new(crate::mcp::allowed_hosts(&config)),
+        config,
+        auth,
+        limits,
+        sessions,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        in_flight: tokio_util::task::TaskTracker::new(),
+        policy,
+        challenge,
+        metadata: Arc::new(metadata),
+        cert,
+        cluster,
+    })
+}
 
 pub fn router(state: AppState, mcp: McpService) -> Router {
     router_with(state, mcp, None)

@@ -41,7 +41,6 @@ pub struct Shared {
     /// In-flight `/mcp` POSTs (until their response body ends), drained on shutdown.
     pub in_flight: TaskTracker,
     pub allowed_hosts: Arc<Vec<String>>,
-    pub allowed_origins: Arc<Vec<String>>,
     pub policy: Arc<ToolPolicy>,
     /// What 401/403 challenges point to.
     pub challenge: Challenge,

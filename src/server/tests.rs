@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::body::Body;
@@ -12,11 +11,10 @@ use axum::extract::ConnectInfo;
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::{AppState, auth_metadata, router};
-use crate::auth::{Authenticator, JwtVerifier, KeyStore, ToolPolicy, jwt};
+use super::{AppState, router};
+use crate::auth::{Authenticator, JwtVerifier, KeyStore, jwt};
 use crate::config::{self, Config, FlagOverrides, Sources};
 use crate::mcp;
 use crate::ratelimit::RateLimits;
@@ -91,24 +89,15 @@ dir = "{docs}"
     let jwt_config = config.auth.jwt.clone().unwrap();
     let local = jwt::load_local_keys(&jwt_config).unwrap();
     let verifier = JwtVerifier::new(jwt_config, local, config.rate_limit.tiers.clone()).unwrap();
-    let policy = Arc::new(ToolPolicy::new(&config.access));
-    let (metadata, challenge) = auth_metadata(&config, &policy);
     let index = crate::docs::DocsIndex::build(&config.docs_dir).unwrap();
     let docs = mcp::DocsBackend::new(index);
     let backend = mcp::Backend::from_config(&config, Some(docs)).unwrap();
     let parts = mcp::build(&config, backend, CancellationToken::new());
-    let state = AppState::new(crate::server::state::Shared {
+    let state = super::app_state(super::StateParts {
         config: config.clone(),
         auth: Arc::new(Authenticator::new(Some(keys), Some(verifier))),
         limits: Arc::new(RateLimits::new(&config.rate_limit)),
         sessions: parts.registry.clone(),
-        ready: Arc::new(AtomicBool::new(true)),
-        in_flight: TaskTracker::new(),
-        allowed_hosts: Arc::new(mcp::allowed_hosts(&config)),
-        allowed_origins: Arc::new(mcp::allowed_origins(&config)),
-        policy,
-        challenge,
-        metadata: Arc::new(metadata),
         cert: crate::certs::CertStatus::new(),
         cluster: crate::cluster::Cluster::new(
             crate::cluster::KeyRing::random(),
@@ -116,6 +105,9 @@ dir = "{docs}"
             config.sessions.id_ttl,
         ),
     });
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     Edge {
         app: router(state.clone(), parts.service),
         state,
