@@ -57,6 +57,8 @@ pub enum StartError {
     Redis(#[from] crate::ratelimit::redis::RedisSetupError),
     #[error(transparent)]
     SessionKeys(#[from] crate::cluster::RingError),
+    #[error(transparent)]
+    Audit(#[from] crate::telemetry::audit::AuditError),
 }
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
@@ -208,6 +210,9 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(10), writes.finished()).await;
         }
         self.backend.shutdown(grace).await;
+        // The records of the calls just drained.
+        let audit = self.state.audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(2))).await;
         tracing::info!("stopped");
     }
 }
@@ -304,6 +309,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sessions: parts.registry.clone(),
         cert,
         cluster: cluster.clone(),
+        audit: Arc::new(crate::telemetry::audit::Audit::start(&config.audit)?),
     });
     let app = crate::redirect::with_hsts(
         server::router_with(state.clone(), parts.service, legacy),

@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 
 mod http;
 mod redis;
-pub use http::{Outcome, record_request, track_tool_call};
+pub use http::{Outcome, record_request};
 pub use redis::{redis_call, redis_fallback_decision, redis_skipped, set_redis_fallback};
 
 /// The content type of [`render`]'s output.
@@ -48,6 +48,7 @@ struct LimitLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabels {
     tool: String,
+    backend: String,
     outcome: &'static str,
 }
 
@@ -81,6 +82,10 @@ struct Metrics {
     cert_expiry: Family<CertLabels, Gauge>,
     open_connections: Gauge,
     refused_connections: Family<ReasonLabels, Counter>,
+    trace_spans_dropped: Counter,
+    trace_export_failures: Counter,
+    audit_records_dropped: Counter,
+    audit_write_failures: Counter,
     tool_names: Mutex<HashSet<String>>,
 }
 
@@ -98,6 +103,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cert_expiry: Family::default(),
         open_connections: Gauge::default(),
         refused_connections: Family::default(),
+        trace_spans_dropped: Counter::default(),
+        trace_export_failures: Counter::default(),
+        audit_records_dropped: Counter::default(),
+        audit_write_failures: Counter::default(),
         tool_names: Mutex::new(HashSet::new()),
     };
     registry.register(
@@ -117,7 +126,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "tool_call_duration_seconds",
-        "tools/call latency until the response ended, by tool and outcome (ok, tool_error, rpc_error, refused, aborted)",
+        "tools/call latency until the response ended, by tool, backend and outcome (ok, tool_error, rpc_error, refused, aborted)",
         m.tool_calls.clone(),
     );
     registry.register(
@@ -149,6 +158,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "refused_connections",
         "Connections closed at accept, by reason (max_connections, max_connections_per_ip, proxy_untrusted, proxy_invalid)",
         m.refused_connections.clone(),
+    );
+    registry.register(
+        "trace_spans_dropped",
+        "Spans not exported because the exporter queue was full (the collector is slow or down)",
+        m.trace_spans_dropped.clone(),
+    );
+    registry.register(
+        "trace_export_failures",
+        "Batches of spans the OTLP exporter failed to send",
+        m.trace_export_failures.clone(),
+    );
+    registry.register(
+        "audit_records_dropped",
+        "Audit records not written because the audit writer fell behind",
+        m.audit_records_dropped.clone(),
+    );
+    registry.register(
+        "audit_write_failures",
+        "Audit records whose write (or file rotation) failed",
+        m.audit_write_failures.clone(),
     );
     redis::register(&mut registry);
     Metrics { registry, ..m }
@@ -251,15 +280,37 @@ fn tool_label(tool: &str) -> String {
     "_other".to_owned()
 }
 
-/// One finished `tools/call`.
-pub fn tool_call(tool: &str, outcome: ToolOutcome, latency: Duration) {
+/// One finished `tools/call` served by `backend` (a configured backend's name, or
+/// `docs`; `_unknown` when the name matches no backend).
+pub fn tool_call(tool: &str, backend: &str, outcome: ToolOutcome, latency: Duration) {
     METRICS
         .tool_calls
         .get_or_create(&ToolLabels {
             tool: tool_label(tool),
+            backend: backend.to_owned(),
             outcome: outcome.label(),
         })
         .observe(latency.as_secs_f64());
+}
+
+/// Spans dropped at the exporter queue.
+pub fn trace_spans_dropped(n: u64) {
+    METRICS.trace_spans_dropped.inc_by(n);
+}
+
+/// A batch of spans the exporter could not send.
+pub fn trace_export_failed() {
+    METRICS.trace_export_failures.inc();
+}
+
+/// An audit record dropped because the writer fell behind.
+pub fn audit_record_dropped() {
+    METRICS.audit_records_dropped.inc();
+}
+
+/// An audit record (or rotation) that could not be written.
+pub fn audit_write_failed() {
+    METRICS.audit_write_failures.inc();
 }
 
 /// MCP sessions open now.
@@ -306,13 +357,14 @@ pub fn render() -> String {
     out
 }
 
-/// The value of one sample in [`render`] output, e.g.
+/// The value of the samples in [`render`] output that carry `labels` (summed over
+/// the other labels, as PromQL's `sum` would), e.g.
 /// `sample(&text, "mcp_edge_auth_failures_total", &[("reason", "missing")])`.
-/// For tests and tools; `None` when the series is absent.
+/// For tests and tools; `None` when no series matches.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (metric, label_text) = match series.split_once('{') {
                 Some((m, rest)) => (m, rest.trim_end_matches('}')),
@@ -324,8 +376,9 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             let all = labels
                 .iter()
                 .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-            if all { value.parse().ok() } else { None }
+            if all { value.parse::<f64>().ok() } else { None }
         })
+        .reduce(|a, b| a + b)
 }
 
 #[cfg(test)]
@@ -337,7 +390,12 @@ mod tests {
         http_request("/mcp", 401);
         auth_failure("missing");
         rate_limited("principal");
-        tool_call("unit_test_tool", ToolOutcome::Ok, Duration::from_millis(3));
+        tool_call(
+            "unit_test_tool",
+            "docs",
+            ToolOutcome::Ok,
+            Duration::from_millis(3),
+        );
         set_child_processes(2);
         secret_reload("unit_test_kind", false);
         set_certificate_expiry("files", 1_900_000_000);
@@ -394,7 +452,12 @@ mod tests {
         assert_eq!(route_label("/mcp"), "/mcp");
         assert_eq!(route_label("/wp-admin/../x"), "other");
         for i in 0..(MAX_TOOL_LABELS + 10) {
-            tool_call(&format!("flood-{i}"), ToolOutcome::RpcError, Duration::ZERO);
+            tool_call(
+                &format!("flood-{i}"),
+                "docs",
+                ToolOutcome::RpcError,
+                Duration::ZERO,
+            );
         }
         let text = render();
         let tools: HashSet<&str> = text

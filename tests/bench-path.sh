@@ -11,7 +11,8 @@
 #      `mcp-edge bench --mode stateless --http1` (they should agree within ~20 %);
 #   4. a markdown table of every figure and its ratio to nginx at the same concurrency;
 #   5. memory: idle RSS of a fresh edge, then RSS with BENCH_SESSIONS open sessions and
-#      the cost of one session.
+#      the cost of one session;
+#   3b. (between 3 and 4) the cost of the audit trail and of traces at sample_ratio 1.0.
 # All load is wrk -t2 (HTTP/1.1 keep-alive over TLS) with Lua scripts from tests/bench/
 # that check every response (status 200; JSON-RPC `result`, no `"error"`, no
 # `"isError":true`); any failed response makes the script exit 1 after the table.
@@ -21,6 +22,7 @@
 #   BENCH_WARMUP=1s     unmeasured run before each measured one ("0" to skip)
 #   BENCH_SESSIONS=10000  sessions opened for the memory figure
 #   BENCH_THREADS=2     wrk threads (-t)
+#   BENCH_OTEL=0        skip the tracing / audit cost runs (3b)
 # Not part of the test suite: timings on a shared 2-core machine (client and server on the
 # same cores) are noisy; compare numbers taken in one run.
 set -euo pipefail
@@ -240,6 +242,46 @@ agree=$(awk -v wr="${RPS[$wk]}" -v br="$b_rps" -v wp="${P99[$wk]}" -v bp="$b_p99
     (r >= 0.8 && r <= 1.25 && p >= 0.8 && p <= 1.25) ? "agree within 20 %" : "DO NOT agree within 20 %" }')
 echo "client check: $agree"
 stop_edge
+
+# --- 3b. the cost of traces and the audit trail ------------------------------------------
+# Stateless tools/call at c=$check_c on fresh edges: audit off; audit to stdout (the
+# default; /dev/null here); audit plus traces at sample_ratio 1.0 exported over OTLP/HTTP
+# to a cheap sink (nginx answering 200, so the edge's exporter is what is measured);
+# the same with the collector down (a closed port). BENCH_OTEL=0 skips this part.
+if [ "${BENCH_OTEL:-1}" != 0 ]; then
+  echo
+  echo "## 3b. cost of traces and the audit trail: stateless tools/call c=$check_c"
+  sink=$work/otlp-sink
+  mkdir -p "$sink"
+  sink_port=$(free_port)
+  sed -e "s|@DIR@|$sink|g" -e "s|@PORT@|$sink_port|g" "$WRK_LUA_DIR/otlp_sink.conf.in" >"$sink/nginx.conf"
+  nginx -p "$sink" -c "$sink/nginx.conf" 2>"$sink/stderr.log" &
+  pids+=($!)
+  closed_port=$(free_port)
+  obs_variants=(
+    "audit off, traces off|MCP_AUDIT_OUTPUT=off"
+    "audit on (stdout), traces off|MCP_AUDIT_OUTPUT=stdout"
+    "audit on, traces on (ratio 1.0)|MCP_OTEL_ENDPOINT=http://127.0.0.1:$sink_port MCP_OTEL_SAMPLE_RATIO=1.0"
+    "audit on, traces on, collector down|MCP_OTEL_ENDPOINT=http://127.0.0.1:$closed_port MCP_OTEL_SAMPLE_RATIO=1.0"
+  )
+  n=0
+  for v in "${obs_variants[@]}"; do
+    label=${v%%|*}
+    read -r -a vars <<<"${v#*|}"
+    n=$((n + 1))
+    start_edge "obs-$n" "${vars[@]}"
+    export MCP_BENCH_KEY=$key WRK_KEY=$key
+    WRK_MCP_METHOD=tools/call run_wrk "tools/call: $label" "$check_c" stateless.lua "https://localhost:$edge_port/mcp"
+    stop_edge
+  done
+  base=${RPS["tools/call: audit off, traces off|$check_c"]}
+  for v in "${obs_variants[@]:1}"; do
+    label=${v%%|*}
+    awk -v a="${RPS["tools/call: $label|$check_c"]}" -v b="$base" -v l="$label" \
+      'BEGIN { printf "  %-40s %.2f of audit off, traces off (cost %.0f %%)\n", l, a / b, (1 - a / b) * 100 }'
+  done
+  kill "$(cat "$sink/nginx.pid")" 2>/dev/null || true
+fi
 
 # --- 4. table ---------------------------------------------------------------------------
 goal_for() { # target c -> "min_ratio max_p99_us" or empty

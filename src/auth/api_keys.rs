@@ -238,6 +238,7 @@ impl KeyStore {
                 limit: a.limit,
                 tools: a.tools.map(Into::into),
                 scopes: None,
+                token_id: None,
             };
             by_digest.insert(
                 d,

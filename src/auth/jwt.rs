@@ -513,6 +513,11 @@ impl JwtVerifier {
             limit,
             tools: None,
             scopes: Some(Arc::new(scopes)),
+            token_id: claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .filter(|j| !j.is_empty() && j.len() <= 256)
+                .map(Into::into),
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct Principal {
     pub tools: Option<Arc<[String]>>,
     /// JWTs: the token's scopes.
     pub scopes: Option<Arc<BTreeSet<String>>>,
+    /// JWTs: the token's `jti`, when it has one (for the audit trail).
+    pub token_id: Option<Arc<str>>,
 }
 
 impl Principal {
@@ -51,6 +53,7 @@ impl Principal {
             limit: None,
             tools: None,
             scopes: None,
+            token_id: None,
         }
     }
 

@@ -60,6 +60,8 @@ struct WirePrincipal {
     limit: Option<(String, u32)>,
     tools: Option<Vec<String>>,
     scopes: Option<Vec<String>>,
+    #[serde(default)]
+    token_id: Option<String>,
 }
 
 impl WirePrincipal {
@@ -76,6 +78,7 @@ impl WirePrincipal {
             limit: p.limit.map(|(rate, burst)| (rate.to_string(), burst.get())),
             tools: p.tools.as_ref().map(|t| t.to_vec()),
             scopes: p.scopes.as_ref().map(|s| s.iter().cloned().collect()),
+            token_id: p.token_id.as_deref().map(str::to_owned),
         }
     }
 
@@ -99,6 +102,7 @@ impl WirePrincipal {
             scopes: self
                 .scopes
                 .map(|s| Arc::new(s.into_iter().collect::<BTreeSet<_>>())),
+            token_id: self.token_id.map(Into::into),
         })
     }
 }

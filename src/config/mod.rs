@@ -9,6 +9,7 @@ pub mod backends;
 pub mod cluster;
 pub mod connections;
 pub mod deploy;
+pub mod observe;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ pub use backends::{BackendConfig, BackendKind, ProxyConfig};
 pub use cluster::ClusterConfig;
 pub use connections::ConnectionsConfig;
 pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig};
+pub use observe::{AuditConfig, AuditOutput, OtelConfig, OtlpProtocol};
 pub use raw::{KEYS, KeySpec, RawConfig};
 
 /// The environment variable naming the config file.
@@ -455,6 +457,9 @@ pub struct Config {
     /// and global per-principal session caps.
     pub redis: Option<RedisConfig>,
     pub cluster: ClusterConfig,
+    /// Set when traces are exported over OTLP.
+    pub otel: Option<OtelConfig>,
+    pub audit: AuditConfig,
 }
 
 /// Raw values plus the origin of each key that was set.
@@ -595,6 +600,7 @@ fn layer(sources: &Sources<'_>) -> LayerResult {
             Err(e) => return Err(ConfigErrors(e)),
         }
     }
+    observe::apply_standard_env(sources.env, &mut layered);
     for spec in KEYS {
         if let Some(value) = sources.env.get(spec.env) {
             match layered.raw.set(spec.key, &value) {
@@ -1238,6 +1244,8 @@ fn validate(
     let https = deploy::https(e, raw, port);
     let metrics = deploy::metrics(e, raw);
     let cluster = cluster::validate(e, raw);
+    let otel = observe::validate_otel(e, raw);
+    let audit = observe::validate_audit(e, raw, transport == Transport::Stdio);
 
     if !errors.list.is_empty() {
         return Err(errors.list);
@@ -1271,6 +1279,8 @@ fn validate(
         metrics,
         cluster,
         redis,
+        otel,
+        audit,
     })
 }
 

@@ -39,6 +39,10 @@ pub struct RawConfig {
     pub redis: RawRedis,
     #[serde(default)]
     pub cluster: super::cluster::RawCluster,
+    #[serde(default)]
+    pub otel: super::observe::RawOtel,
+    #[serde(default)]
+    pub audit: super::observe::RawAudit,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -313,6 +317,17 @@ pub const KEYS: &[KeySpec] = &[
     key("cluster.peer_listen", "MCP_PEER_LISTEN"),
     key("cluster.advertise", "MCP_PEER_ADVERTISE"),
     key("cluster.key_ring_file", "MCP_SESSION_KEYS_FILE"),
+    key("otel.endpoint", "MCP_OTEL_ENDPOINT"),
+    key("otel.protocol", "MCP_OTEL_PROTOCOL"),
+    key("otel.sample_ratio", "MCP_OTEL_SAMPLE_RATIO"),
+    key("otel.headers_file", "MCP_OTEL_HEADERS_FILE"),
+    key("otel.service_name", "MCP_OTEL_SERVICE_NAME"),
+    key("otel.resource_attributes", "MCP_OTEL_RESOURCE_ATTRIBUTES"),
+    key("audit.output", "MCP_AUDIT_OUTPUT"),
+    key("audit.file", "MCP_AUDIT_FILE"),
+    key("audit.max_file_bytes", "MCP_AUDIT_MAX_FILE_BYTES"),
+    key("audit.max_files", "MCP_AUDIT_MAX_FILES"),
+    key("audit.log_arguments", "MCP_AUDIT_LOG_ARGUMENTS"),
 ];
 
 /// Keys whose values are tables or arrays of tables: set in the file only (no env
@@ -460,6 +475,27 @@ impl RawConfig {
             }
             "metrics.mode" => self.metrics.mode = text(),
             "metrics.admin_listen" => self.metrics.admin_listen = text(),
+            "otel.endpoint" => self.otel.endpoint = text(),
+            "otel.protocol" => self.otel.protocol = text(),
+            "otel.sample_ratio" => {
+                self.otel.sample_ratio = Some(
+                    value
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("expected a number from 0.0 to 1.0, got {value:?}"))?,
+                )
+            }
+            "otel.headers_file" => self.otel.headers_file = text(),
+            "otel.service_name" => self.otel.service_name = text(),
+            // OTEL_RESOURCE_ATTRIBUTES' own format: key=value,key=value.
+            "otel.resource_attributes" => self.otel.resource_attributes = Some(list(value)),
+            "audit.output" => self.audit.output = text(),
+            "audit.file" => self.audit.file = text(),
+            "audit.max_file_bytes" => self.audit.max_file_bytes = Some(number(value)?),
+            "audit.max_files" => self.audit.max_files = Some(number(value)?),
+            "audit.log_arguments" => {
+                self.audit.log_arguments = Some(super::backends::boolean(value)?)
+            }
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -486,11 +522,13 @@ mod tests {
                     || k.ends_with("max_token_bytes")
                     || k.ends_with("connections")
                     || k.ends_with("connections_per_ip")
-                    || k.ends_with("replicas") =>
+                    || k.ends_with("replicas")
+                    || k.ends_with("max_files") =>
                 {
                     "10"
                 }
-                k if k.ends_with("enabled") => "true",
+                k if k.ends_with("enabled") || k.ends_with("log_arguments") => "true",
+                "otel.sample_ratio" => "0.5",
                 _ => "x",
             };
             raw.set(spec.key, sample)

@@ -1,19 +1,26 @@
-//! One access-log line per request, request ids, and the request metrics; what the
-//! steps of the chain learn about a request is noted in its [`RequestLog`].
+//! One access-log line per request, request ids, the request's server span, the
+//! request metrics and the audit record of a call; what the steps of the chain learn
+//! about a request is noted in its [`RequestLog`].
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::Instrument;
+
+use super::inspect::Audited;
+use super::outcome::{Finished, ToolOutcome};
+use super::state::AppState;
+use crate::telemetry::audit::Record;
 
 /// What inner layers learn about a request, logged once it is answered.
 #[derive(Debug, Default)]
@@ -27,6 +34,16 @@ pub struct LogFields {
     /// Between replicas: `to <owner>` on the replica that forwarded the request,
     /// `from peer` on the owner that served it.
     pub hop: Option<String>,
+    /// The credential id (never the secret) and JWT `jti` of the principal.
+    pub credential: Option<Arc<str>>,
+    pub token_id: Option<Arc<str>>,
+    /// An audited call's method and what it names, noted as soon as the body is
+    /// read (so a call refused by the rate limit or a scope is audited too).
+    pub call: Option<(String, Audited)>,
+    /// Why the chain refused the request ([`super::EdgeError::reason`]).
+    pub refusal: Option<&'static str>,
+    /// The MCP method's span, which the call's outcome is recorded on.
+    pub call_span: Option<tracing::Span>,
 }
 
 #[derive(Clone, Default)]
@@ -42,8 +59,12 @@ impl RequestLog {
     /// a `&Request` is not `Send` across an await).
     pub fn note_in(extensions: &http::Extensions, f: impl FnOnce(&mut LogFields)) {
         if let Some(log) = extensions.get::<RequestLog>() {
-            f(&mut log.0.lock().unwrap_or_else(|p| p.into_inner()));
+            log.with(f);
         }
+    }
+
+    pub fn with(&self, f: impl FnOnce(&mut LogFields)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -51,8 +72,13 @@ const REQUEST_ID: &str = "x-request-id";
 
 /// Assign a request id (or keep a sane incoming one), echo it, and log one line per
 /// request. Headers are never logged, so `Authorization` cannot leak here.
-pub async fn log_requests(mut request: Request, next: Next) -> Response {
+pub async fn log_requests(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
+    let arrived = SystemTime::now();
     let incoming = request
         .headers()
         .get(REQUEST_ID)
@@ -66,18 +92,23 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
     }
     let log = RequestLog::default();
     request.extensions_mut().insert(log.clone());
+    let root = super::trace::root(&request, &request_id);
+    request.extensions_mut().insert(root.clone());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     // The real client (PROXY header / trusted X-Forwarded-For), else the TCP peer.
     let remote = super::request::client_addr(&request)
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let client = Some(super::request::client_ip(&request).to_string());
+    // A call refused before its body is read is known by its 2026 headers.
+    let declared = declared_call(&request);
     let version = format!("{:?}", request.version());
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(root.span.clone()).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    let fields = log.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fields = log.0.lock().unwrap_or_else(|p| p.into_inner());
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
@@ -98,8 +129,11 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         hop = fields.hop.as_deref().unwrap_or("-"),
         "request"
     );
-    // A request forwarded by a peer was counted by the replica that took it from the
-    // client (and that streams the answer back), so a cluster-wide sum counts it once.
+    let reason = fields.auth.or(fields.refusal);
+    super::trace::answered(&root.span, status, reason, fields.principal.as_deref());
+    // A request forwarded by a peer was counted (and audited) by the replica that
+    // took it from the client (and that streams the answer back), so a cluster-wide
+    // sum counts it once.
     if fields.hop.as_deref() == Some("from peer") {
         return response;
     }
@@ -110,9 +144,107 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
         tool: fields.tool.as_deref(),
     };
     crate::metrics::record_request(&path, status, &outcome);
-    let response = crate::metrics::track_tool_call(response, &outcome, start);
+    // The tool metric counts calls let through the rate limit; the audit trail
+    // every call it can name.
+    let metered = fields.mcp_method.as_deref() == Some("tools/call");
+    let Some((call_method, call)) = fields.call.take().or(declared) else {
+        return response;
+    };
+    if !metered && !state.audit.enabled() {
+        return response;
+    }
+    let is_uri = call_method == "resources/read";
+    let backend = call
+        .name
+        .as_deref()
+        .and_then(|n| state.routing.backend_of(n, is_uri))
+        .unwrap_or("_unknown")
+        .to_owned();
+    let session_kind = match (path.as_str(), fields.session.is_some()) {
+        ("/messages" | "/sse", _) => "legacy_sse",
+        (_, true) => "session",
+        (_, false) => "stateless",
+    };
+    let mut record = Record {
+        time: humantime::format_rfc3339_millis(arrived).to_string(),
+        method: call_method,
+        name: call.name,
+        backend: Some(backend),
+        principal: fields.principal.as_deref().map(str::to_owned),
+        credential: fields.credential.as_deref().map(str::to_owned),
+        token_id: fields.token_id.as_deref().map(str::to_owned),
+        session: fields.session.clone(),
+        session_kind,
+        client,
+        reason: reason.map(str::to_owned),
+        status,
+        request_bytes: call.request_bytes,
+        arguments_sha256: call.arguments_sha256,
+        arguments: call
+            .arguments
+            .and_then(|a| serde_json::value::RawValue::from_string(a).ok()),
+        request_id: Some(request_id),
+        trace_id: crate::telemetry::otel::trace_id(&root.span),
+        ..Record::default()
+    };
+    let call_span = fields.call_span.take();
     drop(fields);
-    response
+    let audit = state.audit.clone();
+    let done = move |finished: Finished| {
+        let Finished {
+            mut outcome,
+            error_code,
+            response_bytes,
+            elapsed,
+        } = finished;
+        if metered {
+            let tool = record.name.as_deref().unwrap_or("_unknown");
+            let backend = record.backend.as_deref().unwrap_or("_unknown");
+            crate::metrics::tool_call(tool, backend, outcome, elapsed);
+        }
+        if let (Some(span), Some(code)) = (&call_span, error_code) {
+            span.record("rpc.jsonrpc.error_code", code);
+            span.record("error.type", code.to_string());
+            span.record("otel.status_code", "ERROR");
+        }
+        if !audit.enabled() {
+            return;
+        }
+        // The edge's own refusal inside the backend: a tool the principal may not call.
+        if error_code == Some(crate::mcp::codes::FORBIDDEN) {
+            outcome = ToolOutcome::Refused;
+            record.reason.get_or_insert_with(|| "tool_denied".into());
+        }
+        record.outcome = outcome.label();
+        record.error_code = error_code;
+        record.response_bytes = response_bytes;
+        record.duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        audit.write(&record);
+    };
+    super::outcome::watch(response, start, Box::new(done))
+}
+
+/// `Mcp-Method` / `Mcp-Name` (2026-07-28) of an audited call, before its body is read.
+fn declared_call(request: &Request) -> Option<(String, Audited)> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let method = header("mcp-method").filter(|m| super::inspect::is_audited(m))?;
+    let request_bytes = header("content-length")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Some((
+        method,
+        Audited {
+            name: header("mcp-name").filter(|n| n.len() <= 256),
+            request_bytes,
+            ..Audited::default()
+        },
+    ))
 }
 
 /// A response body that holds a shutdown-drain token until it has been sent.

@@ -61,7 +61,9 @@ pub async fn authenticate(
         }
     };
     RequestLog::note_in(&request.extensions, |l| {
-        l.principal = Some(principal.name.clone())
+        l.principal = Some(principal.name.clone());
+        l.credential = Some(principal.credential.clone());
+        l.token_id = principal.token_id.clone();
     });
     if principal.kind == PrincipalKind::Jwt
         && let Some(scopes) = &principal.scopes

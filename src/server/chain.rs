@@ -15,31 +15,49 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::access_log::TrackedBody;
+use tracing::Instrument;
+
+use super::access_log::{RequestLog, TrackedBody};
 use super::error::EdgeError;
 use super::session::Admission;
 use super::state::AppState;
+use super::trace::{self, CallSpan, Spans};
 use super::{authn, inspect, limit, origin, peer, scope, session};
 use crate::auth::Principal;
 
 /// The chain as a layer for the public listener.
 pub async fn mcp(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let log = request.extensions().get::<RequestLog>().cloned();
     steps(&state, request, next)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(|refusal| refuse(log, refusal))
+}
+
+fn refuse(log: Option<RequestLog>, refusal: EdgeError) -> Response {
+    if let Some(log) = log {
+        log.with(|l| l.refusal = Some(refusal.reason()));
+    }
+    refusal.into_response()
 }
 
 async fn steps(state: &AppState, request: Request, next: Next) -> Result<Response, EdgeError> {
     let (mut parts, body) = request.into_parts();
     let ip = super::request::client_ip_of(&parts);
+    let mut spans = Spans::of(&parts.extensions);
     // 1. A foreign Host (DNS rebinding) or Origin (a cross-site page).
     origin::check(state, &parts)?;
-    // 2. No credential: always its 401, never counted as a guess. Then an address
-    //    over its failed-auth budget is refused before its credential is checked.
-    authn::refuse_missing_credential(state, &parts)?;
-    authn::refuse_locked_out(state, &parts, ip)?;
-    // 3. The API key or JWT (a wrong one counts towards the lockout).
-    let principal = authn::authenticate(state, &parts, ip).await?;
+    let auth_span = spans.auth();
+    let principal = async {
+        // 2. No credential: always its 401, never counted as a guess. Then an address
+        //    over its failed-auth budget is refused before its credential is checked.
+        authn::refuse_missing_credential(state, &parts)?;
+        authn::refuse_locked_out(state, &parts, ip)?;
+        // 3. The API key or JWT (a wrong one counts towards the lockout).
+        authn::authenticate(state, &parts, ip).await
+    }
+    .instrument(auth_span.clone())
+    .await
+    .map_err(|e| trace::refused(&auth_span, e))?;
     parts.extensions.insert(principal.clone());
     parts.extensions.insert(state.policy.clone());
     let request = Request::from_parts(parts, body);
@@ -49,10 +67,16 @@ async fn steps(state: &AppState, request: Request, next: Next) -> Result<Respons
         call,
         in_flight,
     } = inspect::read_call(state, request).await?;
+    spans.settle(&call.trace);
+    note_audited(&request, &call);
     // 5. The principal's budget: calls and protocol traffic apart.
-    let budget = limit::check(state, &principal, ip, &call, request.extensions()).await?;
-    inspect::note(&request, &call);
-    let response = admitted(state, &principal, request, &call, next).await?;
+    let limit_span = spans.rate_limit();
+    let budget = limit::check(state, &principal, ip, &call, request.extensions())
+        .instrument(limit_span.clone())
+        .await
+        .map_err(|e| trace::refused(&limit_span, e))?;
+    note(&request, &call);
+    let response = admitted(state, &principal, request, &call, &mut spans, next).await?;
     let mut response = track(response, in_flight);
     budget.annotate(&mut response);
     Ok(response)
@@ -63,36 +87,55 @@ async fn steps(state: &AppState, request: Request, next: Next) -> Result<Respons
 async fn admitted(
     state: &AppState,
     principal: &Arc<Principal>,
-    request: Request,
+    mut request: Request,
     call: &inspect::McpCall,
+    spans: &mut Spans,
     next: Next,
 ) -> Result<Response, EdgeError> {
-    // 6. A tool the JWT lacks scopes for: the step-up challenge.
-    scope::step_up(state, principal, call, request.uri().path())?;
-    // 7. The session: opened, forwarded to its owner, checked against it; caps for a new one.
-    let (request, ticket) = match session::admit(state, principal, request, call).await? {
-        Admission::Here(request, ticket) => (request, ticket),
-        Admission::Done(response) => return Ok(response),
+    let session_id = request
+        .headers()
+        .get(crate::mcp::SESSION_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let span = spans.call(call, principal, session_id);
+    if !span.is_disabled() {
+        request.extensions_mut().insert(CallSpan(span.clone()));
+        RequestLog::note(&request, |l| l.call_span = Some(span.clone()));
+    }
+    let served = async {
+        // 6. A tool the JWT lacks scopes for: the step-up challenge.
+        scope::step_up(state, principal, call, request.uri().path())?;
+        // 7. The session: opened, forwarded to its owner, checked against it; caps for a new one.
+        let (request, ticket) = match session::admit(state, principal, request, call).await? {
+            Admission::Here(request, ticket) => (request, ticket),
+            Admission::Done(response) => return Ok(response),
+        };
+        // 8. rmcp (or the legacy transport), then the answer's session id and headers.
+        let response = next.run(request).await;
+        Ok(session::finish(state, principal, ticket, response))
     };
-    // 8. rmcp (or the legacy transport), then the answer's session id and headers.
-    let response = next.run(request).await;
-    Ok(session::finish(state, principal, ticket, response))
+    served
+        .instrument(span.clone())
+        .await
+        .map_err(|e| trace::refused(&span, e))
 }
 
 /// The peer listener's chain: the HMAC instead of steps 1–3 and 5.
 pub async fn peer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let log = request.extensions().get::<RequestLog>().cloned();
     let served = async {
+        let mut spans = Spans::of(request.extensions());
         let (request, principal) = peer::verified(&state, request).await?;
         let inspect::Read {
             request,
             call,
             in_flight,
         } = inspect::read_call(&state, request).await?;
-        inspect::note(&request, &call);
-        let response = admitted(&state, &principal, request, &call, next).await?;
+        spans.settle(&call.trace);
+        note(&request, &call);
+        let response = admitted(&state, &principal, request, &call, &mut spans, next).await?;
         Ok::<_, EdgeError>(track(response, in_flight))
     };
-    served.await.unwrap_or_else(IntoResponse::into_response)
+    served.await.unwrap_or_else(|refusal| refuse(log, refusal))
 }
 
 /// Hold the in-flight token until the answer has been sent (shutdown drains them).
@@ -104,4 +147,21 @@ fn track(
         Some(token) => response.map(|body| Body::new(TrackedBody::new(body, token))),
         None => response,
     }
+}
+
+/// Note an audited call as soon as its body is read (refused later or not).
+fn note_audited(request: &Request, call: &inspect::McpCall) {
+    if let (Some(method), Some(audited)) = (&call.method, &call.audited) {
+        RequestLog::note(request, |l| {
+            l.call = Some((method.clone(), audited.clone()))
+        });
+    }
+}
+
+/// Log what the call is (once it has been let through the rate limit).
+fn note(request: &Request, call: &inspect::McpCall) {
+    RequestLog::note(request, |l| {
+        l.mcp_method = call.method.clone();
+        l.tool = call.tool.clone();
+    });
 }

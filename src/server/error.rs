@@ -100,6 +100,26 @@ pub enum EdgeError {
 }
 
 impl EdgeError {
+    /// A short machine-readable reason, for traces and the audit trail.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EdgeError::Unauthorized(failure, _) => failure.reason(),
+            EdgeError::PeerUnauthorized => "peer_unauthorized",
+            EdgeError::InsufficientScope { .. } => "insufficient_scope",
+            EdgeError::Forbidden(_) => "forbidden",
+            EdgeError::RateLimited(_) => "rate_limited",
+            EdgeError::SessionNotFound => "session_not_found",
+            EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => "session_limit_principal",
+            EdgeError::SessionLimit(SessionLimit::Total(_)) => "session_limit_total",
+            EdgeError::PayloadTooLarge(_) => "payload_too_large",
+            EdgeError::RequestTimeout(_) => "request_timeout",
+            EdgeError::BadRequest(_) => "bad_request",
+            EdgeError::NotFound => "not_found",
+            EdgeError::ShuttingDown => "shutting_down",
+            EdgeError::LimiterUnavailable(_) => "limiter_unavailable",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             EdgeError::Unauthorized(..) | EdgeError::PeerUnauthorized => StatusCode::UNAUTHORIZED,

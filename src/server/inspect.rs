@@ -12,9 +12,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::access_log::RequestLog;
+use sha2::Digest;
+
 use super::error::EdgeError;
 use super::state::AppState;
+use crate::telemetry::otel::TraceHeaders;
 
 /// The JSON-RPC method and tool of a POST body.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -24,6 +26,27 @@ pub struct McpCall {
     /// Counted against the principal's call budget: some message in the body asks
     /// for work (not `initialize`, `ping`, a notification or a response).
     pub counted: bool,
+    /// An audited call (`tools/call`, `resources/read`, `prompts/get`): what it names.
+    pub audited: Option<Audited>,
+    /// The W3C trace context in the message's `params._meta`.
+    pub trace: TraceHeaders,
+}
+
+/// What the audit trail records of a call's request.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Audited {
+    /// The tool, prompt or resource URI.
+    pub name: Option<String>,
+    /// SHA-256 (hex) of the `arguments` JSON text as sent.
+    pub arguments_sha256: Option<String>,
+    /// The text itself, only when `audit.log_arguments` is on.
+    pub arguments: Option<String>,
+    pub request_bytes: u64,
+}
+
+/// The methods the audit trail records.
+pub fn is_audited(method: &str) -> bool {
+    matches!(method, "tools/call" | "resources/read" | "prompts/get")
 }
 
 /// The fields of one JSON-RPC message the edge looks at, borrowed from the body.
@@ -36,9 +59,23 @@ struct Message<'a> {
 }
 
 #[derive(Deserialize)]
-struct ToolParams<'a> {
+struct CallParams<'a> {
     #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "_meta")]
+    meta: Option<TraceMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TraceMeta<'a> {
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tracestate: Option<Cow<'a, str>>,
 }
 
 /// Requests that keep a session going rather than doing work.
@@ -48,7 +85,7 @@ fn is_protocol(method: &str) -> bool {
 }
 
 /// What a body asks for; anything unreadable is left for rmcp to refuse.
-pub fn inspect(body: &[u8]) -> McpCall {
+pub fn inspect(body: &[u8], keep_arguments: bool) -> McpCall {
     let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let messages = if batch {
         serde_json::from_slice::<Vec<Message<'_>>>(body).unwrap_or_default()
@@ -64,15 +101,39 @@ pub fn inspect(body: &[u8]) -> McpCall {
         return McpCall::default();
     };
     let method = first.method.as_deref().map(str::to_owned);
+    let params = first
+        .params
+        .and_then(|p| serde_json::from_str::<CallParams<'_>>(p.get()).ok());
     let tool = (method.as_deref() == Some("tools/call"))
-        .then_some(first.params)
-        .flatten()
-        .and_then(|p| serde_json::from_str::<ToolParams<'_>>(p.get()).ok())
-        .and_then(|p| p.name.map(Cow::into_owned));
+        .then(|| params.as_ref()?.name.as_deref().map(str::to_owned))
+        .flatten();
+    let audited = method.as_deref().filter(|m| is_audited(m)).map(|m| {
+        let params = params.as_ref();
+        let name = match m {
+            "resources/read" => params.and_then(|p| p.uri.as_deref()),
+            _ => params.and_then(|p| p.name.as_deref()),
+        };
+        let arguments = params.and_then(|p| p.arguments).map(RawValue::get);
+        Audited {
+            name: name.map(str::to_owned),
+            arguments_sha256: arguments.map(|a| hex::encode(sha2::Sha256::digest(a.as_bytes()))),
+            arguments: arguments.filter(|_| keep_arguments).map(str::to_owned),
+            request_bytes: body.len() as u64,
+        }
+    });
+    let trace = params
+        .and_then(|p| p.meta)
+        .map(|m| TraceHeaders {
+            traceparent: m.traceparent.map(Cow::into_owned),
+            tracestate: m.tracestate.map(Cow::into_owned),
+        })
+        .unwrap_or_default();
     McpCall {
         method,
         tool,
         counted,
+        audited,
+        trace,
     }
 }
 
@@ -114,7 +175,7 @@ pub async fn read_call(state: &AppState, request: Request) -> Result<Read, EdgeE
             false => EdgeError::PayloadTooLarge(limit),
         }
     })?;
-    let call = inspect(&bytes);
+    let call = inspect(&bytes, state.audit.log_arguments());
     Ok(Read {
         request: Request::from_parts(parts, Body::from(bytes)),
         call,
@@ -130,12 +191,4 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Log what the call is (once it has been let through the rate limit).
-pub fn note(request: &Request, call: &McpCall) {
-    RequestLog::note(request, |l| {
-        l.mcp_method = call.method.clone();
-        l.tool = call.tool.clone();
-    });
 }

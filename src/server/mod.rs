@@ -26,11 +26,13 @@ pub mod legacy_sse;
 pub mod limit;
 pub mod metadata;
 pub mod origin;
+pub mod outcome;
 pub mod peer;
 pub mod request;
 pub mod scope;
 pub mod session;
 pub mod state;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +65,7 @@ pub struct StateParts {
     pub sessions: Arc<SessionRegistry>,
     pub cert: Arc<crate::certs::CertStatus>,
     pub cluster: Arc<crate::cluster::Cluster>,
+    pub audit: Arc<crate::telemetry::audit::Audit>,
 }
 
 /// The state every handler shares; not ready until `ready` is set.
@@ -74,11 +77,13 @@ pub fn app_state(parts: StateParts) -> AppState {
         sessions,
         cert,
         cluster,
+        audit,
     } = parts;
     let policy = Arc::new(ToolPolicy::new(&config.access));
     let (metadata, challenge) = auth_metadata(&config, &policy);
     AppState::new(state::Shared {
         allowed_hosts: Arc::new(crate::mcp::allowed_hosts(&config)),
+        routing: Arc::new(crate::mcp::backends::Routing::from_config(&config)),
         config,
         auth,
         limits,
@@ -90,6 +95,7 @@ pub fn app_state(parts: StateParts) -> AppState {
         metadata: Arc::new(metadata),
         cert,
         cluster,
+        audit,
     })
 }
 
@@ -135,8 +141,11 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
         .merge(protected)
         .merge(admin::main_routes(&state))
         .fallback(|| async { EdgeError::NotFound })
-        .with_state(state)
-        .layer(middleware::from_fn(access_log::log_requests))
+        .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(
+            state,
+            access_log::log_requests,
+        ))
 }
 
 /// The peer listener's routes: the MCP routes behind [`chain::peer`] (the HMAC, the
@@ -146,8 +155,11 @@ pub fn peer_router(state: AppState, routes: Router<AppState>) -> Router {
     routes
         .fallback(|| async { EdgeError::NotFound })
         .layer(middleware::from_fn_with_state(state.clone(), chain::peer))
-        .with_state(state)
-        .layer(middleware::from_fn(access_log::log_requests))
+        .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(
+            state,
+            access_log::log_requests,
+        ))
 }
 
 async fn health() -> Response {

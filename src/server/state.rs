@@ -50,4 +50,8 @@ pub struct Shared {
     pub cert: Arc<crate::certs::CertStatus>,
     /// Session-id sealing and the peer hop to other replicas.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// One record per tool call, resource read and prompt get.
+    pub audit: Arc<crate::telemetry::audit::Audit>,
+    /// Which backend serves a tool, prompt or resource (for audit and metrics).
+    pub routing: Arc<crate::mcp::backends::Routing>,
 }

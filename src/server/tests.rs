@@ -104,6 +104,7 @@ dir = "{docs}"
             None,
             config.sessions.id_ttl,
         ),
+        audit: Arc::new(crate::telemetry::audit::Audit::off()),
     });
     state
         .ready

@@ -113,6 +113,8 @@ impl Fixture {
             ("MCP_SHUTDOWN_GRACE", "5s".to_string()),
             // The admin (metrics) listener on a free port, so servers run side by side.
             ("MCP_METRICS_LISTEN", "127.0.0.1:0".to_string()),
+            // Audit records would fill the test output; the audit tests turn them on.
+            ("MCP_AUDIT_OUTPUT", "off".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -1,5 +1,6 @@
 mod access;
 mod acme;
+mod audit;
 mod auth_edges;
 mod backends;
 mod cli;
@@ -13,6 +14,8 @@ mod limits;
 mod mcp_http;
 mod metrics;
 mod notify_order;
+mod observability;
+mod otel;
 mod python_sdk;
 mod replicas;
 mod rotation;

@@ -66,10 +66,13 @@ fn main() -> ExitCode {
     };
     match command {
         Command::CheckConfig => check_config(&config),
-        _ => {
-            mcp_edge::telemetry::init(&config.log);
-            runtime().block_on(serve(config))
-        }
+        _ => runtime().block_on(async {
+            // In the runtime: the trace exporter runs on it.
+            let telemetry = mcp_edge::telemetry::init(&config);
+            let code = serve(config).await;
+            telemetry.shutdown().await;
+            code
+        }),
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod link;
 pub mod process;
 pub mod proxy;
+pub mod traced;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,45 @@ fn program_exists(program: &str) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+}
+
+/// Which backend serves a name the client sees, from the config alone (for the
+/// audit trail and metrics, which run outside the proxy).
+#[derive(Debug, Clone)]
+pub struct Routing {
+    names: Vec<Arc<str>>,
+    namespaced: bool,
+}
+
+impl Routing {
+    pub fn from_config(config: &Config) -> Routing {
+        let names: Vec<Arc<str>> = if config.backends.is_empty() {
+            vec!["docs".into()]
+        } else {
+            config
+                .backends
+                .iter()
+                .map(|b| b.name.as_str().into())
+                .collect()
+        };
+        Routing {
+            namespaced: names.len() > 1,
+            names,
+        }
+    }
+
+    /// The backend of a tool or prompt name, or (`uri = true`) a resource URI.
+    pub fn backend_of(&self, name: &str, uri: bool) -> Option<&str> {
+        if !self.namespaced {
+            return self.names.first().map(|n| &**n);
+        }
+        self.names.iter().map(|n| &**n).find(|n| {
+            name.strip_prefix(n).is_some_and(|rest| match uri {
+                true => rest.starts_with(proxy::URI_SEP),
+                false => rest.starts_with(proxy::NAME_SEP),
+            })
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -228,7 +268,18 @@ impl ServerHandler for Backend {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        both!(self, b => b.call_tool(request, context).await)
+        match self {
+            Backend::Docs(d) => {
+                use tracing::Instrument;
+                let span = traced::backend_span(&context, "tools/call", "docs", "docs");
+                let result = d.call_tool(request, context).instrument(span.clone()).await;
+                if let Err(e) = &result {
+                    traced::failed(&span, e);
+                }
+                result
+            }
+            Backend::Proxy(p) => p.call_tool(request, context).await,
+        }
     }
 
     async fn list_prompts(

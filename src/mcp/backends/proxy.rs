@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig,
@@ -447,7 +448,10 @@ impl Proxy {
                     config = config.auth_header(token.expose_secret());
                 }
                 let transport = Ordered::new(
-                    StreamableHttpClientTransport::with_client(client.clone(), config),
+                    StreamableHttpClientTransport::with_client(
+                        super::traced::TracedClient(client.clone()),
+                        config,
+                    ),
                     link.clone(),
                 );
                 match tokio::time::timeout(timeout, rmcp::serve_client(forwarder, transport)).await
@@ -578,13 +582,38 @@ impl Proxy {
     async fn forward(
         &self,
         index: usize,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let member = &self.shared.members[index];
+        let kind = match &member.kind {
+            MemberKind::Upstream(up) if matches!(up.spec, UpstreamSpec::Http { .. }) => "http",
+            MemberKind::Upstream(_) => "stdio",
+            MemberKind::Docs(_) => "docs",
+        };
+        let span = super::traced::backend_span(context, request.method(), &member.name, kind);
+        let result = self
+            .forward_in(index, request, context, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            super::traced::failed(&span, e);
+        }
+        result
+    }
+
+    async fn forward_in(
+        &self,
+        index: usize,
         mut request: ClientRequest,
         context: &RequestContext<RoleServer>,
+        span: &tracing::Span,
     ) -> Result<ServerResult, ErrorData> {
         let conn = self.conn(index, context).await?;
         conn.touch();
         let backend = self.shared.members[index].name.clone();
         *request.get_meta_mut() = forwarded_meta(&context.meta);
+        super::traced::propagate(span, request.get_meta_mut());
         let (route, route_guard) = conn.link.route(
             context.peer.clone(),
             context.meta.get_progress_token(),
@@ -964,7 +993,18 @@ impl ServerHandler for Proxy {
         request.name = name.to_owned().into();
         request.meta = None;
         match &self.shared.members[index].kind {
-            MemberKind::Docs(d) => d.call_tool(request, access_checked(context)).await,
+            MemberKind::Docs(d) => {
+                let backend = &self.shared.members[index].name;
+                let span = super::traced::backend_span(&context, "tools/call", backend, "docs");
+                let result = d
+                    .call_tool(request, access_checked(context))
+                    .instrument(span.clone())
+                    .await;
+                if let Err(e) = &result {
+                    super::traced::failed(&span, e);
+                }
+                result
+            }
             MemberKind::Upstream(_) => {
                 let backend = self.shared.members[index].name.clone();
                 let result = self

@@ -1,0 +1,241 @@
+//! How an answered call ended, read from its response as it is sent: the first
+//! JSON-RPC response in the body (JSON, or an SSE stream) says ok, tool error or
+//! JSON-RPC error. The call's metric and audit record are written from this.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde_json::Value;
+
+pub use crate::metrics::ToolOutcome;
+
+/// What the response said, once it has been sent (or abandoned).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finished {
+    pub outcome: ToolOutcome,
+    /// The JSON-RPC error code, for an error answer.
+    pub error_code: Option<i64>,
+    pub response_bytes: u64,
+    /// Until the answer was seen (not until a long SSE stream closed).
+    pub elapsed: Duration,
+}
+
+type Done = Box<dyn FnOnce(Finished) + Send>;
+
+/// JSON bodies larger than this are not inspected for an error (counted as ok).
+const MAX_INSPECTED: usize = 1 << 20;
+
+/// Call `done` when `response` has been sent. A refusal (non-2xx) is finished at once.
+pub fn watch(response: Response, start: Instant, done: Done) -> Response {
+    if !response.status().is_success() {
+        let response_bytes = response.body().size_hint().exact().unwrap_or(0);
+        done(Finished {
+            outcome: ToolOutcome::Refused,
+            error_code: None,
+            response_bytes,
+            elapsed: start.elapsed(),
+        });
+        return response;
+    }
+    let sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    response.map(|inner| {
+        Body::new(Watched {
+            inner,
+            start,
+            sse,
+            buf: Vec::new(),
+            overflow: false,
+            seen: None,
+            bytes: 0,
+            done: Some(done),
+        })
+    })
+}
+
+/// The outcome a JSON-RPC message reports, if it is a response.
+fn outcome_of(message: &Value) -> Option<(ToolOutcome, Option<i64>)> {
+    let message = match message {
+        Value::Array(items) => items.iter().find(|m| m.get("id").is_some())?,
+        other => other,
+    };
+    if let Some(error) = message.get("error") {
+        Some((
+            ToolOutcome::RpcError,
+            error.get("code").and_then(Value::as_i64),
+        ))
+    } else if let Some(result) = message.get("result") {
+        if result.get("isError").and_then(Value::as_bool) == Some(true) {
+            Some((ToolOutcome::ToolError, None))
+        } else {
+            Some((ToolOutcome::Ok, None))
+        }
+    } else {
+        None
+    }
+}
+
+struct Watched {
+    inner: Body,
+    start: Instant,
+    sse: bool,
+    buf: Vec<u8>,
+    overflow: bool,
+    /// The answer, once seen, and when.
+    seen: Option<(ToolOutcome, Option<i64>, Duration)>,
+    bytes: u64,
+    done: Option<Done>,
+}
+
+impl Watched {
+    fn saw(&mut self, outcome: (ToolOutcome, Option<i64>)) {
+        if self.seen.is_none() {
+            self.seen = Some((outcome.0, outcome.1, self.start.elapsed()));
+            self.buf = Vec::new();
+        }
+    }
+
+    fn finish(&mut self, otherwise: ToolOutcome) {
+        let Some(done) = self.done.take() else { return };
+        let (outcome, error_code, elapsed) = self
+            .seen
+            .unwrap_or_else(|| (otherwise, None, self.start.elapsed()));
+        done(Finished {
+            outcome,
+            error_code,
+            response_bytes: self.bytes,
+            elapsed,
+        });
+    }
+
+    /// Feed SSE bytes; complete `data:` lines are parsed as they arrive.
+    fn feed_sse(&mut self, data: &[u8]) {
+        for &b in data {
+            if b == b'\n' {
+                if !self.overflow {
+                    let line = std::mem::take(&mut self.buf);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    if let Some(payload) = line.strip_prefix(b"data:")
+                        && let Ok(v) = serde_json::from_slice::<Value>(payload)
+                        && let Some(outcome) = outcome_of(&v)
+                    {
+                        self.saw(outcome);
+                        return;
+                    }
+                }
+                self.buf.clear();
+                self.overflow = false;
+            } else if !self.overflow {
+                self.buf.push(b);
+                if self.buf.len() > MAX_INSPECTED {
+                    // A huge result line: assume success rather than buffer it all.
+                    self.saw((ToolOutcome::Ok, None));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn feed_json(&mut self, data: &[u8]) {
+        if self.buf.len() + data.len() > MAX_INSPECTED {
+            self.overflow = true;
+            self.buf = Vec::new();
+        } else if !self.overflow {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    fn end(&mut self) {
+        if self.seen.is_none() && !self.sse {
+            let outcome = match self.overflow {
+                true => Some((ToolOutcome::Ok, None)),
+                false => serde_json::from_slice::<Value>(&self.buf)
+                    .ok()
+                    .and_then(|v| outcome_of(&v)),
+            };
+            if let Some(outcome) = outcome {
+                self.saw(outcome);
+            }
+        }
+        self.finish(ToolOutcome::Aborted);
+    }
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    self.bytes += data.len() as u64;
+                    if self.seen.is_none() {
+                        match self.sse {
+                            true => self.feed_sse(&data),
+                            false => self.feed_json(&data),
+                        }
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.finish(ToolOutcome::Aborted),
+            Poll::Ready(None) => self.end(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.finish(ToolOutcome::Aborted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn outcomes_from_responses() {
+        assert_eq!(
+            outcome_of(&json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}})),
+            Some((ToolOutcome::Ok, None))
+        );
+        assert_eq!(
+            outcome_of(&json!({"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}})),
+            Some((ToolOutcome::ToolError, None))
+        );
+        assert_eq!(
+            outcome_of(&json!({"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}})),
+            Some((ToolOutcome::RpcError, Some(-32602)))
+        );
+        assert_eq!(
+            outcome_of(&json!({"jsonrpc":"2.0","method":"notifications/progress"})),
+            None
+        );
+    }
+}

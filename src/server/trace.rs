@@ -1,0 +1,218 @@
+//! The spans of one request: a server span per HTTP request ([`root`]), and in the
+//! `/mcp` chain children for authentication, the rate limit and the MCP method
+//! ([`Spans`]); the backend call's span is opened by the proxy under the MCP one
+//! ([`CallSpan`]). No key, token or argument value is ever an attribute.
+//!
+//! The parent of the root is the request's `traceparent` header or, failing that,
+//! the MCP message's `params._meta.traceparent` — known only once the body has been
+//! read, after authentication. So spans opened before the body is read are kept
+//! unparented and adopted once it is known ([`Spans::settle`]); nothing starts the
+//! root before then.
+
+use axum::extract::Request;
+use tracing::Span;
+use tracing::field::Empty;
+
+use super::error::EdgeError;
+use super::inspect::McpCall;
+use crate::auth::Principal;
+pub use crate::telemetry::otel::CallSpan;
+use crate::telemetry::otel::{self, TARGET, TraceHeaders};
+
+/// The request's server span, in its extensions.
+#[derive(Clone)]
+pub struct RequestSpan {
+    pub span: Span,
+    /// The root already has its parent (from the `traceparent` header).
+    pub parented: bool,
+}
+
+fn header(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The server span of `request` (disabled when traces are off).
+pub fn root(request: &Request, request_id: &str) -> RequestSpan {
+    let route = crate::metrics::route_label(request.uri().path());
+    let span = tracing::info_span!(
+        target: TARGET,
+        "request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = request.uri().path(),
+        network.protocol.version = ?request.version(),
+        client.address = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+        mcp_edge.request_id = request_id,
+        mcp_edge.principal = Empty,
+    );
+    if span.is_disabled() {
+        return RequestSpan {
+            span,
+            parented: true,
+        };
+    }
+    span.record(
+        "client.address",
+        super::request::client_ip(request).to_string(),
+    );
+    let from_header = TraceHeaders {
+        traceparent: header(request, "traceparent"),
+        tracestate: header(request, "tracestate"),
+    };
+    let parented = otel::set_remote_parent(&span, &from_header);
+    RequestSpan { span, parented }
+}
+
+/// After the response: its status, and why it was refused.
+pub fn answered(root: &Span, status: u16, refusal: Option<&str>, principal: Option<&str>) {
+    if root.is_disabled() {
+        return;
+    }
+    root.record("http.response.status_code", i64::from(status));
+    if let Some(p) = principal {
+        root.record("mcp_edge.principal", p);
+    }
+    if let Some(reason) = refusal {
+        root.record("error.type", reason);
+    }
+    if status >= 500 {
+        root.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Mark `span` as failed with `error`'s reason (status 401/403/429… and why).
+pub fn refused(span: &Span, error: EdgeError) -> EdgeError {
+    if !span.is_disabled() {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", error.reason());
+        span.record("error.type", error.reason());
+    }
+    error
+}
+
+/// The chain's spans for one request.
+pub struct Spans {
+    root: Span,
+    settled: bool,
+    /// Opened before the root's parent was known: adopted by [`Spans::settle`].
+    pending: Vec<Span>,
+}
+
+macro_rules! step_span {
+    ($spans:expr, $name:literal) => {{
+        let span = if $spans.settled {
+            tracing::info_span!(target: TARGET, parent: &$spans.root, $name,
+                otel.status_code = Empty, otel.status_description = Empty, error.type = Empty)
+        } else {
+            tracing::info_span!(target: TARGET, parent: None, $name,
+                otel.status_code = Empty, otel.status_description = Empty, error.type = Empty)
+        };
+        if !$spans.settled && !span.is_disabled() {
+            $spans.pending.push(span.clone());
+        }
+        span
+    }};
+}
+
+impl Spans {
+    pub fn of(extensions: &http::Extensions) -> Spans {
+        match extensions.get::<RequestSpan>() {
+            Some(r) if !r.span.is_disabled() => Spans {
+                root: r.span.clone(),
+                settled: r.parented,
+                pending: Vec::new(),
+            },
+            _ => Spans {
+                root: Span::none(),
+                settled: true,
+                pending: Vec::new(),
+            },
+        }
+    }
+
+    /// Authentication (the lockout and the credential).
+    pub fn auth(&mut self) -> Span {
+        step_span!(self, "auth")
+    }
+
+    pub fn rate_limit(&mut self) -> Span {
+        step_span!(self, "rate_limit")
+    }
+
+    /// The body has been read: the root's parent is the header's or `_meta`'s.
+    pub fn settle(&mut self, from_meta: &TraceHeaders) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        otel::set_remote_parent(&self.root, from_meta);
+        for span in self.pending.drain(..) {
+            otel::adopt(&span, &self.root);
+        }
+    }
+
+    /// The MCP method's span (OpenTelemetry's MCP conventions), under the root.
+    pub fn call(&mut self, call: &McpCall, principal: &Principal, session: Option<&str>) -> Span {
+        self.settle(&TraceHeaders::default());
+        let method = call.method.as_deref().unwrap_or("-");
+        let target = call.audited.as_ref().and_then(|a| a.name.as_deref());
+        let span = tracing::info_span!(
+            target: TARGET,
+            parent: &self.root,
+            "mcp",
+            otel.name = %format_args!("{method}{}{}", if target.is_some() { " " } else { "" }, target.unwrap_or("")),
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            error.type = Empty,
+            mcp.method.name = method,
+            gen_ai.tool.name = Empty,
+            gen_ai.prompt.name = Empty,
+            mcp.resource.uri = Empty,
+            mcp.session.id = Empty,
+            rpc.jsonrpc.error_code = Empty,
+            mcp_edge.principal = &*principal.name,
+            mcp_edge.session.kind = if session.is_some() { "session" } else { "stateless" },
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        if let Some(id) = session {
+            span.record("mcp.session.id", id);
+        }
+        match (method, target) {
+            ("tools/call", Some(t)) => {
+                span.record("gen_ai.tool.name", t);
+            }
+            ("prompts/get", Some(t)) => {
+                span.record("gen_ai.prompt.name", t);
+            }
+            ("resources/read", Some(t)) => {
+                span.record("mcp.resource.uri", t);
+            }
+            _ => {}
+        }
+        span
+    }
+}
+
+impl Drop for Spans {
+    fn drop(&mut self) {
+        // Refused before the body was read: the header's parent, or none.
+        self.settle(&TraceHeaders::default());
+    }
+}
+
+/// The trace context to send on with a request that leaves for another replica.
+pub fn outgoing(extensions: &http::Extensions) -> Option<TraceHeaders> {
+    let span = &extensions.get::<CallSpan>()?.0;
+    TraceHeaders::of(span)
+}

@@ -1,0 +1,328 @@
+//! Traces over OTLP: the exporter (gRPC or HTTP/protobuf), a bounded queue whose
+//! drops are counted, W3C trace-context helpers, and the span names the edge uses.
+//!
+//! Spans are `tracing` spans with the target [`TARGET`]; only the OpenTelemetry
+//! layer sees them (the log output filters them out), and with no endpoint
+//! configured no layer enables them, so a disabled span costs one cached check.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry::Context;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::runtime::Tokio;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::{OtelConfig, OtlpProtocol};
+
+/// The `tracing` target of every span exported as a trace.
+pub const TARGET: &str = "mcp_edge::otel";
+
+/// Spans waiting for export (or being exported) beyond this are dropped and counted
+/// in `mcp_edge_trace_spans_dropped_total`: a slow collector never holds memory
+/// or requests.
+const MAX_QUEUED: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+#[error("otel.endpoint: cannot build the OTLP exporter: {0}")]
+pub struct OtelError(String);
+
+/// The exporter pipeline; [`Exporting::shutdown`] flushes what is queued.
+pub struct Exporting {
+    provider: SdkTracerProvider,
+}
+
+impl Exporting {
+    /// Flush and stop (bounded: a collector that is down does not hold the exit).
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let flushed = tokio::task::spawn_blocking(move || {
+            provider.shutdown_with_timeout(Duration::from_secs(3))
+        });
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), flushed).await {
+            tracing::warn!(error = %e, "traces not flushed at shutdown");
+        }
+    }
+}
+
+/// Build the exporter and tracer for `config` (inside the Tokio runtime: the
+/// batch processor runs on it).
+pub fn pipeline(
+    config: &OtelConfig,
+) -> Result<(Exporting, opentelemetry_sdk::trace::Tracer), OtelError> {
+    let headers = match &config.headers_file {
+        Some(path) => crate::config::observe::read_headers(path).map_err(OtelError)?,
+        None => Vec::new(),
+    };
+    let timeout = Duration::from_secs(10);
+    let exporter = match config.protocol {
+        OtlpProtocol::Grpc => {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in &headers {
+                // Checked by `read_headers`; a name gRPC cannot carry is refused here.
+                let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) else {
+                    return Err(OtelError(format!(
+                        "otel.headers_file: {name:?} is not a valid gRPC metadata entry"
+                    )));
+                };
+                map.insert(name, value);
+            }
+            let metadata =
+                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map);
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(config.endpoint.clone())
+                .with_timeout(timeout)
+                .with_metadata(metadata)
+                .build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            crate::tls::install_crypto_provider();
+            let client = reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| OtelError(e.to_string()))?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_endpoint(config.endpoint.clone())
+                .with_timeout(timeout)
+                .with_headers(headers.into_iter().collect::<HashMap<_, _>>())
+                .build()
+        }
+    }
+    .map_err(|e| OtelError(e.to_string()))?;
+    let queued = Arc::new(AtomicUsize::new(0));
+    let batch = BatchSpanProcessor::builder(
+        Counted {
+            inner: exporter,
+            queued: queued.clone(),
+        },
+        Tokio,
+    )
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            // Never fuller than our own bound, so its silent drop never happens.
+            .with_max_queue_size(MAX_QUEUED + 1)
+            .with_max_export_batch_size(512)
+            .with_scheduled_delay(Duration::from_millis(500))
+            .build(),
+    )
+    .build();
+    let mut resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ));
+    for (k, v) in &config.resource_attributes {
+        resource = resource.with_attribute(opentelemetry::KeyValue::new(k.clone(), v.clone()));
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(Bounded {
+            inner: batch,
+            queued,
+        })
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            config.sample_ratio,
+        ))))
+        .with_resource(resource.build())
+        .build();
+    let tracer = provider.tracer("mcp-edge");
+    Ok((Exporting { provider }, tracer))
+}
+
+/// The batch processor behind a bound that counts what it drops.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor<Tokio>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx)
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            crate::metrics::trace_spans_dropped(1);
+            return;
+        }
+        self.inner.on_end(span)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+/// The OTLP exporter, releasing the bound as batches finish and counting failures.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    queued: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let result = self.inner.export(batch).await;
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        if let Err(e) = &result {
+            crate::metrics::trace_export_failed();
+            tracing::debug!(error = %e, spans = n, "trace export failed");
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+/// The MCP method's span, in the request's extensions, so the backend call (run
+/// by rmcp in its own task) opens its span under it.
+#[derive(Clone)]
+pub struct CallSpan(pub tracing::Span);
+
+/// A W3C trace context (`traceparent`, `tracestate`), as received or to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceHeaders {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl TraceHeaders {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent.as_deref(),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The remote parent these headers name, if they are valid.
+    pub fn context(&self) -> Option<Context> {
+        self.traceparent.as_ref()?;
+        let cx = TraceContextPropagator::new().extract(&Extract(self));
+        cx.span().span_context().is_valid().then_some(cx)
+    }
+
+    /// The trace context of `span` (none when it is not exported).
+    pub fn of(span: &tracing::Span) -> Option<TraceHeaders> {
+        if span.is_disabled() {
+            return None;
+        }
+        let cx = span.context();
+        if !cx.span().span_context().is_valid() {
+            return None;
+        }
+        let mut out = HashMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut out);
+        Some(TraceHeaders {
+            traceparent: out.remove("traceparent"),
+            tracestate: out.remove("tracestate").filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+struct Extract<'a>(&'a TraceHeaders);
+
+impl opentelemetry::propagation::Extractor for Extract<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// Make `parent` (a remote context) the parent of `span`, before `span` starts.
+pub fn set_remote_parent(span: &tracing::Span, parent: &TraceHeaders) -> bool {
+    match parent.context() {
+        Some(cx) => span.set_parent(cx).is_ok(),
+        None => false,
+    }
+}
+
+/// Make `span` a child of `parent` (both edge spans; `span` not started yet).
+pub fn adopt(span: &tracing::Span, parent: &tracing::Span) {
+    if !span.is_disabled() && !parent.is_disabled() {
+        let _ = span.set_parent(parent.context());
+    }
+}
+
+/// The trace id of `span`, for the audit record and logs.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    if span.is_disabled() {
+        return None;
+    }
+    let id = span.context().span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_is_a_remote_parent_and_garbage_is_not() {
+        let good = TraceHeaders {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: Some("vendor=x".into()),
+        };
+        let cx = good.context().expect("valid");
+        let sc = cx.span().span_context().clone();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(sc.is_remote() && sc.is_sampled());
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            let h = TraceHeaders {
+                traceparent: Some(bad.into()),
+                tracestate: None,
+            };
+            assert!(h.context().is_none(), "{bad:?}");
+        }
+    }
+}
