@@ -29,6 +29,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 /// Why the server could not start. Each names the file or address involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// What `check-config` reports too (see [`crate::preflight`]).
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::Problems),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
@@ -223,6 +226,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         return Err(StartError::NotHttp);
     }
     tls::install_crypto_provider();
+    let loaded = crate::preflight::check(&config)?;
     let listen = config.server.listen;
     let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,
@@ -242,7 +246,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let config = Arc::new(config);
 
     let key_ctx = KeyContext::from_config(&config);
-    let (auth, dev_key) = build_auth(&config, &key_ctx)?;
+    let (auth, dev_key) = build_auth(&config, loaded.api_keys, loaded.jwt_keys)?;
     let auth = Arc::new(auth);
     if let Some(jwt) = auth.jwt()
         && let Some(result) = jwt.refresh_remote().await
@@ -254,7 +258,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
 
-    let tls_config = tls::initial_config(&config.tls, &config.server.public_hostnames)?;
+    let tls_config = loaded.tls;
     let cert = crate::certs::CertStatus::new();
     let acme = match &config.tls {
         crate::config::TlsConfig::Acme(settings) => {
@@ -268,7 +272,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
     }
 
-    let (cluster, peer_listener) = cluster(&config)?;
+    let (cluster, peer_listener) = cluster(&config, loaded.ring)?;
     let (backend, watcher) = backend(&config).await?;
     let cancel = CancellationToken::new();
     let parts = mcp::build(&config, backend.clone(), cancel.clone());
@@ -464,7 +468,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 fn build_auth(
     config: &Config,
-    key_ctx: &KeyContext,
+    api_keys: Option<KeyStore>,
+    jwt_keys: Option<jwt::KeySet>,
 ) -> Result<(Authenticator, Option<SecretString>), StartError> {
     let mode = config.auth.mode;
     if mode == AuthMode::None {
@@ -473,13 +478,16 @@ fn build_auth(
     }
     let mut dev_key = None;
     let api_keys = if mode.api_keys() {
-        Some(match &config.auth.api_keys_file {
-            Some(path) => {
-                let store = KeyStore::load_file(path, key_ctx)?;
+        Some(match (&config.auth.api_keys_file, api_keys) {
+            (Some(path), loaded) => {
+                let store = match loaded {
+                    Some(store) => store,
+                    None => KeyStore::load_file(path, &KeyContext::from_config(config))?,
+                };
                 tracing::info!(file = %path.display(), keys = store.len(), principals = store.principals().len(), "API keys loaded");
                 store
             }
-            None => {
+            (None, _) => {
                 let key = crate::auth::generate_key();
                 let store = KeyStore::single("dev", &key);
                 dev_key = Some(key);
@@ -491,7 +499,10 @@ fn build_auth(
     };
     let jwt = match &config.auth.jwt {
         Some(jwt_config) => {
-            let local = jwt::load_local_keys(jwt_config)?;
+            let local = match jwt_keys {
+                Some(keys) => keys,
+                None => jwt::load_local_keys(jwt_config)?,
+            };
             tracing::info!(keys = local.len(), issuer = %jwt_config.issuer, "JWT verification keys loaded");
             Some(JwtVerifier::new(
                 jwt_config.clone(),
@@ -629,6 +640,7 @@ fn session_keys_secret(path: std::path::PathBuf, cluster: Arc<crate::cluster::Cl
 #[allow(clippy::type_complexity)]
 fn cluster(
     config: &Config,
+    ring: crate::cluster::KeyRing,
 ) -> Result<
     (
         Arc<crate::cluster::Cluster>,
@@ -636,7 +648,6 @@ fn cluster(
     ),
     StartError,
 > {
-    let ring = crate::cluster::load_ring(config)?;
     if let Some(path) = &config.cluster.key_ring_file {
         tracing::info!(file = %path.display(), keys = ring.len(), "session key ring loaded");
     }

@@ -13,6 +13,7 @@ pub mod healthcheck;
 pub mod init_secrets;
 pub mod mcp;
 pub mod metrics;
+pub mod preflight;
 pub mod ratelimit;
 pub mod redirect;
 pub mod secrets;

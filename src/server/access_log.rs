@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::inspect::Audited;
 use super::outcome::{Finished, ToolOutcome};
 use super::state::AppState;
-use crate::telemetry::audit::Record;
+use crate::telemetry::audit::{Audit, Record};
 
 /// What inner layers learn about a request, logged once it is answered.
 #[derive(Debug, Default)]
@@ -70,6 +70,21 @@ impl RequestLog {
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// What is known of a request before it is served.
+struct Seen {
+    start: Instant,
+    arrived: SystemTime,
+    request_id: String,
+    method: http::Method,
+    path: String,
+    /// The real client (PROXY header / trusted X-Forwarded-For), else the TCP peer.
+    remote: String,
+    client: String,
+    version: http::Version,
+    /// A call refused before its body is read is known by its 2026 headers.
+    declared: Option<(String, Audited)>,
+}
+
 /// Assign a request id (or keep a sane incoming one), echo it, and log one line per
 /// request. Headers are never logged, so `Authorization` cannot leak here.
 pub async fn log_requests(
@@ -79,13 +94,7 @@ pub async fn log_requests(
 ) -> Response {
     let start = Instant::now();
     let arrived = SystemTime::now();
-    let incoming = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
-    let request_id = incoming.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = request_id(&request);
     // On the request too, so a hop to the session's owner carries the same id.
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID, v);
@@ -94,41 +103,26 @@ pub async fn log_requests(
     request.extensions_mut().insert(log.clone());
     let root = super::trace::root(&request, &request_id);
     request.extensions_mut().insert(root.clone());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    // The real client (PROXY header / trusted X-Forwarded-For), else the TCP peer.
-    let remote = super::request::client_addr(&request)
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let client = Some(super::request::client_ip(&request).to_string());
-    // A call refused before its body is read is known by its 2026 headers.
-    let declared = declared_call(&request);
-    let version = format!("{:?}", request.version());
+    let seen = Seen {
+        start,
+        arrived,
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        remote: super::request::client_addr(&request)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        client: super::request::client_ip(&request).to_string(),
+        version: request.version(),
+        declared: declared_call(&request),
+        request_id,
+    };
     let mut response = next.run(request).instrument(root.span.clone()).await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(&seen.request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
     let mut fields = log.0.lock().unwrap_or_else(|p| p.into_inner());
     let status = response.status().as_u16();
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(
-        target: "mcp_edge::access",
-        request_id = %request_id,
-        remote = %remote,
-        http = %version,
-        method = %method,
-        path = %path,
-        status,
-        latency_ms = format_args!("{latency_ms:.2}"),
-        principal = fields.principal.as_deref().unwrap_or("-"),
-        auth_failure = fields.auth.unwrap_or("-"),
-        rate_limited = fields.rate_limited,
-        mcp_method = fields.mcp_method.as_deref().unwrap_or("-"),
-        tool = fields.tool.as_deref().unwrap_or("-"),
-        session = fields.session.as_deref().unwrap_or("-"),
-        hop = fields.hop.as_deref().unwrap_or("-"),
-        "request"
-    );
+    write_line(&seen, status, &fields);
     let reason = fields.auth.or(fields.refusal);
     super::trace::answered(&root.span, status, reason, fields.principal.as_deref());
     // A request forwarded by a peer was counted (and audited) by the replica that
@@ -143,31 +137,85 @@ pub async fn log_requests(
         mcp_method: fields.mcp_method.as_deref(),
         tool: fields.tool.as_deref(),
     };
-    crate::metrics::record_request(&path, status, &outcome);
+    crate::metrics::record_request(&seen.path, status, &outcome);
+    match call_record(&state, seen, status, &root.span, &mut fields) {
+        Some(watch) => {
+            drop(fields);
+            watch.around(&state, response)
+        }
+        None => response,
+    }
+}
+
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+fn write_line(seen: &Seen, status: u16, fields: &LogFields) {
+    let latency_ms = seen.start.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "mcp_edge::access",
+        request_id = %seen.request_id,
+        remote = %seen.remote,
+        http = ?seen.version,
+        method = %seen.method,
+        path = %seen.path,
+        status,
+        latency_ms = format_args!("{latency_ms:.2}"),
+        principal = fields.principal.as_deref().unwrap_or("-"),
+        auth_failure = fields.auth.unwrap_or("-"),
+        rate_limited = fields.rate_limited,
+        mcp_method = fields.mcp_method.as_deref().unwrap_or("-"),
+        tool = fields.tool.as_deref().unwrap_or("-"),
+        session = fields.session.as_deref().unwrap_or("-"),
+        hop = fields.hop.as_deref().unwrap_or("-"),
+        "request"
+    );
+}
+
+/// A call to meter (its `tools/call` latency) and audit once its answer is sent.
+struct CallWatch {
+    record: Record,
+    /// Let through the rate limit: counted in the tool metric.
+    metered: bool,
+    call_span: Option<tracing::Span>,
+    start: Instant,
+}
+
+/// The call this request made, if it is metered or audited: its record so far.
+fn call_record(
+    state: &AppState,
+    seen: Seen,
+    status: u16,
+    root: &tracing::Span,
+    fields: &mut LogFields,
+) -> Option<CallWatch> {
     // The tool metric counts calls let through the rate limit; the audit trail
     // every call it can name.
     let metered = fields.mcp_method.as_deref() == Some("tools/call");
-    let Some((call_method, call)) = fields.call.take().or(declared) else {
-        return response;
-    };
+    let (method, call) = fields.call.take().or(seen.declared)?;
     if !metered && !state.audit.enabled() {
-        return response;
+        return None;
     }
-    let is_uri = call_method == "resources/read";
     let backend = call
         .name
         .as_deref()
-        .and_then(|n| state.routing.backend_of(n, is_uri))
+        .and_then(|n| state.routing.backend_of(n, method == "resources/read"))
         .unwrap_or("_unknown")
         .to_owned();
-    let session_kind = match (path.as_str(), fields.session.is_some()) {
+    let session_kind = match (seen.path.as_str(), fields.session.is_some()) {
         ("/messages" | "/sse", _) => "legacy_sse",
         (_, true) => "session",
         (_, false) => "stateless",
     };
-    let mut record = Record {
-        time: humantime::format_rfc3339_millis(arrived).to_string(),
-        method: call_method,
+    let record = Record {
+        time: humantime::format_rfc3339_millis(seen.arrived).to_string(),
+        method,
         name: call.name,
         backend: Some(backend),
         principal: fields.principal.as_deref().map(str::to_owned),
@@ -175,34 +223,49 @@ pub async fn log_requests(
         token_id: fields.token_id.as_deref().map(str::to_owned),
         session: fields.session.clone(),
         session_kind,
-        client,
-        reason: reason.map(str::to_owned),
+        client: Some(seen.client),
+        reason: fields.auth.or(fields.refusal).map(str::to_owned),
         status,
         request_bytes: call.request_bytes,
         arguments_sha256: call.arguments_sha256,
         arguments: call
             .arguments
             .and_then(|a| serde_json::value::RawValue::from_string(a).ok()),
-        request_id: Some(request_id),
-        trace_id: crate::telemetry::otel::trace_id(&root.span),
+        request_id: Some(seen.request_id),
+        trace_id: crate::telemetry::otel::trace_id(root),
         ..Record::default()
     };
-    let call_span = fields.call_span.take();
-    drop(fields);
-    let audit = state.audit.clone();
-    let done = move |finished: Finished| {
+    Some(CallWatch {
+        record,
+        metered,
+        call_span: fields.call_span.take(),
+        start: seen.start,
+    })
+}
+
+impl CallWatch {
+    /// Finish the record from the answer as it is sent.
+    fn around(self, state: &AppState, response: Response) -> Response {
+        let audit = state.audit.clone();
+        let start = self.start;
+        let done = move |finished: Finished| self.finish(&audit, finished);
+        super::outcome::watch(response, start, Box::new(done))
+    }
+
+    fn finish(mut self, audit: &Audit, finished: Finished) {
         let Finished {
             mut outcome,
             error_code,
             response_bytes,
             elapsed,
         } = finished;
-        if metered {
+        let record = &mut self.record;
+        if self.metered {
             let tool = record.name.as_deref().unwrap_or("_unknown");
             let backend = record.backend.as_deref().unwrap_or("_unknown");
             crate::metrics::tool_call(tool, backend, outcome, elapsed);
         }
-        if let (Some(span), Some(code)) = (&call_span, error_code) {
+        if let (Some(span), Some(code)) = (&self.call_span, error_code) {
             span.record("rpc.jsonrpc.error_code", code);
             span.record("error.type", code.to_string());
             span.record("otel.status_code", "ERROR");
@@ -219,9 +282,8 @@ pub async fn log_requests(
         record.error_code = error_code;
         record.response_bytes = response_bytes;
         record.duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
-        audit.write(&record);
-    };
-    super::outcome::watch(response, start, Box::new(done))
+        audit.write(record);
+    }
 }
 
 /// `Mcp-Method` / `Mcp-Name` (2026-07-28) of an audited call, before its body is read.

@@ -1,22 +1,24 @@
 //! The audit trail: one JSON line per `tools/call`, `resources/read` and
 //! `prompts/get`, refused ones included, to stdout, stderr or a size-rotated file.
 //!
-//! Records are handed to a writer thread through a bounded queue, so a slow disk
-//! or a full pipe never holds a request; what cannot be queued is counted in
-//! `mcp_edge_audit_records_dropped_total`.
+//! Records are appended to a bounded buffer that a writer thread writes out every
+//! 100 ms, so a slow disk or a full pipe never holds a request; what does not fit
+//! is counted in `mcp_edge_audit_records_dropped_total`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{AuditConfig, AuditOutput};
 
-/// Records queued for the writer beyond this are dropped (and counted).
-const QUEUE: usize = 16 * 1024;
+/// Bytes of records waiting for the writer beyond this are dropped (and counted).
+const MAX_PENDING: usize = 16 * 1024 * 1024;
+/// How often the writer thread writes what has been appended.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
 
 /// One audited request. Never holds a key, token or (unless `audit.log_arguments`)
 /// an argument value: arguments are identified by their SHA-256.
@@ -65,15 +67,34 @@ pub struct AuditError {
     source: std::io::Error,
 }
 
-enum Message {
-    Line(String),
-    /// Flush everything queued before this, then answer.
-    Flush(std::sync::mpsc::Sender<()>),
+/// What the request path appends to and the writer thread drains.
+struct Inner {
+    pending: Mutex<Vec<u8>>,
+    /// Held while a drained buffer is written, so records stay in order.
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Inner {
+    /// Write out everything appended so far.
+    fn drain(&self) {
+        let mut sink = lock(&self.sink);
+        let data = std::mem::take(&mut *lock(&self.pending));
+        if data.is_empty() {
+            return;
+        }
+        if sink.write_all(&data).and_then(|()| sink.flush()).is_err() {
+            crate::metrics::audit_write_failed();
+        }
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where audit records go; cheap to share (`Arc`).
 pub struct Audit {
-    sender: Option<SyncSender<Message>>,
+    inner: Option<Arc<Inner>>,
     log_arguments: bool,
 }
 
@@ -81,7 +102,7 @@ impl Audit {
     /// No records (`audit.output = "off"`).
     pub fn off() -> Audit {
         Audit {
-            sender: None,
+            inner: None,
             log_arguments: false,
         }
     }
@@ -90,8 +111,8 @@ impl Audit {
     pub fn start(config: &AuditConfig) -> Result<Audit, AuditError> {
         let sink: Box<dyn Write + Send> = match &config.output {
             AuditOutput::Off => return Ok(Audit::off()),
-            AuditOutput::Stdout => Box::new(BufWriter::with_capacity(64 * 1024, std::io::stdout())),
-            AuditOutput::Stderr => Box::new(BufWriter::with_capacity(64 * 1024, std::io::stderr())),
+            AuditOutput::Stdout => Box::new(std::io::stdout()),
+            AuditOutput::Stderr => Box::new(std::io::stderr()),
             AuditOutput::File {
                 path,
                 max_bytes,
@@ -103,84 +124,70 @@ impl Audit {
                 })?,
             ),
         };
-        let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+            sink: Mutex::new(sink),
+        });
+        let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(receiver, sink))
+            .spawn(move || write_loop(weak))
             .map_err(|source| AuditError {
                 path: "(writer thread)".into(),
                 source,
             })?;
         Ok(Audit {
-            sender: Some(sender),
+            inner: Some(inner),
             log_arguments: config.log_arguments,
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.sender.is_some()
+        self.inner.is_some()
     }
 
     pub fn log_arguments(&self) -> bool {
         self.log_arguments
     }
 
-    /// Queue one record (never blocks).
+    /// Append one record (never blocks on I/O: the writer thread writes it within
+    /// [`WRITE_EVERY`]).
     pub fn write(&self, record: &Record) {
-        let Some(sender) = &self.sender else { return };
-        let mut line = match serde_json::to_string(record) {
+        let Some(inner) = &self.inner else { return };
+        let mut line = match serde_json::to_vec(record) {
             Ok(line) => line,
             Err(_) => return crate::metrics::audit_write_failed(),
         };
-        line.push('\n');
-        match sender.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                crate::metrics::audit_record_dropped()
-            }
+        line.push(b'\n');
+        let mut pending = lock(&inner.pending);
+        if pending.len() + line.len() > MAX_PENDING {
+            drop(pending);
+            return crate::metrics::audit_record_dropped();
         }
+        pending.extend_from_slice(&line);
     }
 
-    /// Wait (bounded) until every record queued so far is written: at shutdown.
-    pub fn flush(&self, timeout: Duration) {
-        let Some(sender) = &self.sender else { return };
-        let (done, wait) = std::sync::mpsc::channel();
-        if sender.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(timeout);
+    /// Write every record appended so far: at shutdown, and in tests.
+    pub fn flush(&self, _timeout: Duration) {
+        if let Some(inner) = &self.inner {
+            inner.drain();
         }
     }
 }
 
-/// Each line is one `write_all` on the (buffered) sink, so a rotating file turns
-/// over between whole lines.
-fn write_loop(receiver: Receiver<Message>, mut out: Box<dyn Write + Send>) {
-    while let Ok(mut message) = receiver.recv() {
-        // Write what is queued, then flush once the queue has run dry.
-        loop {
-            match message {
-                Message::Line(line) => {
-                    if out.write_all(line.as_bytes()).is_err() {
-                        crate::metrics::audit_write_failed();
-                    }
-                }
-                Message::Flush(done) => {
-                    flush(&mut out);
-                    let _ = done.send(());
-                }
-            }
-            match receiver.try_recv() {
-                Ok(next) => message = next,
-                Err(_) => break,
-            }
-        }
-        flush(&mut out);
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.flush(Duration::ZERO);
     }
-    flush(&mut out);
 }
 
-fn flush(out: &mut Box<dyn Write + Send>) {
-    if out.flush().is_err() {
-        crate::metrics::audit_write_failed();
+/// Drain every [`WRITE_EVERY`] until the [`Audit`] is gone. Batching keeps the
+/// request path to a lock and a copy (no syscall, no thread wake-up per record).
+fn write_loop(inner: Weak<Inner>) {
+    loop {
+        std::thread::sleep(WRITE_EVERY);
+        let Some(inner) = inner.upgrade() else { return };
+        inner.drain();
     }
 }
 
@@ -242,12 +249,14 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
 
 impl Write for Rotating {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // Rotate between lines (the writer hands over one whole line per call).
-        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
+        // The writer hands over whole lines; rotate between them.
+        for line in buf.split_inclusive(|b| *b == b'\n') {
+            if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+                self.rotate()?;
+            }
+            self.file.write_all(line)?;
+            self.size += line.len() as u64;
         }
-        self.file.write_all(buf)?;
-        self.size += buf.len() as u64;
         Ok(buf.len())
     }
 

@@ -1,4 +1,4 @@
-//! Traces over OTLP: the exporter (gRPC or HTTP/protobuf), a bounded queue whose
+//! Traces over OTLP: the exporter (gRPC or HTTP/protobuf), a bounded batch whose
 //! drops are counted, W3C trace-context helpers, and the span names the edge uses.
 //!
 //! Spans are `tracing` spans with the target [`TARGET`]; only the OpenTelemetry
@@ -6,8 +6,7 @@
 //! configured no layer enables them, so a disabled span costs one cached check.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::Context;
@@ -16,11 +15,7 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::runtime::Tokio;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{OtelConfig, OtlpProtocol};
@@ -32,6 +27,9 @@ pub const TARGET: &str = "mcp_edge::otel";
 /// in `mcp_edge_trace_spans_dropped_total`: a slow collector never holds memory
 /// or requests.
 const MAX_QUEUED: usize = 8192;
+/// Spans per export request, and how often pending spans are sent.
+const BATCH: usize = 512;
+const EXPORT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 #[error("otel.endpoint: cannot build the OTLP exporter: {0}")]
@@ -40,18 +38,24 @@ pub struct OtelError(String);
 /// The exporter pipeline; [`Exporting::shutdown`] flushes what is queued.
 pub struct Exporting {
     provider: SdkTracerProvider,
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Exporting {
-    /// Flush and stop (bounded: a collector that is down does not hold the exit).
+    /// Export what is pending and stop (bounded: a collector that is down does not
+    /// hold the exit).
     pub async fn shutdown(self) {
-        let provider = self.provider;
-        let flushed = tokio::task::spawn_blocking(move || {
-            provider.shutdown_with_timeout(Duration::from_secs(3))
-        });
-        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), flushed).await {
-            tracing::warn!(error = %e, "traces not flushed at shutdown");
+        self.stop.notify_one();
+        if tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("traces not flushed at shutdown");
         }
+        let _ = self
+            .provider
+            .shutdown_with_timeout(Duration::from_millis(100));
     }
 }
 
@@ -105,23 +109,6 @@ pub fn pipeline(
         }
     }
     .map_err(|e| OtelError(e.to_string()))?;
-    let queued = Arc::new(AtomicUsize::new(0));
-    let batch = BatchSpanProcessor::builder(
-        Counted {
-            inner: exporter,
-            queued: queued.clone(),
-        },
-        Tokio,
-    )
-    .with_batch_config(
-        BatchConfigBuilder::default()
-            // Never fuller than our own bound, so its silent drop never happens.
-            .with_max_queue_size(MAX_QUEUED + 1)
-            .with_max_export_batch_size(512)
-            .with_scheduled_delay(Duration::from_millis(500))
-            .build(),
-    )
-    .build();
     let mut resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(config.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new(
@@ -131,86 +118,97 @@ pub fn pipeline(
     for (k, v) in &config.resource_attributes {
         resource = resource.with_attribute(opentelemetry::KeyValue::new(k.clone(), v.clone()));
     }
+    let resource = resource.build();
+    let mut exporter = exporter;
+    exporter.set_resource(&resource);
+    let pending = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(export_loop(exporter, pending.clone(), stop.clone()));
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(Bounded {
-            inner: batch,
-            queued,
-        })
+        .with_span_processor(Batcher { pending })
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             config.sample_ratio,
         ))))
-        .with_resource(resource.build())
+        .with_resource(resource)
         .build();
     let tracer = provider.tracer("mcp-edge");
-    Ok((Exporting { provider }, tracer))
+    Ok((
+        Exporting {
+            provider,
+            stop,
+            task,
+        },
+        tracer,
+    ))
 }
 
-/// The batch processor behind a bound that counts what it drops.
+type Pending = Arc<Mutex<Vec<SpanData>>>;
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<SpanData>> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Finished spans wait here for the export loop. Why not the SDK's batch processor:
+/// it hands every span to its task through a channel (a task wake-up per span);
+/// a push under a short lock is cheaper on the request path.
 #[derive(Debug)]
-struct Bounded {
-    inner: BatchSpanProcessor<Tokio>,
-    queued: Arc<AtomicUsize>,
+struct Batcher {
+    pending: Pending,
 }
 
-impl SpanProcessor for Bounded {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
-        self.inner.on_start(span, cx)
-    }
+impl SpanProcessor for Batcher {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            crate::metrics::trace_spans_dropped(1);
+        let mut pending = lock(&self.pending);
+        if pending.len() >= MAX_QUEUED {
+            drop(pending);
+            return crate::metrics::trace_spans_dropped(1);
+        }
+        pending.push(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Every [`EXPORT_EVERY`], send what is pending in batches of [`BATCH`]; a batch
+/// that fails is counted and dropped (no retry queue to grow). On stop, one last
+/// round, then the exporter's shutdown.
+async fn export_loop<E: SpanExporter>(
+    exporter: E,
+    pending: Pending,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let mut tick = tokio::time::interval(EXPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.notified() => true,
+        };
+        let mut spans = std::mem::take(&mut *lock(&pending));
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(BATCH));
+            let n = spans.len();
+            if let Err(e) = exporter.export(spans).await {
+                crate::metrics::trace_export_failed();
+                tracing::debug!(error = %e, spans = n, "trace export failed");
+            }
+            spans = rest;
+        }
+        if last {
+            let _ = exporter.shutdown_with_timeout(Duration::from_secs(2));
             return;
         }
-        self.inner.on_end(span)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource)
-    }
-}
-
-/// The OTLP exporter, releasing the bound as batches finish and counting failures.
-#[derive(Debug)]
-struct Counted<E> {
-    inner: E,
-    queued: Arc<AtomicUsize>,
-}
-
-impl<E: SpanExporter> SpanExporter for Counted<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len();
-        let result = self.inner.export(batch).await;
-        self.queued.fetch_sub(n, Ordering::Relaxed);
-        if let Err(e) = &result {
-            crate::metrics::trace_export_failed();
-            tracing::debug!(error = %e, spans = n, "trace export failed");
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource)
     }
 }
 

@@ -239,3 +239,59 @@ async fn healthcheck_needs_only_the_address_and_scheme() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MCP_PORT"));
 }
+
+/// `check-config` and `serve` share one preflight: the same broken configurations
+/// give the same problems, every one of them, with exit code 64.
+#[test]
+fn check_config_and_serve_report_the_same_problems() {
+    let fx = Fixture::new();
+    let dir = fx.dir.path();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let ring = dir.join("ring");
+    std::fs::write(&ring, "too-short\n").unwrap();
+    let toml = dir.join("edge.toml");
+    std::fs::write(
+        &toml,
+        "[[backends]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\"]\n\n[[backends]]\nname = \"docs\"\nkind = \"docs\"\n",
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let cases: Vec<Vec<(&str, String)>> = vec![
+        vec![("MCP_API_KEYS_FILE", "/nonexistent/api_keys".into())],
+        vec![("MCP_TLS_CERT_FILE", path(&garbage))],
+        vec![
+            ("MCP_EDGE_CONFIG", path(&toml)),
+            ("MCP_DOCS_DIR", "/nonexistent/docs".into()),
+        ],
+        vec![
+            ("MCP_SESSION_KEYS_FILE", path(&ring)),
+            ("MCP_API_KEYS_FILE", "/nonexistent/api_keys".into()),
+            ("MCP_AUDIT_FILE", "/nonexistent/dir/audit.jsonl".into()),
+            ("MCP_AUDIT_OUTPUT", "file".into()),
+        ],
+    ];
+    for case in cases {
+        let run = |command: &str| {
+            let out = Command::new(bin())
+                .arg(command)
+                .env_clear()
+                .envs(fx.env())
+                .envs(case.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+                .unwrap();
+            let problems: Vec<String> = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.starts_with("mcp-edge: "))
+                .map(str::to_owned)
+                .collect();
+            (out.status.code(), problems)
+        };
+        let (check_code, checked) = run("check-config");
+        let (serve_code, served) = run("serve");
+        assert_eq!(check_code, Some(64), "{case:?}: {checked:?}");
+        assert_eq!(serve_code, Some(64), "{case:?}: {served:?}");
+        assert!(!checked.is_empty(), "{case:?}");
+        assert_eq!(checked, served, "{case:?}");
+    }
+}

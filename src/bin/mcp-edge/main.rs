@@ -148,81 +148,31 @@ fn hash_key() -> ExitCode {
 }
 
 fn check_config(config: &Config) -> ExitCode {
-    use mcp_edge::config::TlsConfig;
-    let mut ok = true;
-    if config.server.transport == Transport::StreamableHttp {
-        if let TlsConfig::Files {
-            cert_file,
-            key_file,
-        } = &config.tls
-            && let Err(e) = mcp_edge::tls::config_from_files(cert_file, key_file)
-        {
-            eprintln!("mcp-edge: tls: {e}");
-            ok = false;
-        }
-        if let TlsConfig::Acme(settings) = &config.tls
-            && let Err(e) = mcp_edge::acme::check(settings)
-        {
-            eprintln!("mcp-edge: {e}");
-            ok = false;
-        }
-        if config.auth.mode.api_keys()
-            && let Some(path) = &config.auth.api_keys_file
-        {
-            let ctx = mcp_edge::auth::KeyContext::from_config(config);
-            match mcp_edge::auth::KeyStore::load_file(path, &ctx) {
-                Ok(store) => eprintln!(
-                    "api keys: {} key(s) for {} principal(s) in {}",
-                    store.len(),
-                    store.principals().len(),
-                    path.display()
-                ),
-                Err(e) => {
-                    eprintln!("mcp-edge: auth: {e}");
-                    ok = false;
-                }
+    // The same checks `serve` makes before it binds anything.
+    let ok = match mcp_edge::preflight::check(config) {
+        Ok(loaded) => {
+            for note in &loaded.notes {
+                eprintln!("{note}");
             }
+            true
         }
-    }
-    if let Some(path) = &config.cluster.key_ring_file {
-        match mcp_edge::cluster::KeyRing::load_file(path) {
-            Ok(ring) => eprintln!("session keys: {} key(s) in {}", ring.len(), path.display()),
-            Err(e) => {
-                eprintln!("mcp-edge: cluster: {e}");
-                ok = false;
-            }
+        Err(problems) => {
+            report(&problems);
+            false
         }
-    }
-    if let Some(redis) = &config.redis {
-        match mcp_edge::ratelimit::redis::check(redis) {
-            Ok(()) => eprintln!(
-                "redis: {} (not contacted by check-config)",
-                mcp_edge::config::redacted_url(&redis.url)
-            ),
-            Err(e) => {
-                eprintln!("mcp-edge: {e}");
-                ok = false;
-            }
-        }
-    }
-    for problem in mcp_edge::mcp::backends::check_files(config) {
-        eprintln!("mcp-edge: {problem}");
-        ok = false;
-    }
-    if let Some(jwt) = &config.auth.jwt {
-        match mcp_edge::auth::jwt::load_local_keys(jwt) {
-            Ok(keys) => eprintln!("jwt: {} local verification key(s)", keys.len()),
-            Err(e) => {
-                eprintln!("mcp-edge: jwt: {e}");
-                ok = false;
-            }
-        }
-    }
+    };
     println!("{}", config.to_pretty_json());
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// One line per problem, as `check-config` and `serve` both print them.
+fn report(problems: &mcp_edge::preflight::Problems) {
+    for problem in &problems.0 {
+        eprintln!("mcp-edge: {problem}");
     }
 }
 
@@ -269,6 +219,10 @@ async fn serve(config: Config) -> ExitCode {
     }
     let running = match app::start(config).await {
         Ok(r) => r,
+        Err(app::StartError::Preflight(problems)) => {
+            report(&problems);
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("mcp-edge: {e}");

@@ -1,0 +1,179 @@
+//! Everything a server must load before it serves — certificates, API keys, JWT
+//! keys, the session key ring, Redis settings, backend programs and files, the docs
+//! directory, the audit file — checked once, here, by both `serve` ([`crate::app::start`])
+//! and `check-config`, so the two can never disagree. Every problem is collected,
+//! not only the first; each names the file involved.
+
+use crate::auth::jwt::{self, KeySet};
+use crate::auth::{KeyContext, KeyStore};
+use crate::cluster::KeyRing;
+use crate::config::{AuditOutput, Config, TlsConfig, Transport};
+use crate::tls::{self, ServingTls};
+
+/// What was loaded, handed to the server so nothing is read twice.
+pub struct Loaded {
+    /// Files or self-signed; `None` for ACME and plain HTTP.
+    pub tls: Option<ServingTls>,
+    /// From `auth.api_keys_file` (none configured: the dev key is made at start).
+    pub api_keys: Option<KeyStore>,
+    pub jwt_keys: Option<KeySet>,
+    pub ring: KeyRing,
+    /// One line per thing loaded, for `check-config`.
+    pub notes: Vec<String>,
+}
+
+/// Every problem found, one line each (`tls: …`, `auth: …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct Problems(pub Vec<String>);
+
+/// Load and check everything `config` needs.
+pub fn check(config: &Config) -> Result<Loaded, Problems> {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let http = config.server.transport == Transport::StreamableHttp;
+    let tls = if http {
+        check_tls(config, &mut problems)
+    } else {
+        None
+    };
+    let api_keys = if http {
+        check_api_keys(config, &mut problems, &mut notes)
+    } else {
+        None
+    };
+    let jwt_keys = config
+        .auth
+        .jwt
+        .as_ref()
+        .and_then(|jwt| match jwt::load_local_keys(jwt) {
+            Ok(keys) => {
+                notes.push(format!("jwt: {} local verification key(s)", keys.len()));
+                Some(keys)
+            }
+            Err(e) => {
+                problems.push(format!("jwt: {e}"));
+                None
+            }
+        });
+    let ring = match crate::cluster::load_ring(config) {
+        Ok(ring) => {
+            if let Some(path) = &config.cluster.key_ring_file {
+                notes.push(format!(
+                    "session keys: {} key(s) in {}",
+                    ring.len(),
+                    path.display()
+                ));
+            }
+            ring
+        }
+        Err(e) => {
+            problems.push(format!("cluster: {e}"));
+            KeyRing::random()
+        }
+    };
+    if let Some(redis) = &config.redis {
+        match crate::ratelimit::redis::check(redis) {
+            Ok(()) => notes.push(format!(
+                "redis: {} (not contacted by check-config)",
+                crate::config::redacted_url(&redis.url)
+            )),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    problems.extend(crate::mcp::backends::check_files(config));
+    check_docs(config, &mut problems);
+    check_audit(config, &mut problems);
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok(Loaded {
+        tls,
+        api_keys,
+        jwt_keys,
+        ring,
+        notes,
+    })
+}
+
+fn check_tls(config: &Config, problems: &mut Vec<String>) -> Option<ServingTls> {
+    if let TlsConfig::Acme(settings) = &config.tls
+        && let Err(e) = crate::acme::check(settings)
+    {
+        problems.push(e.to_string());
+    }
+    match tls::initial_config(&config.tls, &config.server.public_hostnames) {
+        Ok(serving) => serving,
+        Err(e) => {
+            problems.push(format!("tls: {e}"));
+            None
+        }
+    }
+}
+
+fn check_api_keys(
+    config: &Config,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<KeyStore> {
+    if !config.auth.mode.api_keys() {
+        return None;
+    }
+    let path = config.auth.api_keys_file.as_ref()?;
+    match KeyStore::load_file(path, &KeyContext::from_config(config)) {
+        Ok(store) => {
+            notes.push(format!(
+                "api keys: {} key(s) for {} principal(s) in {}",
+                store.len(),
+                store.principals().len(),
+                path.display()
+            ));
+            Some(store)
+        }
+        Err(e) => {
+            problems.push(format!("auth: {e}"));
+            None
+        }
+    }
+}
+
+/// The docs directory the built-in tools index (when they are served).
+fn check_docs(config: &Config, problems: &mut Vec<String>) {
+    if !crate::mcp::backends::Backend::needs_docs(config) {
+        return;
+    }
+    let dir = &config.docs_dir;
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => problems.push(format!(
+            "docs.dir: {} is not a directory (MCP_DOCS_DIR)",
+            dir.display()
+        )),
+        Err(e) => problems.push(format!("docs.dir: {}: {e} (MCP_DOCS_DIR)", dir.display())),
+    }
+}
+
+/// The audit file can be appended to (its directory exists; it is not a directory).
+fn check_audit(config: &Config, problems: &mut Vec<String>) {
+    let AuditOutput::File { path, .. } = &config.audit.output else {
+        return;
+    };
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let problem = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Some("is a directory".to_owned()),
+        Ok(_) => None,
+        Err(_) if !parent.is_dir() => {
+            Some(format!("directory {} does not exist", parent.display()))
+        }
+        Err(_) => None,
+    };
+    if let Some(p) = problem {
+        problems.push(format!(
+            "audit.file: {}: {p} (MCP_AUDIT_FILE)",
+            path.display()
+        ));
+    }
+}
