@@ -24,7 +24,6 @@ use crate::ratelimit::RateLimits;
 use crate::secrets::{Secret, SecretsWatcher};
 use crate::server::{self, AppState};
 use crate::tls::{self, TlsError};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 /// Why the server could not start. Each names the file or address involved.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +315,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         audit: Arc::new(crate::telemetry::audit::Audit::start(&config.audit)?),
     });
     let app = crate::redirect::with_hsts(
-        server::router_with(state.clone(), parts.service, legacy),
+        server::router_with(state.clone(), parts.service.clone(), legacy),
         &config,
         tls_enabled,
     )
@@ -428,19 +427,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }));
     }
-    let secrets = secret_files(
-        &config,
-        &key_ctx,
-        &auth,
-        &parts.registry,
-        &parts.session_manager,
-        rustls_config,
-        &state.cert,
-    );
-    let mut secrets = secrets;
-    if let Some(path) = &config.cluster.key_ring_file {
-        secrets.push(session_keys_secret(path.clone(), cluster.clone()));
-    }
+    let secrets = secret_files(&config, &key_ctx, &auth, &parts, rustls_config, &state);
     let secrets =
         (!secrets.is_empty()).then(|| SecretsWatcher::spawn(secrets, config.secrets_poll_interval));
 
@@ -515,77 +502,35 @@ fn build_auth(
     Ok((Authenticator::new(api_keys, jwt), dev_key))
 }
 
-/// Every secret file with the code that validates and publishes its new content.
+/// Every reloadable secret file, each with the component that validates and
+/// publishes it (see [`crate::secrets::Reload`]).
 fn secret_files(
     config: &Arc<Config>,
     key_ctx: &KeyContext,
     auth: &Arc<Authenticator>,
-    registry: &Arc<mcp::SessionRegistry>,
-    manager: &Arc<LocalSessionManager>,
+    parts: &mcp::McpParts,
     rustls: Option<RustlsConfig>,
-    cert_status: &Arc<crate::certs::CertStatus>,
+    state: &AppState,
 ) -> Vec<Secret> {
-    let mut secrets = Vec::new();
+    let mut secrets: Vec<Secret> = Vec::new();
     if config.auth.mode.api_keys()
         && let Some(path) = &config.auth.api_keys_file
     {
-        let (path, ctx, auth, registry, manager) = (
-            path.clone(),
-            key_ctx.clone(),
-            auth.clone(),
-            registry.clone(),
-            manager.clone(),
-        );
-        secrets.push(Secret {
-            kind: "api_keys",
-            files: vec![path.clone()],
-            reload: Box::new(move || {
-                let (path, ctx, auth, registry, manager) = (
-                    path.clone(),
-                    ctx.clone(),
-                    auth.clone(),
-                    registry.clone(),
-                    manager.clone(),
-                );
-                Box::pin(async move {
-                    let store =
-                        tokio::task::spawn_blocking(move || KeyStore::load_file(&path, &ctx))
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .map_err(|e| e.to_string())?;
-                    let keys = store.len();
-                    let revoked = auth.replace_keys(store);
-                    let ids = registry.sessions_using(&revoked);
-                    let closed = ids.len();
-                    mcp::close_sessions(&registry, &manager, ids).await;
-                    Ok(format!(
-                        "{keys} key(s) in force, {} revoked, {closed} session(s) closed",
-                        revoked.len()
-                    ))
-                })
-            }),
-        });
+        secrets.push(Arc::new(mcp::ApiKeysFile {
+            path: path.clone(),
+            ctx: key_ctx.clone(),
+            auth: auth.clone(),
+            registry: parts.registry.clone(),
+            manager: parts.session_manager.clone(),
+        }));
     }
-    if let Some(jwt_config) = &config.auth.jwt {
-        let files = jwt::local_key_files(jwt_config);
-        if !files.is_empty() {
-            let (jwt_config, auth) = (jwt_config.clone(), auth.clone());
-            secrets.push(Secret {
-                kind: "jwt_keys",
-                files,
-                reload: Box::new(move || {
-                    let (jwt_config, auth) = (jwt_config.clone(), auth.clone());
-                    Box::pin(async move {
-                        let keys = jwt::load_local_keys(&jwt_config).map_err(|e| e.to_string())?;
-                        let n = keys.len();
-                        if let Some(verifier) = auth.jwt() {
-                            verifier.replace_local(keys);
-                        }
-                        Ok(format!("{n} JWT key(s) in force"))
-                    })
-                }),
-            });
-        }
+    if let Some(jwt_config) = &config.auth.jwt
+        && !jwt::local_key_files(jwt_config).is_empty()
+    {
+        secrets.push(Arc::new(crate::auth::JwtKeyFiles {
+            config: jwt_config.clone(),
+            auth: auth.clone(),
+        }));
     }
     if let (
         TlsConfig::Files {
@@ -595,44 +540,20 @@ fn secret_files(
         Some(rustls),
     ) = (&config.tls, rustls)
     {
-        let (cert, key) = (cert_file.clone(), key_file.clone());
-        let status = cert_status.clone();
-        secrets.push(Secret {
-            kind: "tls_certificate",
-            files: vec![cert.clone(), key.clone()],
-            reload: Box::new(move || {
-                let (cert, key, rustls) = (cert.clone(), key.clone(), rustls.clone());
-                let status = status.clone();
-                Box::pin(async move {
-                    let config = tls::config_from_files(&cert, &key).map_err(|e| e.to_string())?;
-                    // New handshakes get the new certificate; open connections keep theirs.
-                    rustls.reload_from_config(Arc::new(config));
-                    if let Ok(pem) = std::fs::read(&cert) {
-                        status.set_from_pem("files", &pem);
-                    }
-                    Ok(format!("certificate from {}", cert.display()))
-                })
-            }),
-        });
+        secrets.push(Arc::new(tls::CertFiles {
+            cert: cert_file.clone(),
+            key: key_file.clone(),
+            rustls,
+            status: state.cert.clone(),
+        }));
+    }
+    if let Some(path) = &config.cluster.key_ring_file {
+        secrets.push(Arc::new(crate::cluster::RingFile {
+            path: path.clone(),
+            cluster: state.cluster.clone(),
+        }));
     }
     secrets
-}
-
-/// The session-id key ring: reloaded whole, the last good ring kept when the new one is bad.
-fn session_keys_secret(path: std::path::PathBuf, cluster: Arc<crate::cluster::Cluster>) -> Secret {
-    Secret {
-        kind: "session_keys",
-        files: vec![path.clone()],
-        reload: Box::new(move || {
-            let (path, cluster) = (path.clone(), cluster.clone());
-            Box::pin(async move {
-                let ring = crate::cluster::KeyRing::load_file(&path).map_err(|e| e.to_string())?;
-                let n = ring.len();
-                cluster.replace_ring(ring);
-                Ok(format!("{n} session key(s) in force"))
-            })
-        }),
-    }
 }
 
 /// The session key ring and, with `cluster.peer_listen`, the bound peer listener and

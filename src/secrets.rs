@@ -19,20 +19,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-/// Validates and publishes new content; `Ok` carries a one-line summary for the log.
-pub type ReloadFn = Box<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
-
-/// A group of files reloaded together (e.g. a certificate and its key).
-pub struct Secret {
-    pub kind: &'static str,
-    pub files: Vec<PathBuf>,
-    pub reload: ReloadFn,
+/// Something reloaded from files (a certificate and its key, a keys file, a key
+/// ring). The one interface every reloadable component implements: validate the
+/// new content, publish it only when valid — so a broken file keeps the last good
+/// value in force — and say what is now in force. The watcher logs each outcome and
+/// counts it in `mcp_edge_secret_reloads_total{kind, result}`.
+#[async_trait::async_trait]
+pub trait Reload: Send + Sync + 'static {
+    /// The metric's and the log's name for it (`api_keys`, `tls_certificate`, …).
+    fn kind(&self) -> &'static str;
+    /// The files it is read from; a change to any of them triggers a reload.
+    fn files(&self) -> Vec<PathBuf>;
+    /// Read, validate and publish; `Ok` is a one-line summary for the log.
+    async fn reload(&self) -> Result<String, ReloadError>;
 }
+
+/// Why new content was refused (the last good value stays in force).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ReloadError(Box<dyn std::error::Error + Send + Sync>);
+
+impl ReloadError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> ReloadError {
+        ReloadError(Box::new(error))
+    }
+}
+
+/// A group of files reloaded together, as the watcher holds it.
+pub type Secret = Arc<dyn Reload>;
 
 /// Reload outcomes for one kind, for tests and metrics.
 #[derive(Debug, Default)]
@@ -43,6 +61,7 @@ pub struct ReloadCounts {
 
 struct Entry {
     secret: Secret,
+    files: Vec<PathBuf>,
     hashes: Mutex<Vec<Option<[u8; 32]>>>,
     counts: Arc<ReloadCounts>,
 }
@@ -54,7 +73,7 @@ fn hash_file(path: &Path) -> Option<[u8; 32]> {
 
 impl Entry {
     fn current_hashes(&self) -> Vec<Option<[u8; 32]>> {
-        self.secret.files.iter().map(|f| hash_file(f)).collect()
+        self.files.iter().map(|f| hash_file(f)).collect()
     }
 
     async fn check(&self, force: bool) {
@@ -78,16 +97,17 @@ impl Entry {
         // Remember this content whatever the outcome: a broken file is reported once,
         // and retried when it changes (a half-written file will change again).
         *self.hashes.lock().unwrap_or_else(|p| p.into_inner()) = now;
-        match (self.secret.reload)().await {
+        let kind = self.secret.kind();
+        match self.secret.reload().await {
             Ok(summary) => {
                 self.counts.ok.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::secret_reload(self.secret.kind, true);
-                tracing::info!(kind = self.secret.kind, %summary, "secret reloaded");
+                crate::metrics::secret_reload(kind, true);
+                tracing::info!(kind, %summary, "secret reloaded");
             }
             Err(error) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::secret_reload(self.secret.kind, false);
-                tracing::error!(kind = self.secret.kind, %error, "secret reload failed; keeping the last good value");
+                crate::metrics::secret_reload(kind, false);
+                tracing::error!(kind, %error, "secret reload failed; keeping the last good value");
             }
         }
     }
@@ -128,6 +148,7 @@ impl SecretsWatcher {
                 let e = Entry {
                     hashes: Mutex::new(Vec::new()),
                     counts: Arc::new(ReloadCounts::default()),
+                    files: secret.files(),
                     secret,
                 };
                 *e.hashes.lock().unwrap_or_else(|p| p.into_inner()) = e.current_hashes();
@@ -136,11 +157,11 @@ impl SecretsWatcher {
             .collect();
         let counts = entries
             .iter()
-            .map(|e| (e.secret.kind, e.counts.clone()))
+            .map(|e| (e.secret.kind(), e.counts.clone()))
             .collect();
         let dirs: BTreeSet<PathBuf> = entries
             .iter()
-            .flat_map(|e| e.secret.files.iter())
+            .flat_map(|e| e.files.iter())
             .filter_map(|f| f.parent().map(Path::to_path_buf))
             .map(|d| {
                 if d.as_os_str().is_empty() {
@@ -245,24 +266,37 @@ async fn run(
 mod tests {
     use super::*;
 
-    fn counting_secret(file: PathBuf, seen: Arc<Mutex<Vec<String>>>) -> Secret {
-        let path = file.clone();
-        Secret {
-            kind: "test",
-            files: vec![file],
-            reload: Box::new(move || {
-                let path = path.clone();
-                let seen = seen.clone();
-                Box::pin(async move {
-                    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-                    if text.starts_with("bad") {
-                        return Err("invalid".into());
-                    }
-                    seen.lock().unwrap().push(text.clone());
-                    Ok(text)
-                })
-            }),
+    struct Counting {
+        file: PathBuf,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid")]
+    struct Invalid;
+
+    #[async_trait::async_trait]
+    impl Reload for Counting {
+        fn kind(&self) -> &'static str {
+            "test"
         }
+
+        fn files(&self) -> Vec<PathBuf> {
+            vec![self.file.clone()]
+        }
+
+        async fn reload(&self) -> Result<String, ReloadError> {
+            let text = std::fs::read_to_string(&self.file).map_err(ReloadError::new)?;
+            if text.starts_with("bad") {
+                return Err(ReloadError::new(Invalid));
+            }
+            self.seen.lock().unwrap().push(text.clone());
+            Ok(text)
+        }
+    }
+
+    fn counting_secret(file: PathBuf, seen: Arc<Mutex<Vec<String>>>) -> Secret {
+        Arc::new(Counting { file, seen })
     }
 
     async fn wait_for(seen: &Arc<Mutex<Vec<String>>>, want: &str) -> bool {

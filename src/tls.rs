@@ -142,6 +142,36 @@ pub fn initial_config(
     })
 }
 
+/// The certificate and key files, reloaded into the running listener: new
+/// handshakes get the new certificate, open connections keep theirs.
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub rustls: axum_server::tls_rustls::RustlsConfig,
+    pub status: Arc<crate::certs::CertStatus>,
+}
+
+#[async_trait::async_trait]
+impl crate::secrets::Reload for CertFiles {
+    fn kind(&self) -> &'static str {
+        "tls_certificate"
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone()]
+    }
+
+    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
+        let config =
+            config_from_files(&self.cert, &self.key).map_err(crate::secrets::ReloadError::new)?;
+        self.rustls.reload_from_config(Arc::new(config));
+        if let Ok(pem) = std::fs::read(&self.cert) {
+            self.status.set_from_pem("files", &pem);
+        }
+        Ok(format!("certificate from {}", self.cert.display()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,32 @@ pub fn generate_key() -> SecretString {
     SecretString::from(format!("mcp-dev-{}", hex::encode(bytes)))
 }
 
+/// The JWT verification keys read from files (`auth.jwt.key_file`, `jwks_file`).
+pub struct JwtKeyFiles {
+    pub config: crate::config::JwtConfig,
+    pub auth: Arc<Authenticator>,
+}
+
+#[async_trait::async_trait]
+impl crate::secrets::Reload for JwtKeyFiles {
+    fn kind(&self) -> &'static str {
+        "jwt_keys"
+    }
+
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        jwt::local_key_files(&self.config)
+    }
+
+    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
+        let keys = jwt::load_local_keys(&self.config).map_err(crate::secrets::ReloadError::new)?;
+        let n = keys.len();
+        if let Some(verifier) = self.auth.jwt() {
+            verifier.replace_local(keys);
+        }
+        Ok(format!("{n} JWT key(s) in force"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

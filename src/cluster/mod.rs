@@ -125,6 +125,31 @@ impl Cluster {
     }
 }
 
+/// The session-id key ring file: reloaded whole, the last good ring kept when the
+/// new one is bad.
+pub struct RingFile {
+    pub path: std::path::PathBuf,
+    pub cluster: Arc<Cluster>,
+}
+
+#[async_trait::async_trait]
+impl crate::secrets::Reload for RingFile {
+    fn kind(&self) -> &'static str {
+        "session_keys"
+    }
+
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.path.clone()]
+    }
+
+    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
+        let ring = KeyRing::load_file(&self.path).map_err(crate::secrets::ReloadError::new)?;
+        let n = ring.len();
+        self.cluster.replace_ring(ring);
+        Ok(format!("{n} session key(s) in force"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

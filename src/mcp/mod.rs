@@ -185,3 +185,43 @@ pub async fn close_sessions(
         registry.remove(&id);
     }
 }
+
+/// The API keys file: a new key set is published whole, and the sessions of keys
+/// it no longer holds are closed.
+pub struct ApiKeysFile {
+    pub path: std::path::PathBuf,
+    pub ctx: crate::auth::KeyContext,
+    pub auth: Arc<crate::auth::Authenticator>,
+    pub registry: Arc<SessionRegistry>,
+    pub manager: Arc<LocalSessionManager>,
+}
+
+#[async_trait::async_trait]
+impl crate::secrets::Reload for ApiKeysFile {
+    fn kind(&self) -> &'static str {
+        "api_keys"
+    }
+
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.path.clone()]
+    }
+
+    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
+        use crate::secrets::ReloadError;
+        let (path, ctx) = (self.path.clone(), self.ctx.clone());
+        let store =
+            tokio::task::spawn_blocking(move || crate::auth::KeyStore::load_file(&path, &ctx))
+                .await
+                .map_err(ReloadError::new)?
+                .map_err(ReloadError::new)?;
+        let keys = store.len();
+        let revoked = self.auth.replace_keys(store);
+        let ids = self.registry.sessions_using(&revoked);
+        let closed = ids.len();
+        close_sessions(&self.registry, &self.manager, ids).await;
+        Ok(format!(
+            "{keys} key(s) in force, {} revoked, {closed} session(s) closed",
+            revoked.len()
+        ))
+    }
+}
