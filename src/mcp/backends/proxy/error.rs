@@ -141,3 +141,80 @@ impl From<CallError> for ErrorData {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_messages_and_faults_clients_have_always_seen() {
+        let b: Arc<str> = "py".into();
+        let cases = [
+            (
+                CallError::UnknownTool("x__y".into()),
+                ErrorCode::INVALID_PARAMS,
+                "unknown tool \"x__y\"",
+                Fault::Client,
+            ),
+            (
+                CallError::UnknownResource("r".into()),
+                ErrorCode::RESOURCE_NOT_FOUND,
+                "unknown resource \"r\"",
+                Fault::Client,
+            ),
+            (
+                CallError::WentAway { backend: b.clone() },
+                ErrorCode::INTERNAL_ERROR,
+                "backend \"py\" went away while handling the request (it is restarted on the next call)",
+                Fault::Backend,
+            ),
+            (
+                CallError::Timeout {
+                    backend: b.clone(),
+                    timeout: Duration::from_secs(2),
+                },
+                ErrorCode::INTERNAL_ERROR,
+                "backend \"py\" did not answer within 2s (proxy.call_timeout); the call was cancelled",
+                Fault::Backend,
+            ),
+            (
+                CallError::Spawn {
+                    backend: b.clone(),
+                    source: SpawnError::TooMany(3),
+                },
+                ErrorCode::INTERNAL_ERROR,
+                "backend \"py\" is unavailable: the edge already runs its maximum of 3 backend processes (proxy.max_children)",
+                Fault::Edge,
+            ),
+            (
+                CallError::Restarting {
+                    backend: b.clone(),
+                    last: "it exited".into(),
+                    fault: Fault::Backend,
+                    in_ms: 150,
+                },
+                ErrorCode::INTERNAL_ERROR,
+                "backend \"py\" is unavailable: it exited (restarting in 150ms)",
+                Fault::Backend,
+            ),
+        ];
+        for (e, code, message, fault) in cases {
+            assert_eq!(e.fault(), fault, "{e}");
+            let data = ErrorData::from(e);
+            assert_eq!((data.code, &*data.message), (code, message));
+            assert!(data.data.is_none());
+        }
+    }
+
+    #[test]
+    fn an_upstream_error_passes_through_as_it_came() {
+        let upstream = ErrorData::invalid_params("bad argument", Some(serde_json::json!({"x": 1})));
+        let e = CallError::service(
+            &"py".into(),
+            ServiceError::McpError(upstream.clone()),
+            Duration::ZERO,
+        );
+        assert_eq!(e.fault(), Fault::Backend);
+        assert_eq!(ErrorData::from(e), upstream);
+    }
+}

@@ -178,3 +178,24 @@ pub fn rename_contents_uri(c: &mut ResourceContents, f: impl Fn(&str) -> String)
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_members_are_prefixed_one_is_not() {
+        let ns = Namespace::new(vec!["a".into(), "ab".into()]);
+        assert_eq!(ns.name(1, "t"), "ab__t");
+        assert_eq!(ns.uri(0, "file:///x"), "a+file:///x");
+        assert_eq!(ns.find_by_name("ab__t"), Some((1, "t")));
+        assert_eq!(ns.find_by_uri("a+file:///x"), Some((0, "file:///x")));
+        assert_eq!(ns.find_by_name("c__t"), None);
+        assert_eq!(ns.prefix(0).as_deref(), Some("a"));
+
+        let one = Namespace::new(vec!["a".into()]);
+        assert_eq!(one.name(0, "t"), "t");
+        assert_eq!(one.find_by_name("anything"), Some((0, "anything")));
+        assert_eq!(one.prefix(0), None);
+    }
+}
