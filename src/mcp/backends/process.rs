@@ -7,7 +7,7 @@
 //! period, then `wait()` so no zombie is left. A child that exits on its own is reaped
 //! by the same task at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,27 +18,70 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::io::{AsyncWriteExt, DuplexStream};
-use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Live child processes of this edge process (all backends). For the metrics gauge.
-static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
+/// Every live child of this process (all backends): the one record of them. The
+/// PID-1 reaper asks it which PIDs are ours; its size is the child-process gauge.
+#[derive(Default)]
+struct Children {
+    /// PID → how many live children hold it (a PID can be handed out again before the
+    /// supervisor that reaped its first owner has taken it off this list).
+    pids: HashMap<i32, usize>,
+    count: usize,
+}
+
+fn children() -> std::sync::MutexGuard<'static, Children> {
+    static CHILDREN: OnceLock<Mutex<Children>> = OnceLock::new();
+    CHILDREN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
 
 /// The number of live backend child processes in this process.
 pub fn live_children() -> usize {
-    LIVE_CHILDREN.load(Ordering::Relaxed)
+    children().count
 }
 
-/// PIDs of children we spawned, so the PID-1 reaper leaves them to their supervisors.
-fn tracked() -> &'static Mutex<HashSet<i32>> {
-    static TRACKED: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
-    TRACKED.get_or_init(Default::default)
+fn is_ours(pid: i32) -> bool {
+    children().pids.contains_key(&pid)
 }
 
-fn lock_tracked() -> std::sync::MutexGuard<'static, HashSet<i32>> {
-    tracked().lock().unwrap_or_else(|p| p.into_inner())
+/// A child's entry in [`Children`], held by its supervisor task from spawn until the
+/// child is reaped. The only place the count changes: the process-wide record, the
+/// supervisor's own count and the metrics gauge move together.
+struct Counted {
+    pid: i32,
+    supervisor: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new(pid: i32, supervisor: Arc<AtomicUsize>) -> Counted {
+        let mut all = children();
+        *all.pids.entry(pid).or_default() += 1;
+        all.count += 1;
+        supervisor.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::set_child_processes(all.count);
+        Counted { pid, supervisor }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut all = children();
+        if let Some(n) = all.pids.get_mut(&self.pid) {
+            *n -= 1;
+            if *n == 0 {
+                all.pids.remove(&self.pid);
+            }
+        }
+        all.count -= 1;
+        self.supervisor.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::set_child_processes(all.count);
+    }
 }
 
 /// What to run.
@@ -107,27 +150,7 @@ impl Supervisor {
             .try_acquire_owned()
             .map_err(|_| SpawnError::TooMany(self.max))?;
         let program = spec.command[0].clone();
-        let mut cmd = Command::new(&program);
-        cmd.args(&spec.command[1..])
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: signals reach the whole tree it starts (npx → node,
-            // uv → python), and a Ctrl-C at the edge's terminal does not hit it first.
-            .process_group(0)
-            // Last resort if the supervisor task is dropped with the runtime.
-            .kill_on_drop(true);
-        for name in &spec.env_allowlist {
-            if let Some(value) = std::env::var_os(name) {
-                cmd.env(name, value);
-            }
-        }
-        cmd.envs(&spec.env);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        let mut child = cmd.spawn().map_err(|source| SpawnError::Io {
+        let mut child = command(spec).spawn().map_err(|source| SpawnError::Io {
             program: program.clone(),
             source,
         })?;
@@ -135,89 +158,28 @@ impl Supervisor {
         let stdout = child.stdout.take().expect("stdout piped");
         let stdin = child.stdin.take().expect("stdin piped");
         let stderr = child.stderr.take().expect("stderr piped");
-        lock_tracked().insert(pid);
-        LIVE_CHILDREN.fetch_add(1, Ordering::Relaxed);
-        self.live.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted::new(pid, self.live.clone());
         tracing::info!(backend, pid, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), command = %program, "backend process started");
 
-        let backend_name: Arc<str> = backend.into();
-        {
-            let backend = backend_name.clone();
-            let label = label.clone();
-            self.tasks.spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                loop {
-                    match lines.next_line().await {
-                        Ok(Some(mut line)) => {
-                            if line.len() > 4096 {
-                                let mut cut = 4096;
-                                while !line.is_char_boundary(cut) {
-                                    cut -= 1;
-                                }
-                                line.truncate(cut);
-                                line.push('…');
-                            }
-                            let session = label.lock().map(|l| l.clone()).unwrap_or_default();
-                            tracing::info!(target: "mcp_edge::child", backend = %backend, pid, session = %session, "{line}");
-                        }
-                        Ok(None) => break,
-                        Err(_) => continue,
-                    }
-                }
-            });
-        }
-
+        let backend: Arc<str> = backend.into();
+        self.tasks
+            .spawn(log_stderr(stderr, backend.clone(), pid, label.clone()));
         // Garbage on stdout (anything but JSON-RPC lines) means the child is broken:
         // rmcp would skip such lines and the call waiting for an answer would hang, so
         // the edge stops the child instead; its calls fail and the next one restarts it.
         let broken = CancellationToken::new();
-        let stdout = check_stdout(
-            stdout,
-            backend_name.clone(),
-            pid,
-            label.clone(),
-            broken.clone(),
-        );
+        let stdout = check_stdout(stdout, backend.clone(), pid, label, broken.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (exit_tx, exit_rx) = watch::channel(false);
-        let grace = self.kill_grace;
-        let live = self.live.clone();
-        self.tasks.spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
-            let status = tokio::select! {
-                status = child.wait() => {
-                    let _ = exit_tx.send(true);
-                    status.ok()
-                }
-                _ = async {
-                    tokio::select! {
-                        _ = stop_rx => {}
-                        _ = broken.cancelled() => {}
-                    }
-                } => {
-                    signal_group(pid, Signal::SIGTERM);
-                    match tokio::time::timeout(grace, child.wait()).await {
-                        Ok(status) => status.ok(),
-                        Err(_) => {
-                            tracing::warn!(backend = %backend_name, pid, "backend process ignored SIGTERM; killing its process group");
-                            signal_group(pid, Signal::SIGKILL);
-                            child.wait().await.ok()
-                        }
-                    }
-                }
-            };
-            // Stragglers of the tree (grandchildren that outlived the leader) go too.
-            signal_group(pid, Signal::SIGKILL);
-            lock_tracked().remove(&pid);
-            LIVE_CHILDREN.fetch_sub(1, Ordering::Relaxed);
-            live.fetch_sub(1, Ordering::Relaxed);
-            let _ = exit_tx.send(true);
-            match status {
-                Some(s) if s.success() => tracing::info!(backend = %backend_name, pid, "backend process exited"),
-                Some(s) => tracing::info!(backend = %backend_name, pid, status = %s, "backend process exited"),
-                None => tracing::warn!(backend = %backend_name, pid, "backend process: wait failed"),
-            }
-        });
+        let running = Running {
+            child,
+            pid,
+            backend,
+            _permit: permit,
+            counted,
+        };
+        self.tasks
+            .spawn(running.supervise(self.kill_grace, stop_rx, broken, exit_tx));
         Ok((
             ChildProc {
                 pid,
@@ -227,6 +189,113 @@ impl Supervisor {
             stdout,
             stdin,
         ))
+    }
+}
+
+/// The command for `spec`: a cleared environment rebuilt from the allowlist and `env`.
+fn command(spec: &StdioSpec) -> Command {
+    let mut cmd = Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: signals reach the whole tree it starts (npx → node,
+        // uv → python), and a Ctrl-C at the edge's terminal does not hit it first.
+        .process_group(0)
+        // Last resort if the supervisor task is dropped with the runtime.
+        .kill_on_drop(true);
+    for name in &spec.env_allowlist {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.envs(&spec.env);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd
+}
+
+/// The child's stderr, line by line (long lines cut), into the edge's log.
+async fn log_stderr(stderr: ChildStderr, backend: Arc<str>, pid: i32, label: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(mut line)) => {
+                if line.len() > 4096 {
+                    let mut cut = 4096;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                    line.push('…');
+                }
+                let session = label.lock().map(|l| l.clone()).unwrap_or_default();
+                tracing::info!(target: "mcp_edge::child", backend = %backend, pid, session = %session, "{line}");
+            }
+            Ok(None) => break,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// A started child, owned by its supervisor task: it holds the child's slot under
+/// `proxy.max_children` and its entry in the count until the child is reaped.
+struct Running {
+    child: Child,
+    pid: i32,
+    backend: Arc<str>,
+    _permit: OwnedSemaphorePermit,
+    counted: Counted,
+}
+
+impl Running {
+    /// Reap the child when it exits, or stop it (SIGTERM, SIGKILL after `grace`) when
+    /// its [`ChildProc`] is dropped or its stdout turned out broken.
+    async fn supervise(
+        mut self,
+        grace: Duration,
+        stop_rx: oneshot::Receiver<()>,
+        broken: CancellationToken,
+        exit_tx: watch::Sender<bool>,
+    ) {
+        let (pid, backend) = (self.pid, self.backend.clone());
+        let status = tokio::select! {
+            status = self.child.wait() => {
+                let _ = exit_tx.send(true);
+                status.ok()
+            }
+            _ = async {
+                tokio::select! {
+                    _ = stop_rx => {}
+                    _ = broken.cancelled() => {}
+                }
+            } => {
+                signal_group(pid, Signal::SIGTERM);
+                match tokio::time::timeout(grace, self.child.wait()).await {
+                    Ok(status) => status.ok(),
+                    Err(_) => {
+                        tracing::warn!(backend = %backend, pid, "backend process ignored SIGTERM; killing its process group");
+                        signal_group(pid, Signal::SIGKILL);
+                        self.child.wait().await.ok()
+                    }
+                }
+            }
+        };
+        // Stragglers of the tree (grandchildren that outlived the leader) go too.
+        signal_group(pid, Signal::SIGKILL);
+        drop(self.counted);
+        let _ = exit_tx.send(true);
+        match status {
+            Some(s) if s.success() => {
+                tracing::info!(backend = %backend, pid, "backend process exited")
+            }
+            Some(s) => {
+                tracing::info!(backend = %backend, pid, status = %s, "backend process exited")
+            }
+            None => tracing::warn!(backend = %backend, pid, "backend process: wait failed"),
+        }
     }
 }
 
@@ -337,7 +406,7 @@ pub fn start_pid1_reaper() -> Option<tokio::task::JoinHandle<()>> {
                         None => break,
                     },
                 };
-                if lock_tracked().contains(&pid.as_raw()) {
+                if is_ours(pid.as_raw()) {
                     // Ours: its supervisor task reaps it (tokio's SIGCHLD handling).
                     break;
                 }
