@@ -16,15 +16,15 @@ use tantivy::schema::{
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tracing::{debug, info, warn};
-use walkdir::WalkDir;
 
 use super::paths::{
-    has_doc_extension, in_skipped_dir, in_skipped_place, is_indexable_rel, is_skipped_entry,
-    parse_rel_path, read_capped, rel_string,
+    has_doc_extension, in_skipped_dir, in_skipped_place, is_indexable_rel, parse_rel_path,
+    read_capped, rel_string,
 };
 use super::query::{MAX_QUERY_BYTES, body_terms, sanitize_query};
-use super::text::{SNIPPET_CHARS, extract_title, head_snippet, render_snippet, snippet_window};
-use super::{DOC_EXTENSIONS, DocEntry, DocsError, MAX_DOC_BYTES, SearchHit};
+use super::scan::{LoadedDoc, load_doc, resolve, scan_dir};
+use super::text::{SNIPPET_CHARS, head_snippet, render_snippet, snippet_window};
+use super::{DOC_EXTENSIONS, DocEntry, DocsError, SearchHit};
 
 /// Hard cap on `search` results.
 const MAX_LIMIT: usize = 50;
@@ -36,14 +36,6 @@ struct Fields {
     path: Field,
     title: Field,
     body: Field,
-}
-
-/// A document loaded from disk, ready to be indexed.
-struct LoadedDoc {
-    rel: String,
-    title: String,
-    body: String,
-    bytes: u64,
 }
 
 /// One change to apply to the index, in order.
@@ -233,7 +225,7 @@ impl DocsIndex {
             // report them as absent rather than confirming they exist.
             return Err(DocsError::NotFound(rel_path.to_string()));
         }
-        let (canon, _) = self.resolve(&rel, rel_path)?;
+        let (canon, _) = resolve(&self.root, &rel, rel_path)?;
         read_capped(&canon, rel_path)
     }
 
@@ -247,7 +239,7 @@ impl DocsIndex {
         let mut writer = lock(&self.writer);
         // Scan while holding the writer lock so no incremental update can
         // land between our scan and our commit (it would be overwritten).
-        let docs = self.scan_dir(&self.root)?;
+        let docs = scan_dir(&self.root, &self.root)?;
         let result = (|| -> Result<(), DocsError> {
             writer.delete_query(Box::new(AllQuery))?;
             for doc in &docs {
@@ -349,7 +341,7 @@ impl DocsIndex {
                 }
                 // A directory appeared or was renamed into place: its files
                 // may predate the OS watch on it, so scan it.
-                match self.scan_dir(abs) {
+                match scan_dir(&self.root, abs) {
                     Ok(docs) => {
                         let found: BTreeSet<&str> = docs.iter().map(|d| d.rel.as_str()).collect();
                         for gone in indexed_under.iter().filter(|p| !found.contains(&p[..])) {
@@ -364,7 +356,7 @@ impl DocsIndex {
             }
             Ok(_) => {
                 if is_indexable_rel(rel_path) {
-                    match self.load_doc(rel_path, &rel) {
+                    match load_doc(&self.root, rel_path, &rel) {
                         Some(doc) => ops.push(Op::Upsert(doc)),
                         None => ops.push(Op::Remove(rel)),
                     }
@@ -381,106 +373,6 @@ impl DocsIndex {
                 ops.extend(indexed_under.into_iter().map(Op::Remove));
             }
         }
-    }
-
-    /// Walk `dir` (the root or a directory below it) and load every document.
-    fn scan_dir(&self, dir: &Path) -> Result<Vec<LoadedDoc>, DocsError> {
-        // Surface an unreadable start directory as an error instead of an
-        // empty result that would wipe the index.
-        fs::read_dir(dir)?;
-        let mut docs = Vec::new();
-        let walker = WalkDir::new(dir)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !is_skipped_entry(e));
-        for entry in walker {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "docs: skipping unreadable entry");
-                    continue;
-                }
-            };
-            if entry.file_type().is_dir() {
-                continue;
-            }
-            let Ok(rel_path) = entry.path().strip_prefix(&self.root) else {
-                continue;
-            };
-            if !is_indexable_rel(rel_path) {
-                continue;
-            }
-            let Some(rel) = rel_string(rel_path) else {
-                warn!(path = %entry.path().display(), "docs: skipping non-UTF-8 path");
-                continue;
-            };
-            if let Some(doc) = self.load_doc(rel_path, &rel) {
-                docs.push(doc);
-            }
-        }
-        Ok(docs)
-    }
-
-    /// Load one document for indexing; logs and returns `None` when it must
-    /// be skipped (escaping symlink, too large, unreadable, ...).
-    fn load_doc(&self, rel_path: &Path, rel: &str) -> Option<LoadedDoc> {
-        let result = self
-            .resolve(rel_path, rel)
-            .and_then(|(canon, bytes)| Ok((read_capped(&canon, rel)?, bytes)));
-        match result {
-            Ok((body, bytes)) => Some(LoadedDoc {
-                rel: rel.to_string(),
-                title: extract_title(rel_path, &body),
-                bytes,
-                body,
-            }),
-            Err(DocsError::TooLarge { bytes, .. }) => {
-                debug!(path = rel, bytes, "docs: skipping file over size limit");
-                None
-            }
-            Err(e @ (DocsError::OutsideRoot(_) | DocsError::InvalidPath(_))) => {
-                debug!(path = rel, error = %e, "docs: skipping symlink");
-                None
-            }
-            Err(DocsError::NotFound(_)) => None,
-            Err(e) => {
-                warn!(path = rel, error = %e, "docs: skipping unreadable file");
-                None
-            }
-        }
-    }
-
-    /// Canonicalise `root/rel` and check that the target is a regular,
-    /// indexable file inside the root. Returns the canonical path and size.
-    fn resolve(&self, rel: &Path, shown: &str) -> Result<(PathBuf, u64), DocsError> {
-        let canon = match fs::canonicalize(self.root.join(rel)) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DocsError::NotFound(shown.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let Ok(canon_rel) = canon.strip_prefix(&self.root) else {
-            return Err(DocsError::OutsideRoot(shown.to_string()));
-        };
-        // A link inside the root may still point at a hidden file, a build
-        // directory or a non-document: apply the same rules to the target.
-        if canon_rel != rel && !is_indexable_rel(canon_rel) {
-            return Err(DocsError::InvalidPath(format!(
-                "{shown}: link target is not a document"
-            )));
-        }
-        let meta = fs::metadata(&canon)?;
-        if !meta.is_file() {
-            return Err(DocsError::NotFound(shown.to_string()));
-        }
-        if meta.len() > MAX_DOC_BYTES {
-            return Err(DocsError::TooLarge {
-                path: shown.to_string(),
-                bytes: meta.len(),
-            });
-        }
-        Ok((canon, meta.len()))
     }
 
     fn to_tantivy(&self, doc: &LoadedDoc) -> TantivyDocument {

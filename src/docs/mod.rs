@@ -17,6 +17,7 @@
 mod index;
 mod paths;
 mod query;
+mod scan;
 mod text;
 mod watch;
 
