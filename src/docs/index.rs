@@ -1,0 +1,422 @@
+//! The in-RAM tantivy index: building it from a scan of the root, searching
+//! it, and applying changes to it (see the design notes in `docs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{AllQuery, Query, QueryParser};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value as _,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tracing::{debug, info, warn};
+
+use super::paths::{
+    has_doc_extension, in_skipped_dir, in_skipped_place, is_indexable_rel, parse_rel_path,
+    read_capped, rel_string,
+};
+use super::query::{MAX_QUERY_BYTES, body_terms, sanitize_query};
+use super::scan::{LoadedDoc, load_doc, resolve, scan_dir};
+use super::text::{SNIPPET_CHARS, head_snippet, render_snippet, snippet_window};
+use super::{DOC_EXTENSIONS, DocEntry, DocsError, SearchHit};
+
+/// Hard cap on `search` results.
+const MAX_LIMIT: usize = 50;
+/// Writer memory budget; tantivy requires at least 15 MB per thread.
+const WRITER_MEMORY_BYTES: usize = 32_000_000;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    path: Field,
+    title: Field,
+    body: Field,
+}
+
+/// One change to apply to the index, in order.
+enum Op {
+    Upsert(LoadedDoc),
+    Remove(String),
+}
+
+pub struct DocsIndex {
+    root: PathBuf,
+    fields: Fields,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter<TantivyDocument>>,
+    parser: QueryParser,
+    /// path -> entry, mirrors the committed index; only modified while the
+    /// writer lock is held so it stays consistent with it.
+    entries: RwLock<BTreeMap<String, DocEntry>>,
+}
+
+impl fmt::Debug for DocsIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DocsIndex")
+            .field("root", &self.root)
+            .field("docs", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DocsIndex {
+    /// Scan `root` and index every document. Blocking (call from
+    /// `spawn_blocking`). Errors if `root` is not a readable directory.
+    pub fn build(root: &Path) -> Result<Arc<Self>, DocsError> {
+        let meta = fs::metadata(root)?;
+        if !meta.is_dir() {
+            return Err(DocsError::NotADirectory(root.to_path_buf()));
+        }
+        let root = fs::canonicalize(root)?;
+        // Fail early on an unreadable directory rather than silently serving
+        // an empty index.
+        fs::read_dir(&root)?;
+
+        let mut builder = Schema::builder();
+        // English stemming so "configure" also finds "configuration".
+        let text = TextOptions::default()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("en_stem")
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            )
+            .set_stored();
+        let fields = Fields {
+            path: builder.add_text_field("path", STRING | STORED),
+            title: builder.add_text_field("title", text.clone()),
+            body: builder.add_text_field("body", text),
+        };
+        let index = Index::create_in_ram(builder.build());
+        // One indexing thread: the machine is small and batches are small.
+        let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let mut parser = QueryParser::for_index(&index, vec![fields.title, fields.body]);
+        parser.set_field_boost(fields.title, 2.0);
+
+        let this = Arc::new(DocsIndex {
+            root,
+            fields,
+            reader,
+            writer: Mutex::new(writer),
+            parser,
+            entries: RwLock::new(BTreeMap::new()),
+        });
+        this.reindex_all()?;
+        info!(root = %this.root.display(), docs = this.len(), "docs index built");
+        Ok(this)
+    }
+
+    /// The canonicalized root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Number of indexed documents.
+    pub fn len(&self) -> usize {
+        read_lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// BM25-ranked hits, best first. `limit` is clamped to `1..=50`.
+    ///
+    /// Query syntax errors do not fail: the query is then parsed leniently so
+    /// arbitrary user text works. An empty query is a `QueryParse` error, as
+    /// is one longer than 1024 bytes.
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>, DocsError> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(DocsError::QueryParse("query is empty".into()));
+        }
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(DocsError::QueryParse(format!(
+                "query is longer than {MAX_QUERY_BYTES} bytes"
+            )));
+        }
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let parsed = self.parse(query);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&*parsed, &TopDocs::with_limit(limit))?;
+        let mut snippets = SnippetGenerator::create(&searcher, &*parsed, self.fields.body)?;
+        snippets.set_max_num_chars(SNIPPET_CHARS);
+        let terms = body_terms(&*parsed, self.fields.body);
+
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let path = stored_str(&doc, self.fields.path);
+            let title = stored_str(&doc, self.fields.title);
+            let body = doc
+                .get_first(self.fields.body)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let snippet = snippets.snippet(snippet_window(body, &terms));
+            let snippet = if snippet.is_empty() {
+                head_snippet(body)
+            } else {
+                render_snippet(snippet.fragment(), snippet.highlighted())
+            };
+            hits.push(SearchHit {
+                path,
+                title,
+                snippet,
+                score,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Parse user text, never failing: strict syntax first, then tantivy's
+    /// lenient parser, then (if the grammar panics, which tantivy 0.25 does
+    /// on some inputs) the bare words of the query.
+    fn parse(&self, query: &str) -> Box<dyn Query> {
+        let query = sanitize_query(query);
+        let attempt =
+            std::panic::catch_unwind(AssertUnwindSafe(|| match self.parser.parse_query(&query) {
+                Ok(q) => q,
+                Err(strict_err) => {
+                    let (q, errs) = self.parser.parse_query_lenient(&query);
+                    debug!(%strict_err, lenient_errors = errs.len(), "query parsed leniently");
+                    q
+                }
+            }));
+        match attempt {
+            Ok(q) => q,
+            Err(_) => {
+                warn!(query = %query, "docs: query parser panicked; searching plain words");
+                let words: String = query
+                    .chars()
+                    .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+                    .collect();
+                // Only words and spaces: nothing left for the grammar to trip on.
+                let (q, _) = self.parser.parse_query_lenient(&words);
+                q
+            }
+        }
+    }
+
+    /// Text of one document by its relative path as returned by
+    /// `search`/`list` (e.g. `guide/setup.md`), read fresh from disk.
+    ///
+    /// Refuses absolute paths, `..` components and NUL bytes, files whose
+    /// canonical target (symlinks followed) is outside the root, and
+    /// anything that would not be indexed (wrong extension, hidden or
+    /// build/dependency directories, over 2 MiB).
+    pub fn read(&self, rel_path: &str) -> Result<String, DocsError> {
+        let rel = parse_rel_path(rel_path)?;
+        if !has_doc_extension(&rel) {
+            return Err(DocsError::InvalidPath(format!(
+                "{rel_path}: only {} files can be read",
+                DOC_EXTENSIONS.join("/")
+            )));
+        }
+        if in_skipped_place(&rel) {
+            // Hidden and build/dependency files are not part of the corpus;
+            // report them as absent rather than confirming they exist.
+            return Err(DocsError::NotFound(rel_path.to_string()));
+        }
+        let (canon, _) = resolve(&self.root, &rel, rel_path)?;
+        read_capped(&canon, rel_path)
+    }
+
+    /// All indexed documents sorted by path.
+    pub fn list(&self) -> Vec<DocEntry> {
+        read_lock(&self.entries).values().cloned().collect()
+    }
+
+    /// Rescan the whole root and rebuild the index. Blocking.
+    pub fn reindex_all(&self) -> Result<(), DocsError> {
+        let mut writer = lock(&self.writer);
+        // Scan while holding the writer lock so no incremental update can
+        // land between our scan and our commit (it would be overwritten).
+        let docs = scan_dir(&self.root, &self.root)?;
+        let result = (|| -> Result<(), DocsError> {
+            writer.delete_query(Box::new(AllQuery))?;
+            for doc in &docs {
+                writer.add_document(self.to_tantivy(doc))?;
+            }
+            writer.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            rollback(&mut writer);
+            return Err(e);
+        }
+        self.reader.reload()?;
+        let map = docs
+            .into_iter()
+            .map(|d| (d.rel.clone(), entry_of(&d)))
+            .collect::<BTreeMap<_, _>>();
+        *write_lock(&self.entries) = map;
+        Ok(())
+    }
+
+    /// Re-sync the given absolute paths with the disk. `walk_dirs` says
+    /// whether a directory path should be rescanned (creation/rename) or can
+    /// be ignored (metadata change).
+    pub(super) fn sync_paths(&self, paths: &BTreeMap<PathBuf, bool>) -> Result<(), DocsError> {
+        let mut writer = lock(&self.writer);
+        let mut ops = Vec::new();
+        for (abs, &walk_dirs) in paths {
+            self.ops_for_path(abs, walk_dirs, &mut ops);
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let result = (|| -> Result<(), DocsError> {
+            for op in &ops {
+                match op {
+                    Op::Upsert(doc) => {
+                        writer.delete_term(Term::from_field_text(self.fields.path, &doc.rel));
+                        writer.add_document(self.to_tantivy(doc))?;
+                    }
+                    Op::Remove(rel) => {
+                        writer.delete_term(Term::from_field_text(self.fields.path, rel));
+                    }
+                }
+            }
+            writer.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            rollback(&mut writer);
+            return Err(e);
+        }
+        self.reader.reload()?;
+        let mut entries = write_lock(&self.entries);
+        for op in ops {
+            match op {
+                Op::Upsert(doc) => {
+                    debug!(path = %doc.rel, "docs: indexed");
+                    entries.insert(doc.rel.clone(), entry_of(&doc));
+                }
+                Op::Remove(rel) => {
+                    if entries.remove(&rel).is_some() {
+                        debug!(path = %rel, "docs: removed");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Work out what one changed path means for the index. Must be called
+    /// with the writer lock held (it reads `entries` as the committed state).
+    fn ops_for_path(&self, abs: &Path, walk_dirs: bool, ops: &mut Vec<Op>) {
+        let Ok(rel_path) = abs.strip_prefix(&self.root) else {
+            debug!(path = %abs.display(), "docs: event outside root ignored");
+            return;
+        };
+        let Some(rel) = rel_string(rel_path) else {
+            return;
+        };
+        if rel.is_empty() {
+            // The root itself: handled by the caller as a full rescan.
+            return;
+        }
+        let prefix = format!("{rel}/");
+        let indexed_under: Vec<String> = read_lock(&self.entries)
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+
+        match fs::symlink_metadata(abs) {
+            Ok(meta) if meta.is_dir() => {
+                if !walk_dirs {
+                    return;
+                }
+                if in_skipped_dir(rel_path, true) {
+                    return;
+                }
+                // A directory appeared or was renamed into place: its files
+                // may predate the OS watch on it, so scan it.
+                match scan_dir(&self.root, abs) {
+                    Ok(docs) => {
+                        let found: BTreeSet<&str> = docs.iter().map(|d| d.rel.as_str()).collect();
+                        for gone in indexed_under.iter().filter(|p| !found.contains(&p[..])) {
+                            ops.push(Op::Remove(gone.clone()));
+                        }
+                        ops.extend(docs.into_iter().map(Op::Upsert));
+                    }
+                    Err(e) => {
+                        warn!(path = %abs.display(), error = %e, "docs: cannot scan directory")
+                    }
+                }
+            }
+            Ok(_) => {
+                if is_indexable_rel(rel_path) {
+                    match load_doc(&self.root, rel_path, &rel) {
+                        Some(doc) => ops.push(Op::Upsert(doc)),
+                        None => ops.push(Op::Remove(rel)),
+                    }
+                } else if read_lock(&self.entries).contains_key(&rel) {
+                    ops.push(Op::Remove(rel));
+                }
+            }
+            Err(_) => {
+                // Gone (or unreachable): drop it and, if it was a directory,
+                // everything that was indexed below it.
+                if read_lock(&self.entries).contains_key(&rel) {
+                    ops.push(Op::Remove(rel));
+                }
+                ops.extend(indexed_under.into_iter().map(Op::Remove));
+            }
+        }
+    }
+
+    fn to_tantivy(&self, doc: &LoadedDoc) -> TantivyDocument {
+        let mut d = TantivyDocument::default();
+        d.add_text(self.fields.path, &doc.rel);
+        d.add_text(self.fields.title, &doc.title);
+        d.add_text(self.fields.body, &doc.body);
+        d
+    }
+}
+
+fn stored_str(doc: &TantivyDocument, field: Field) -> String {
+    doc.get_first(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn entry_of(doc: &LoadedDoc) -> DocEntry {
+    DocEntry {
+        path: doc.rel.clone(),
+        title: doc.title.clone(),
+        bytes: doc.bytes,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lock helpers: a panic elsewhere must not make the index unusable, and the
+// protected data is always left consistent between statements.
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn rollback(writer: &mut IndexWriter<TantivyDocument>) {
+    if let Err(e) = writer.rollback() {
+        warn!(error = %e, "docs: index rollback failed");
+    }
+}
