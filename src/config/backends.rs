@@ -163,9 +163,21 @@ pub(super) fn validate(
     e: &mut Errors<'_>,
     raw: &super::RawConfig,
 ) -> (Vec<BackendConfig>, ProxyConfig, bool) {
+    let proxy = proxy(e, raw);
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for (i, b) in raw.backends.iter().enumerate() {
+        if let Some(backend) = backend(e, i, b, &backends) {
+            backends.push(backend);
+        }
+    }
+    let legacy_sse = raw.legacy_sse.enabled.unwrap_or(false);
+    (backends, proxy, legacy_sse)
+}
+
+fn proxy(e: &mut Errors<'_>, raw: &super::RawConfig) -> ProxyConfig {
     let d = ProxyConfig::default();
     let p = &raw.proxy;
-    let proxy = ProxyConfig {
+    ProxyConfig {
         call_timeout: duration(
             e,
             "proxy.call_timeout",
@@ -193,135 +205,151 @@ pub(super) fn validate(
             p.restart_backoff_max.as_deref(),
             d.restart_backoff_max,
         ),
-    };
-
-    let mut backends: Vec<BackendConfig> = Vec::new();
-    for (i, b) in raw.backends.iter().enumerate() {
-        let key = |field: &str| format!("backends[{i}].{field}");
-        let name = match b.name.as_deref().map(str::trim) {
-            Some(n) if valid_name(n) => n.to_owned(),
-            Some(n) => {
-                e.push(
-                    &key("name"),
-                    format!(
-                        "{n:?} must be 1-32 characters of a-z, 0-9 and single '-', starting with a letter (it prefixes tool names)"
-                    ),
-                );
-                continue;
-            }
-            None => {
-                e.push(&key("name"), "is required (e.g. name = \"github\")");
-                continue;
-            }
-        };
-        if backends.iter().any(|o| o.name == name) {
-            e.push(&key("name"), format!("{name:?} is used by two backends"));
-        }
-        let kind_text = b
-            .kind
-            .as_deref()
-            .unwrap_or(if b.url.is_some() { "http" } else { "stdio" });
-        let misplaced = |e: &mut Errors<'_>, fields: &[(&str, bool)], kind: &str| {
-            for (field, present) in fields {
-                if *present {
-                    e.push(&key(field), format!("does not apply to kind = \"{kind}\""));
-                }
-            }
-        };
-        let kind = match kind_text {
-            "stdio" => {
-                misplaced(
-                    e,
-                    &[
-                        ("url", b.url.is_some()),
-                        ("credential_file", b.credential_file.is_some()),
-                        ("ca_file", b.ca_file.is_some()),
-                        ("connect_timeout", b.connect_timeout.is_some()),
-                    ],
-                    "stdio",
-                );
-                let command = b.command.clone().unwrap_or_default();
-                if command.is_empty() || command[0].trim().is_empty() {
-                    e.push(
-                        &key("command"),
-                        "is required for a stdio backend: the program and its arguments, e.g. [\"python\", \"-m\", \"my_server\"]",
-                    );
-                }
-                let env = b.env.clone().unwrap_or_default();
-                for k in env.keys() {
-                    if k.is_empty() || k.contains('=') || k.contains('\0') {
-                        e.push(&key("env"), format!("{k:?} is not a variable name"));
-                    }
-                }
-                BackendKind::Stdio {
-                    command,
-                    env,
-                    env_allowlist: b.env_allowlist.clone().unwrap_or_else(|| {
-                        DEFAULT_ENV_ALLOWLIST
-                            .iter()
-                            .map(|s| s.to_string())
-                            .collect()
-                    }),
-                    cwd: path_of(&b.cwd),
-                }
-            }
-            "http" => {
-                misplaced(
-                    e,
-                    &[
-                        ("command", b.command.is_some()),
-                        ("env", b.env.is_some()),
-                        ("env_allowlist", b.env_allowlist.is_some()),
-                        ("cwd", b.cwd.is_some()),
-                    ],
-                    "http",
-                );
-                let url = b.url.clone().unwrap_or_default();
-                match url.parse::<http::Uri>() {
-                    Ok(u)
-                        if matches!(u.scheme_str(), Some("https" | "http"))
-                            && u.host().is_some() => {}
-                    _ => e.push(
-                        &key("url"),
-                        format!("{url:?} must be an https:// (or http://) URL of an MCP endpoint"),
-                    ),
-                }
-                BackendKind::Http {
-                    url,
-                    credential_file: path_of(&b.credential_file),
-                    ca_file: path_of(&b.ca_file),
-                    connect_timeout: duration(
-                        e,
-                        &key("connect_timeout"),
-                        b.connect_timeout.as_deref(),
-                        Duration::from_secs(10),
-                    ),
-                }
-            }
-            "docs" => {
-                misplaced(
-                    e,
-                    &[
-                        ("command", b.command.is_some()),
-                        ("url", b.url.is_some()),
-                        ("credential_file", b.credential_file.is_some()),
-                    ],
-                    "docs",
-                );
-                BackendKind::Docs
-            }
-            other => {
-                e.push(
-                    &key("kind"),
-                    format!("must be \"stdio\", \"http\" or \"docs\", got {other:?}"),
-                );
-                continue;
-            }
-        };
-        backends.push(BackendConfig { name, kind });
     }
-    let legacy_sse = raw.legacy_sse.enabled.unwrap_or(false);
-    (backends, proxy, legacy_sse)
+}
+
+/// `backends[i]`, or `None` when its name or kind is unusable (the rest of it would
+/// only produce follow-on errors).
+fn backend(
+    e: &mut Errors<'_>,
+    i: usize,
+    b: &RawBackend,
+    earlier: &[BackendConfig],
+) -> Option<BackendConfig> {
+    let key = |field: &str| format!("backends[{i}].{field}");
+    let name = match b.name.as_deref().map(str::trim) {
+        Some(n) if valid_name(n) => n.to_owned(),
+        Some(n) => {
+            e.push(
+                &key("name"),
+                format!(
+                    "{n:?} must be 1-32 characters of a-z, 0-9 and single '-', starting with a letter (it prefixes tool names)"
+                ),
+            );
+            return None;
+        }
+        None => {
+            e.push(&key("name"), "is required (e.g. name = \"github\")");
+            return None;
+        }
+    };
+    if earlier.iter().any(|o| o.name == name) {
+        e.push(&key("name"), format!("{name:?} is used by two backends"));
+    }
+    let kind_text = b
+        .kind
+        .as_deref()
+        .unwrap_or(if b.url.is_some() { "http" } else { "stdio" });
+    let kind = match kind_text {
+        "stdio" => stdio_backend(e, &key, b),
+        "http" => http_backend(e, &key, b),
+        "docs" => {
+            misplaced(
+                e,
+                &key,
+                &[
+                    ("command", b.command.is_some()),
+                    ("url", b.url.is_some()),
+                    ("credential_file", b.credential_file.is_some()),
+                ],
+                "docs",
+            );
+            BackendKind::Docs
+        }
+        other => {
+            e.push(
+                &key("kind"),
+                format!("must be \"stdio\", \"http\" or \"docs\", got {other:?}"),
+            );
+            return None;
+        }
+    };
+    Some(BackendConfig { name, kind })
+}
+
+/// Fields of another kind are errors, not silently ignored.
+fn misplaced(
+    e: &mut Errors<'_>,
+    key: &dyn Fn(&str) -> String,
+    fields: &[(&str, bool)],
+    kind: &str,
+) {
+    for (field, present) in fields {
+        if *present {
+            e.push(&key(field), format!("does not apply to kind = \"{kind}\""));
+        }
+    }
+}
+
+fn stdio_backend(e: &mut Errors<'_>, key: &dyn Fn(&str) -> String, b: &RawBackend) -> BackendKind {
+    misplaced(
+        e,
+        key,
+        &[
+            ("url", b.url.is_some()),
+            ("credential_file", b.credential_file.is_some()),
+            ("ca_file", b.ca_file.is_some()),
+            ("connect_timeout", b.connect_timeout.is_some()),
+        ],
+        "stdio",
+    );
+    let command = b.command.clone().unwrap_or_default();
+    if command.is_empty() || command[0].trim().is_empty() {
+        e.push(
+            &key("command"),
+            "is required for a stdio backend: the program and its arguments, e.g. [\"python\", \"-m\", \"my_server\"]",
+        );
+    }
+    let env = b.env.clone().unwrap_or_default();
+    for k in env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            e.push(&key("env"), format!("{k:?} is not a variable name"));
+        }
+    }
+    BackendKind::Stdio {
+        command,
+        env,
+        env_allowlist: b.env_allowlist.clone().unwrap_or_else(|| {
+            DEFAULT_ENV_ALLOWLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }),
+        cwd: path_of(&b.cwd),
+    }
+}
+
+fn http_backend(e: &mut Errors<'_>, key: &dyn Fn(&str) -> String, b: &RawBackend) -> BackendKind {
+    misplaced(
+        e,
+        key,
+        &[
+            ("command", b.command.is_some()),
+            ("env", b.env.is_some()),
+            ("env_allowlist", b.env_allowlist.is_some()),
+            ("cwd", b.cwd.is_some()),
+        ],
+        "http",
+    );
+    let url = b.url.clone().unwrap_or_default();
+    match url.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some() => {}
+        _ => e.push(
+            &key("url"),
+            format!("{url:?} must be an https:// (or http://) URL of an MCP endpoint"),
+        ),
+    }
+    BackendKind::Http {
+        url,
+        credential_file: path_of(&b.credential_file),
+        ca_file: path_of(&b.ca_file),
+        connect_timeout: duration(
+            e,
+            &key("connect_timeout"),
+            b.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `[otel]` (traces over OTLP) and `[audit]` (one record per tool call, resource
-//! read and prompt get).
+//! `[log]` (the server's own log), `[otel]` (traces over OTLP) and `[audit]` (one
+//! record per tool call, resource read and prompt get).
 //!
 //! The standard OpenTelemetry variables are honoured below the edge's own:
 //! `MCP_OTEL_*` and flags win over `OTEL_*`, which win over the file. The exporter
@@ -30,6 +30,19 @@ pub struct RawAudit {
     pub max_file_bytes: Option<u64>,
     pub max_files: Option<u32>,
     pub log_arguments: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +137,28 @@ pub(super) fn apply_standard_env(env: &dyn EnvSource, layered: &mut Layered) {
             .origins
             .insert("otel.sample_ratio", Origin::Env("OTEL_TRACES_SAMPLER"));
     }
+}
+
+pub(super) fn validate_log(e: &mut Errors<'_>, raw: &RawConfig) -> LogConfig {
+    let format = match raw.log.format.as_deref() {
+        None | Some("pretty") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            e.push(
+                "log.format",
+                format!("must be \"json\" or \"pretty\", got {other:?}"),
+            );
+            LogFormat::Pretty
+        }
+    };
+    let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        e.push(
+            "log.level",
+            format!("{level:?} is not a level or filter (e.g. info, debug, mcp_edge=debug)"),
+        );
+    }
+    LogConfig { format, level }
 }
 
 pub(super) fn validate_otel(e: &mut Errors<'_>, raw: &RawConfig) -> Option<OtelConfig> {

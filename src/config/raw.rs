@@ -208,126 +208,148 @@ pub struct RawMetrics {
     pub admin_listen: Option<String>,
 }
 
-/// One overridable key: its path in the TOML file and the environment variable for it.
+/// Sets one key of a [`RawConfig`] from a string (an environment variable or a flag).
+pub type Setter = fn(&mut RawConfig, &str) -> Result<(), String>;
+
+/// One overridable key: its path in the TOML file, the environment variable for it,
+/// and how a string value is stored (so a new key is one line of [`KEYS`]).
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec {
     pub key: &'static str,
     pub env: &'static str,
+    pub set: Setter,
 }
 
-const fn key(key: &'static str, env: &'static str) -> KeySpec {
-    KeySpec { key, env }
+/// `key!(setter, section.field, ENV_VAR)`: the file key is the field's path, so the
+/// two cannot drift apart; the setter stores the string into that field.
+macro_rules! key {
+    ($set:ident, $first:ident $(. $rest:ident)*, $env:ident) => {
+        KeySpec {
+            key: concat!(stringify!($first) $(, ".", stringify!($rest))*),
+            env: stringify!($env),
+            set: |raw, value| $set(&mut raw.$first $(.$rest)*, value),
+        }
+    };
 }
 
 /// Every key the server knows, in file order. The example config and `.env.example`
 /// are tested against this list, so adding a key here without documenting it fails CI.
 pub const KEYS: &[KeySpec] = &[
-    key("server.host", "MCP_HOST"),
-    key("server.port", "MCP_PORT"),
-    key("server.transport", "MCP_TRANSPORT"),
-    key("server.public_hostnames", "MCP_PUBLIC_HOSTNAMES"),
-    key("server.allowed_origins", "MCP_ALLOWED_ORIGINS"),
-    key("server.handshake_timeout", "MCP_HANDSHAKE_TIMEOUT"),
-    key("server.first_request_timeout", "MCP_FIRST_REQUEST_TIMEOUT"),
-    key("server.shutdown_grace", "MCP_SHUTDOWN_GRACE"),
-    key("server.max_body_bytes", "MCP_MAX_BODY_BYTES"),
-    key("server.http_redirect_port", "MCP_HTTP_REDIRECT_PORT"),
-    key("server.public_https_port", "MCP_PUBLIC_HTTPS_PORT"),
-    key("server.hsts_max_age", "MCP_HSTS_MAX_AGE"),
-    key("server.idle_timeout", "MCP_IDLE_TIMEOUT"),
-    key("server.header_read_timeout", "MCP_HEADER_READ_TIMEOUT"),
-    key("server.body_read_timeout", "MCP_BODY_READ_TIMEOUT"),
-    key(
-        "server.http2_keepalive_interval",
-        "MCP_HTTP2_KEEPALIVE_INTERVAL",
+    key!(text, server.host, MCP_HOST),
+    key!(number, server.port, MCP_PORT),
+    key!(text, server.transport, MCP_TRANSPORT),
+    key!(list, server.public_hostnames, MCP_PUBLIC_HOSTNAMES),
+    key!(list, server.allowed_origins, MCP_ALLOWED_ORIGINS),
+    key!(text, server.handshake_timeout, MCP_HANDSHAKE_TIMEOUT),
+    key!(
+        text,
+        server.first_request_timeout,
+        MCP_FIRST_REQUEST_TIMEOUT
     ),
-    key(
-        "server.http2_keepalive_timeout",
-        "MCP_HTTP2_KEEPALIVE_TIMEOUT",
+    key!(text, server.shutdown_grace, MCP_SHUTDOWN_GRACE),
+    key!(number, server.max_body_bytes, MCP_MAX_BODY_BYTES),
+    key!(number, server.http_redirect_port, MCP_HTTP_REDIRECT_PORT),
+    key!(number, server.public_https_port, MCP_PUBLIC_HTTPS_PORT),
+    key!(text, server.hsts_max_age, MCP_HSTS_MAX_AGE),
+    key!(text, server.idle_timeout, MCP_IDLE_TIMEOUT),
+    key!(text, server.header_read_timeout, MCP_HEADER_READ_TIMEOUT),
+    key!(text, server.body_read_timeout, MCP_BODY_READ_TIMEOUT),
+    key!(
+        text,
+        server.http2_keepalive_interval,
+        MCP_HTTP2_KEEPALIVE_INTERVAL
     ),
-    key("server.max_connections", "MCP_MAX_CONNECTIONS"),
-    key(
-        "server.max_connections_per_ip",
-        "MCP_MAX_CONNECTIONS_PER_IP",
+    key!(
+        text,
+        server.http2_keepalive_timeout,
+        MCP_HTTP2_KEEPALIVE_TIMEOUT
     ),
-    key("server.proxy_protocol_from", "MCP_PROXY_PROTOCOL_FROM"),
-    key("server.trusted_forwarders", "MCP_TRUSTED_FORWARDERS"),
-    key("tls.mode", "MCP_TLS_MODE"),
-    key("tls.cert_file", "MCP_TLS_CERT_FILE"),
-    key("tls.key_file", "MCP_TLS_KEY_FILE"),
-    key("acme.domains", "MCP_ACME_DOMAINS"),
-    key("acme.contact", "MCP_ACME_CONTACT"),
-    key("acme.directory", "MCP_ACME_DIRECTORY"),
-    key("acme.ca_bundle", "MCP_ACME_CA_BUNDLE"),
-    key("acme.cache_dir", "MCP_ACME_CACHE_DIR"),
-    key("auth.mode", "MCP_AUTH_MODE"),
-    key("auth.api_keys_file", "MCP_API_KEYS_FILE"),
-    key("auth.resource", "MCP_RESOURCE_URI"),
-    key("auth.authorization_servers", "MCP_AUTHORIZATION_SERVERS"),
-    key("auth.required_scopes", "MCP_REQUIRED_SCOPES"),
-    key("auth.jwt.issuer", "MCP_JWT_ISSUER"),
-    key("auth.jwt.audience", "MCP_JWT_AUDIENCE"),
-    key("auth.jwt.key_file", "MCP_JWT_KEY_FILE"),
-    key("auth.jwt.algorithms", "MCP_JWT_ALGORITHMS"),
-    key("auth.jwt.jwks_file", "MCP_JWT_JWKS_FILE"),
-    key("auth.jwt.jwks_url", "MCP_JWT_JWKS_URL"),
-    key("auth.jwt.jwks_ca_file", "MCP_JWT_JWKS_CA_FILE"),
-    key("auth.jwt.jwks_refresh", "MCP_JWT_JWKS_REFRESH"),
-    key("auth.jwt.leeway", "MCP_JWT_LEEWAY"),
-    key("auth.jwt.principal_claim", "MCP_JWT_PRINCIPAL_CLAIM"),
-    key("auth.jwt.principal_prefix", "MCP_JWT_PRINCIPAL_PREFIX"),
-    key("auth.jwt.required_claims", "MCP_JWT_REQUIRED_CLAIMS"),
-    key("auth.jwt.tier_claim", "MCP_JWT_TIER_CLAIM"),
-    key("auth.jwt.max_token_bytes", "MCP_JWT_MAX_TOKEN_BYTES"),
-    key("rate_limit.rate", "MCP_RATE_LIMIT"),
-    key("rate_limit.burst", "MCP_RATE_BURST"),
-    key("rate_limit.failed_auth_rate", "MCP_FAILED_AUTH_RATE"),
-    key("rate_limit.failed_auth_burst", "MCP_FAILED_AUTH_BURST"),
-    key("rate_limit.max_tracked_clients", "MCP_RATE_MAX_TRACKED"),
-    key("rate_limit.protocol_rate", "MCP_PROTOCOL_RATE"),
-    key("rate_limit.protocol_burst", "MCP_PROTOCOL_BURST"),
-    key("rate_limit.store", "MCP_RATE_LIMIT_STORE"),
-    key("rate_limit.redis_unavailable", "MCP_REDIS_UNAVAILABLE"),
-    key("rate_limit.replicas", "MCP_REPLICAS"),
-    key("redis.url", "MCP_REDIS_URL"),
-    key("redis.password_file", "MCP_REDIS_PASSWORD_FILE"),
-    key("redis.ca_file", "MCP_REDIS_CA_FILE"),
-    key("redis.timeout", "MCP_REDIS_TIMEOUT"),
-    key("sessions.max_total", "MCP_MAX_SESSIONS"),
-    key(
-        "sessions.max_per_principal",
-        "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+    key!(number, server.max_connections, MCP_MAX_CONNECTIONS),
+    key!(
+        number,
+        server.max_connections_per_ip,
+        MCP_MAX_CONNECTIONS_PER_IP
     ),
-    key("sessions.idle_timeout", "MCP_SESSION_IDLE_TIMEOUT"),
-    key("sessions.id_ttl", "MCP_SESSION_ID_TTL"),
-    key("docs.dir", "MCP_DOCS_DIR"),
-    key("secrets.poll_interval", "MCP_SECRETS_POLL_INTERVAL"),
-    key("log.format", "MCP_LOG_FORMAT"),
-    key("log.level", "MCP_LOG_LEVEL"),
-    key("metrics.mode", "MCP_METRICS_MODE"),
-    key("metrics.admin_listen", "MCP_METRICS_LISTEN"),
-    key("proxy.call_timeout", "MCP_CALL_TIMEOUT"),
-    key("proxy.spawn_timeout", "MCP_SPAWN_TIMEOUT"),
-    key("proxy.max_children", "MCP_MAX_CHILDREN"),
-    key("proxy.pool_size", "MCP_POOL_SIZE"),
-    key("proxy.pool_idle_timeout", "MCP_POOL_IDLE_TIMEOUT"),
-    key("proxy.kill_grace", "MCP_KILL_GRACE"),
-    key("proxy.restart_backoff_max", "MCP_RESTART_BACKOFF_MAX"),
-    key("legacy_sse.enabled", "MCP_LEGACY_SSE"),
-    key("cluster.peer_listen", "MCP_PEER_LISTEN"),
-    key("cluster.advertise", "MCP_PEER_ADVERTISE"),
-    key("cluster.key_ring_file", "MCP_SESSION_KEYS_FILE"),
-    key("otel.endpoint", "MCP_OTEL_ENDPOINT"),
-    key("otel.protocol", "MCP_OTEL_PROTOCOL"),
-    key("otel.sample_ratio", "MCP_OTEL_SAMPLE_RATIO"),
-    key("otel.headers_file", "MCP_OTEL_HEADERS_FILE"),
-    key("otel.service_name", "MCP_OTEL_SERVICE_NAME"),
-    key("otel.resource_attributes", "MCP_OTEL_RESOURCE_ATTRIBUTES"),
-    key("audit.output", "MCP_AUDIT_OUTPUT"),
-    key("audit.file", "MCP_AUDIT_FILE"),
-    key("audit.max_file_bytes", "MCP_AUDIT_MAX_FILE_BYTES"),
-    key("audit.max_files", "MCP_AUDIT_MAX_FILES"),
-    key("audit.log_arguments", "MCP_AUDIT_LOG_ARGUMENTS"),
+    key!(list, server.proxy_protocol_from, MCP_PROXY_PROTOCOL_FROM),
+    key!(list, server.trusted_forwarders, MCP_TRUSTED_FORWARDERS),
+    key!(text, tls.mode, MCP_TLS_MODE),
+    key!(text, tls.cert_file, MCP_TLS_CERT_FILE),
+    key!(text, tls.key_file, MCP_TLS_KEY_FILE),
+    key!(list, acme.domains, MCP_ACME_DOMAINS),
+    key!(list, acme.contact, MCP_ACME_CONTACT),
+    key!(text, acme.directory, MCP_ACME_DIRECTORY),
+    key!(text, acme.ca_bundle, MCP_ACME_CA_BUNDLE),
+    key!(text, acme.cache_dir, MCP_ACME_CACHE_DIR),
+    key!(text, auth.mode, MCP_AUTH_MODE),
+    key!(text, auth.api_keys_file, MCP_API_KEYS_FILE),
+    key!(text, auth.resource, MCP_RESOURCE_URI),
+    key!(list, auth.authorization_servers, MCP_AUTHORIZATION_SERVERS),
+    key!(words, auth.required_scopes, MCP_REQUIRED_SCOPES),
+    key!(text, auth.jwt.issuer, MCP_JWT_ISSUER),
+    key!(list, auth.jwt.audience, MCP_JWT_AUDIENCE),
+    key!(text, auth.jwt.key_file, MCP_JWT_KEY_FILE),
+    key!(list, auth.jwt.algorithms, MCP_JWT_ALGORITHMS),
+    key!(text, auth.jwt.jwks_file, MCP_JWT_JWKS_FILE),
+    key!(text, auth.jwt.jwks_url, MCP_JWT_JWKS_URL),
+    key!(text, auth.jwt.jwks_ca_file, MCP_JWT_JWKS_CA_FILE),
+    key!(text, auth.jwt.jwks_refresh, MCP_JWT_JWKS_REFRESH),
+    key!(text, auth.jwt.leeway, MCP_JWT_LEEWAY),
+    key!(text, auth.jwt.principal_claim, MCP_JWT_PRINCIPAL_CLAIM),
+    key!(text, auth.jwt.principal_prefix, MCP_JWT_PRINCIPAL_PREFIX),
+    key!(list, auth.jwt.required_claims, MCP_JWT_REQUIRED_CLAIMS),
+    key!(text, auth.jwt.tier_claim, MCP_JWT_TIER_CLAIM),
+    key!(number, auth.jwt.max_token_bytes, MCP_JWT_MAX_TOKEN_BYTES),
+    key!(text, rate_limit.rate, MCP_RATE_LIMIT),
+    key!(number, rate_limit.burst, MCP_RATE_BURST),
+    key!(text, rate_limit.failed_auth_rate, MCP_FAILED_AUTH_RATE),
+    key!(number, rate_limit.failed_auth_burst, MCP_FAILED_AUTH_BURST),
+    key!(number, rate_limit.max_tracked_clients, MCP_RATE_MAX_TRACKED),
+    key!(text, rate_limit.protocol_rate, MCP_PROTOCOL_RATE),
+    key!(number, rate_limit.protocol_burst, MCP_PROTOCOL_BURST),
+    key!(text, rate_limit.store, MCP_RATE_LIMIT_STORE),
+    key!(text, rate_limit.redis_unavailable, MCP_REDIS_UNAVAILABLE),
+    key!(number, rate_limit.replicas, MCP_REPLICAS),
+    key!(text, redis.url, MCP_REDIS_URL),
+    key!(text, redis.password_file, MCP_REDIS_PASSWORD_FILE),
+    key!(text, redis.ca_file, MCP_REDIS_CA_FILE),
+    key!(text, redis.timeout, MCP_REDIS_TIMEOUT),
+    key!(number, sessions.max_total, MCP_MAX_SESSIONS),
+    key!(
+        number,
+        sessions.max_per_principal,
+        MCP_MAX_SESSIONS_PER_PRINCIPAL
+    ),
+    key!(text, sessions.idle_timeout, MCP_SESSION_IDLE_TIMEOUT),
+    key!(text, sessions.id_ttl, MCP_SESSION_ID_TTL),
+    key!(text, docs.dir, MCP_DOCS_DIR),
+    key!(text, secrets.poll_interval, MCP_SECRETS_POLL_INTERVAL),
+    key!(text, log.format, MCP_LOG_FORMAT),
+    key!(text, log.level, MCP_LOG_LEVEL),
+    key!(text, metrics.mode, MCP_METRICS_MODE),
+    key!(text, metrics.admin_listen, MCP_METRICS_LISTEN),
+    key!(text, proxy.call_timeout, MCP_CALL_TIMEOUT),
+    key!(text, proxy.spawn_timeout, MCP_SPAWN_TIMEOUT),
+    key!(number, proxy.max_children, MCP_MAX_CHILDREN),
+    key!(number, proxy.pool_size, MCP_POOL_SIZE),
+    key!(text, proxy.pool_idle_timeout, MCP_POOL_IDLE_TIMEOUT),
+    key!(text, proxy.kill_grace, MCP_KILL_GRACE),
+    key!(text, proxy.restart_backoff_max, MCP_RESTART_BACKOFF_MAX),
+    key!(flag, legacy_sse.enabled, MCP_LEGACY_SSE),
+    key!(text, cluster.peer_listen, MCP_PEER_LISTEN),
+    key!(text, cluster.advertise, MCP_PEER_ADVERTISE),
+    key!(text, cluster.key_ring_file, MCP_SESSION_KEYS_FILE),
+    key!(text, otel.endpoint, MCP_OTEL_ENDPOINT),
+    key!(text, otel.protocol, MCP_OTEL_PROTOCOL),
+    key!(ratio, otel.sample_ratio, MCP_OTEL_SAMPLE_RATIO),
+    key!(text, otel.headers_file, MCP_OTEL_HEADERS_FILE),
+    key!(text, otel.service_name, MCP_OTEL_SERVICE_NAME),
+    // OTEL_RESOURCE_ATTRIBUTES' own format: key=value,key=value.
+    key!(list, otel.resource_attributes, MCP_OTEL_RESOURCE_ATTRIBUTES),
+    key!(text, audit.output, MCP_AUDIT_OUTPUT),
+    key!(text, audit.file, MCP_AUDIT_FILE),
+    key!(number, audit.max_file_bytes, MCP_AUDIT_MAX_FILE_BYTES),
+    key!(number, audit.max_files, MCP_AUDIT_MAX_FILES),
+    key!(flag, audit.log_arguments, MCP_AUDIT_LOG_ARGUMENTS),
 ];
 
 /// Keys whose values are tables or arrays of tables: set in the file only (no env
@@ -354,151 +376,66 @@ pub const DEPLOYMENT_KEYS: &[&str] = &[
     "auth.jwt.issuer",
 ];
 
-fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+fn text(slot: &mut Option<String>, value: &str) -> Result<(), String> {
+    *slot = Some(value.trim().to_owned());
+    Ok(())
+}
+
+/// Lists from a string: comma separated.
+fn list(slot: &mut Option<Vec<String>>, value: &str) -> Result<(), String> {
+    *slot = Some(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    );
+    Ok(())
 }
 
 /// Scopes: space or comma separated.
-fn words(value: &str) -> Vec<String> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+fn words(slot: &mut Option<Vec<String>>, value: &str) -> Result<(), String> {
+    *slot = Some(
+        value
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    );
+    Ok(())
 }
 
-fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
-    value
+fn number<T: std::str::FromStr>(slot: &mut Option<T>, value: &str) -> Result<(), String> {
+    let n = value
         .trim()
         .parse()
-        .map_err(|_| format!("expected a whole number, got {value:?}"))
+        .map_err(|_| format!("expected a whole number, got {value:?}"))?;
+    *slot = Some(n);
+    Ok(())
+}
+
+fn flag(slot: &mut Option<bool>, value: &str) -> Result<(), String> {
+    *slot = Some(super::backends::boolean(value)?);
+    Ok(())
+}
+
+fn ratio(slot: &mut Option<f64>, value: &str) -> Result<(), String> {
+    let ratio = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number from 0.0 to 1.0, got {value:?}"))?;
+    *slot = Some(ratio);
+    Ok(())
 }
 
 impl RawConfig {
     /// Set one key from a string (an environment variable or a CLI flag).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let text = || Some(value.trim().to_owned());
-        match key {
-            "server.host" => self.server.host = text(),
-            "server.port" => self.server.port = Some(number(value)?),
-            "server.transport" => self.server.transport = text(),
-            "server.public_hostnames" => self.server.public_hostnames = Some(list(value)),
-            "server.allowed_origins" => self.server.allowed_origins = Some(list(value)),
-            "server.handshake_timeout" => self.server.handshake_timeout = text(),
-            "server.first_request_timeout" => self.server.first_request_timeout = text(),
-            "server.shutdown_grace" => self.server.shutdown_grace = text(),
-            "server.max_body_bytes" => self.server.max_body_bytes = Some(number(value)?),
-            "server.http_redirect_port" => self.server.http_redirect_port = Some(number(value)?),
-            "server.public_https_port" => self.server.public_https_port = Some(number(value)?),
-            "server.hsts_max_age" => self.server.hsts_max_age = text(),
-            "server.idle_timeout" => self.server.idle_timeout = text(),
-            "server.header_read_timeout" => self.server.header_read_timeout = text(),
-            "server.body_read_timeout" => self.server.body_read_timeout = text(),
-            "server.http2_keepalive_interval" => self.server.http2_keepalive_interval = text(),
-            "server.http2_keepalive_timeout" => self.server.http2_keepalive_timeout = text(),
-            "server.max_connections" => self.server.max_connections = Some(number(value)?),
-            "server.max_connections_per_ip" => {
-                self.server.max_connections_per_ip = Some(number(value)?)
-            }
-            "server.proxy_protocol_from" => self.server.proxy_protocol_from = Some(list(value)),
-            "server.trusted_forwarders" => self.server.trusted_forwarders = Some(list(value)),
-            "tls.mode" => self.tls.mode = text(),
-            "tls.cert_file" => self.tls.cert_file = text(),
-            "tls.key_file" => self.tls.key_file = text(),
-            "acme.domains" => self.acme.domains = Some(list(value)),
-            "acme.contact" => self.acme.contact = Some(list(value)),
-            "acme.directory" => self.acme.directory = text(),
-            "acme.ca_bundle" => self.acme.ca_bundle = text(),
-            "acme.cache_dir" => self.acme.cache_dir = text(),
-            "auth.mode" => self.auth.mode = text(),
-            "auth.api_keys_file" => self.auth.api_keys_file = text(),
-            "auth.resource" => self.auth.resource = text(),
-            "auth.authorization_servers" => self.auth.authorization_servers = Some(list(value)),
-            "auth.required_scopes" => self.auth.required_scopes = Some(words(value)),
-            "auth.jwt.issuer" => self.auth.jwt.issuer = text(),
-            "auth.jwt.audience" => self.auth.jwt.audience = Some(list(value)),
-            "auth.jwt.key_file" => self.auth.jwt.key_file = text(),
-            "auth.jwt.algorithms" => self.auth.jwt.algorithms = Some(list(value)),
-            "auth.jwt.jwks_file" => self.auth.jwt.jwks_file = text(),
-            "auth.jwt.jwks_url" => self.auth.jwt.jwks_url = text(),
-            "auth.jwt.jwks_ca_file" => self.auth.jwt.jwks_ca_file = text(),
-            "auth.jwt.jwks_refresh" => self.auth.jwt.jwks_refresh = text(),
-            "auth.jwt.leeway" => self.auth.jwt.leeway = text(),
-            "auth.jwt.principal_claim" => self.auth.jwt.principal_claim = text(),
-            "auth.jwt.principal_prefix" => self.auth.jwt.principal_prefix = text(),
-            "auth.jwt.required_claims" => self.auth.jwt.required_claims = Some(list(value)),
-            "auth.jwt.tier_claim" => self.auth.jwt.tier_claim = text(),
-            "auth.jwt.max_token_bytes" => self.auth.jwt.max_token_bytes = Some(number(value)?),
-            "rate_limit.rate" => self.rate_limit.rate = text(),
-            "rate_limit.burst" => self.rate_limit.burst = Some(number(value)?),
-            "rate_limit.failed_auth_rate" => self.rate_limit.failed_auth_rate = text(),
-            "rate_limit.failed_auth_burst" => {
-                self.rate_limit.failed_auth_burst = Some(number(value)?)
-            }
-            "rate_limit.max_tracked_clients" => {
-                self.rate_limit.max_tracked_clients = Some(number(value)?)
-            }
-            "rate_limit.protocol_rate" => self.rate_limit.protocol_rate = text(),
-            "rate_limit.protocol_burst" => self.rate_limit.protocol_burst = Some(number(value)?),
-            "rate_limit.store" => self.rate_limit.store = text(),
-            "rate_limit.redis_unavailable" => self.rate_limit.redis_unavailable = text(),
-            "rate_limit.replicas" => self.rate_limit.replicas = Some(number(value)?),
-            "redis.url" => self.redis.url = text(),
-            "redis.password_file" => self.redis.password_file = text(),
-            "redis.ca_file" => self.redis.ca_file = text(),
-            "redis.timeout" => self.redis.timeout = text(),
-            "sessions.max_total" => self.sessions.max_total = Some(number(value)?),
-            "sessions.max_per_principal" => self.sessions.max_per_principal = Some(number(value)?),
-            "sessions.idle_timeout" => self.sessions.idle_timeout = text(),
-            "sessions.id_ttl" => self.sessions.id_ttl = text(),
-            "cluster.peer_listen" => self.cluster.peer_listen = text(),
-            "cluster.advertise" => self.cluster.advertise = text(),
-            "cluster.key_ring_file" => self.cluster.key_ring_file = text(),
-            "docs.dir" => self.docs.dir = text(),
-            "secrets.poll_interval" => self.secrets.poll_interval = text(),
-            "log.format" => self.log.format = text(),
-            "log.level" => self.log.level = text(),
-            "proxy.call_timeout" => self.proxy.call_timeout = text(),
-            "proxy.spawn_timeout" => self.proxy.spawn_timeout = text(),
-            "proxy.max_children" => self.proxy.max_children = Some(number(value)?),
-            "proxy.pool_size" => self.proxy.pool_size = Some(number(value)?),
-            "proxy.pool_idle_timeout" => self.proxy.pool_idle_timeout = text(),
-            "proxy.kill_grace" => self.proxy.kill_grace = text(),
-            "proxy.restart_backoff_max" => self.proxy.restart_backoff_max = text(),
-            "legacy_sse.enabled" => {
-                self.legacy_sse.enabled = Some(super::backends::boolean(value)?)
-            }
-            "metrics.mode" => self.metrics.mode = text(),
-            "metrics.admin_listen" => self.metrics.admin_listen = text(),
-            "otel.endpoint" => self.otel.endpoint = text(),
-            "otel.protocol" => self.otel.protocol = text(),
-            "otel.sample_ratio" => {
-                self.otel.sample_ratio = Some(
-                    value
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("expected a number from 0.0 to 1.0, got {value:?}"))?,
-                )
-            }
-            "otel.headers_file" => self.otel.headers_file = text(),
-            "otel.service_name" => self.otel.service_name = text(),
-            // OTEL_RESOURCE_ATTRIBUTES' own format: key=value,key=value.
-            "otel.resource_attributes" => self.otel.resource_attributes = Some(list(value)),
-            "audit.output" => self.audit.output = text(),
-            "audit.file" => self.audit.file = text(),
-            "audit.max_file_bytes" => self.audit.max_file_bytes = Some(number(value)?),
-            "audit.max_files" => self.audit.max_files = Some(number(value)?),
-            "audit.log_arguments" => {
-                self.audit.log_arguments = Some(super::backends::boolean(value)?)
-            }
-            other => return Err(format!("unknown key {other:?}")),
+        match KEYS.iter().find(|spec| spec.key == key) {
+            Some(spec) => (spec.set)(self, value),
+            None => Err(format!("unknown key {key:?}")),
         }
-        Ok(())
     }
 }
 
