@@ -225,7 +225,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         return Err(StartError::NotHttp);
     }
     tls::install_crypto_provider();
-    let loaded = crate::preflight::check(&config)?;
+    let loaded = crate::preflight::check_to_serve(&config)?;
     let listen = config.server.listen;
     let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
         addr: listen,

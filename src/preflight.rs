@@ -27,8 +27,19 @@ pub struct Loaded {
 #[error("{}", .0.join("; "))]
 pub struct Problems(pub Vec<String>);
 
-/// Load and check everything `config` needs.
+/// Load and check everything `config` needs (`check-config`: every problem fails).
 pub fn check(config: &Config) -> Result<Loaded, Problems> {
+    check_with(config, false)
+}
+
+/// [`check`] for `serve`: a backend program that is not there yet is logged, not
+/// fatal — the proxy answers its calls with a clear error and retries with backoff
+/// (it may be installed or mounted later). Every other problem fails both alike.
+pub fn check_to_serve(config: &Config) -> Result<Loaded, Problems> {
+    check_with(config, true)
+}
+
+fn check_with(config: &Config, serving: bool) -> Result<Loaded, Problems> {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     let http = config.server.transport == Transport::StreamableHttp;
@@ -81,7 +92,13 @@ pub fn check(config: &Config) -> Result<Loaded, Problems> {
             Err(e) => problems.push(e.to_string()),
         }
     }
-    problems.extend(crate::mcp::backends::check_files(config));
+    for problem in crate::mcp::backends::check_files(config) {
+        if serving && problem.contains(".command (") {
+            tracing::warn!(%problem, "backend program missing; its calls fail until it appears");
+        } else {
+            problems.push(problem);
+        }
+    }
     check_docs(config, &mut problems);
     check_audit(config, &mut problems);
     if !problems.is_empty() {

@@ -241,7 +241,8 @@ async fn healthcheck_needs_only_the_address_and_scheme() {
 }
 
 /// `check-config` and `serve` share one preflight: the same broken configurations
-/// give the same problems, every one of them, with exit code 64.
+/// give the same problems, every one of them, with exit code 64. (A missing stdio
+/// backend program is the one difference: `serve` starts and retries it.)
 #[test]
 fn check_config_and_serve_report_the_same_problems() {
     let fx = Fixture::new();
@@ -250,20 +251,11 @@ fn check_config_and_serve_report_the_same_problems() {
     std::fs::write(&garbage, "not a certificate\n").unwrap();
     let ring = dir.join("ring");
     std::fs::write(&ring, "too-short\n").unwrap();
-    let toml = dir.join("edge.toml");
-    std::fs::write(
-        &toml,
-        "[[backends]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\"]\n\n[[backends]]\nname = \"docs\"\nkind = \"docs\"\n",
-    )
-    .unwrap();
     let path = |p: &std::path::Path| p.display().to_string();
     let cases: Vec<Vec<(&str, String)>> = vec![
         vec![("MCP_API_KEYS_FILE", "/nonexistent/api_keys".into())],
         vec![("MCP_TLS_CERT_FILE", path(&garbage))],
-        vec![
-            ("MCP_EDGE_CONFIG", path(&toml)),
-            ("MCP_DOCS_DIR", "/nonexistent/docs".into()),
-        ],
+        vec![("MCP_DOCS_DIR", "/nonexistent/docs".into())],
         vec![
             ("MCP_SESSION_KEYS_FILE", path(&ring)),
             ("MCP_API_KEYS_FILE", "/nonexistent/api_keys".into()),
