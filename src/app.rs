@@ -214,7 +214,7 @@ impl Running {
         self.backend.shutdown(grace).await;
         // The records of the calls just drained.
         let audit = self.state.audit.clone();
-        let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(2))).await;
+        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         tracing::info!("stopped");
     }
 }

@@ -210,9 +210,3 @@ impl Drop for Spans {
         self.settle(&TraceHeaders::default());
     }
 }
-
-/// The trace context to send on with a request that leaves for another replica.
-pub fn outgoing(extensions: &http::Extensions) -> Option<TraceHeaders> {
-    let span = &extensions.get::<CallSpan>()?.0;
-    TraceHeaders::of(span)
-}

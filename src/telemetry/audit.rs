@@ -168,7 +168,7 @@ impl Audit {
     }
 
     /// Write every record appended so far: at shutdown, and in tests.
-    pub fn flush(&self, _timeout: Duration) {
+    pub fn flush(&self) {
         if let Some(inner) = &self.inner {
             inner.drain();
         }
@@ -177,7 +177,7 @@ impl Audit {
 
 impl Drop for Audit {
     fn drop(&mut self) {
-        self.flush(Duration::ZERO);
+        self.flush();
     }
 }
 
@@ -295,7 +295,7 @@ mod tests {
         for n in 0..200 {
             audit.write(&record(n));
         }
-        audit.flush(Duration::from_secs(5));
+        audit.flush();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         let (current, one, two) = (
             read(&path),

@@ -88,8 +88,3 @@ pub fn init(config: &Config) -> Telemetry {
     }
     Telemetry { exporting }
 }
-
-/// Whether trace spans are being recorded (an exporter is installed).
-pub fn tracing_enabled() -> bool {
-    tracing::enabled!(target: otel::TARGET, tracing::Level::INFO)
-}
