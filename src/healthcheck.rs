@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::net::IpAddr;
 
-use crate::config::RawConfig;
+use crate::config::{Choice, RawConfig, TlsMode};
 
 /// The only configuration keys the probe reads.
 pub const KEYS_READ: &[&str] = &["server.host", "server.port", "tls.mode"];
@@ -15,8 +15,8 @@ pub const KEYS_READ: &[&str] = &["server.host", "server.port", "tls.mode"];
 /// Only `server.host`, `server.port` and `tls.mode` are read: the probe must work
 /// whatever the state of the secrets (key files, auth settings) the server needs.
 pub fn default_url(raw: &RawConfig) -> Result<String, String> {
-    let scheme = match raw.tls.mode.as_deref() {
-        Some("off") => "http",
+    let scheme = match raw.tls.mode {
+        Some(Choice::Known(TlsMode::Off)) => "http",
         _ => "https",
     };
     let host = raw.server.host.as_deref().unwrap_or("127.0.0.1");

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Errors, Profile, RawConfig, ServerConfig, duration, path_of, ser_duration};
+use super::{Choice, Errors, Profile, RawConfig, ServerConfig, duration, path_of, ser_duration};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
     /// API keys from a secrets file.
@@ -16,6 +17,7 @@ pub enum AuthMode {
     /// JWTs from an identity provider.
     Jwt,
     /// Either: tokens that look like JWTs are checked as JWTs, others as API keys.
+    #[serde(rename(deserialize = "api-keys+jwt"))]
     ApiKeysAndJwt,
     /// No authentication: only allowed on a loopback bind, and only when set explicitly.
     None,
@@ -170,7 +172,7 @@ pub(super) fn validate(
 
 /// `auth.mode`, or when unset what the other auth keys imply.
 fn mode(e: &mut Errors<'_>, raw: &RawConfig, server: &ServerConfig) -> AuthMode {
-    match raw.auth.mode.as_deref() {
+    match &raw.auth.mode {
         None => {
             if raw.auth.jwt.issuer.is_some() && raw.auth.api_keys_file.is_none() {
                 AuthMode::Jwt
@@ -180,10 +182,7 @@ fn mode(e: &mut Errors<'_>, raw: &RawConfig, server: &ServerConfig) -> AuthMode 
                 AuthMode::ApiKeys
             }
         }
-        Some("api-keys") => AuthMode::ApiKeys,
-        Some("jwt") => AuthMode::Jwt,
-        Some("api-keys+jwt") => AuthMode::ApiKeysAndJwt,
-        Some("none") => {
+        Some(Choice::Known(AuthMode::None)) => {
             let ip = server.listen.ip();
             if !ip.is_loopback() && server.network() {
                 e.push(
@@ -193,13 +192,10 @@ fn mode(e: &mut Errors<'_>, raw: &RawConfig, server: &ServerConfig) -> AuthMode 
             }
             AuthMode::None
         }
-        Some(other) => {
-            e.push(
-                "auth.mode",
-                format!(
-                    "must be \"api-keys\", \"jwt\", \"api-keys+jwt\" or \"none\", got {other:?}"
-                ),
-            );
+        Some(Choice::Known(mode)) => *mode,
+        // Checking keys or JWT settings for a mode nobody chose would only add noise.
+        Some(Choice::Unknown(unknown)) => {
+            e.push("auth.mode", unknown.to_string());
             AuthMode::None
         }
     }

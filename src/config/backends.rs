@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Errors, duration, path_of, positive};
+use super::{Choice, Errors, duration, path_of, positive};
 
 /// Environment variables a stdio child inherits from the edge when `env_allowlist`
 /// is not given. Everything else (notably the edge's own `MCP_*` settings) is withheld.
@@ -32,8 +32,7 @@ pub const DEFAULT_ENV_ALLOWLIST: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub name: Option<String>,
-    /// "stdio", "http" or "docs".
-    pub kind: Option<String>,
+    pub kind: Option<Choice<RawBackendKind>>,
     pub command: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
     pub env_allowlist: Option<Vec<String>>,
@@ -42,6 +41,15 @@ pub struct RawBackend {
     pub credential_file: Option<String>,
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
+}
+
+/// `backends[].kind`, as written (with its settings, [`BackendKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawBackendKind {
+    Stdio,
+    Http,
+    Docs,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -236,14 +244,19 @@ fn backend(
     if earlier.iter().any(|o| o.name == name) {
         e.push(&key("name"), format!("{name:?} is used by two backends"));
     }
-    let kind_text = b
-        .kind
-        .as_deref()
-        .unwrap_or(if b.url.is_some() { "http" } else { "stdio" });
-    let kind = match kind_text {
-        "stdio" => stdio_backend(e, &key, b),
-        "http" => http_backend(e, &key, b),
-        "docs" => {
+    let kind = match &b.kind {
+        None if b.url.is_some() => RawBackendKind::Http,
+        None => RawBackendKind::Stdio,
+        Some(Choice::Known(kind)) => *kind,
+        Some(Choice::Unknown(unknown)) => {
+            e.push(&key("kind"), unknown.to_string());
+            return None;
+        }
+    };
+    let kind = match kind {
+        RawBackendKind::Stdio => stdio_backend(e, &key, b),
+        RawBackendKind::Http => http_backend(e, &key, b),
+        RawBackendKind::Docs => {
             misplaced(
                 e,
                 &key,
@@ -255,13 +268,6 @@ fn backend(
                 "docs",
             );
             BackendKind::Docs
-        }
-        other => {
-            e.push(
-                &key("kind"),
-                format!("must be \"stdio\", \"http\" or \"docs\", got {other:?}"),
-            );
-            return None;
         }
     };
     Some(BackendConfig { name, kind })

@@ -4,9 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Errors, RawConfig, path_of, ser_duration, valid_hostname};
+use super::{Choice, Errors, RawConfig, path_of, ser_duration, valid_hostname};
 
 /// Let's Encrypt's directories, selectable by shorthand.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -47,6 +47,15 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
         Some(d) => ser_duration(d, s),
         None => s.serialize_none(),
     }
+}
+
+/// `metrics.mode`, as written (with its listener, [`MetricsConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsMode {
+    Admin,
+    Main,
+    Off,
 }
 
 /// Where Prometheus metrics are served.
@@ -187,8 +196,16 @@ pub(super) fn https(e: &mut Errors<'_>, raw: &RawConfig, listen_port: u16) -> Ht
 
 pub(super) fn metrics(e: &mut Errors<'_>, raw: &RawConfig) -> MetricsConfig {
     let m = &raw.metrics;
-    match m.mode.as_deref().map(str::trim) {
-        None | Some("admin") => {
+    let mode = match &m.mode {
+        None => MetricsMode::Admin,
+        Some(Choice::Known(mode)) => *mode,
+        Some(Choice::Unknown(unknown)) => {
+            e.push("metrics.mode", unknown.to_string());
+            return MetricsConfig::Off;
+        }
+    };
+    match mode {
+        MetricsMode::Admin => {
             let text = m
                 .admin_listen
                 .as_deref()
@@ -205,15 +222,8 @@ pub(super) fn metrics(e: &mut Errors<'_>, raw: &RawConfig) -> MetricsConfig {
                 }
             }
         }
-        Some("main") => MetricsConfig::Main,
-        Some("off") => MetricsConfig::Off,
-        Some(other) => {
-            e.push(
-                "metrics.mode",
-                format!("must be \"admin\", \"main\" or \"off\", got {other:?}"),
-            );
-            MetricsConfig::Off
-        }
+        MetricsMode::Main => MetricsConfig::Main,
+        MetricsMode::Off => MetricsConfig::Off,
     }
 }
 

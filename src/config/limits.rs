@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Errors, RawConfig, duration, path_of, positive, ser_duration};
 
@@ -102,7 +102,7 @@ impl Default for RateLimitConfig {
 }
 
 /// Where the per-principal budgets and the failed-auth lockout are counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RateLimitStore {
     Local,
@@ -110,7 +110,7 @@ pub enum RateLimitStore {
 }
 
 /// What the limiter does while Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RedisUnavailable {
     /// Each replica applies `budget / replicas` on its own.
@@ -184,28 +184,12 @@ pub(super) fn validate_rate_limit(e: &mut Errors<'_>, raw: &RawConfig) -> RateLi
             "1200/min",
         ),
         protocol_burst: nonzero(e, "rate_limit.protocol_burst", rl.protocol_burst, 300),
-        store: match rl.store.as_deref() {
-            None | Some("local") => RateLimitStore::Local,
-            Some("redis") => RateLimitStore::Redis,
-            Some(other) => {
-                e.push(
-                    "rate_limit.store",
-                    format!("must be \"local\" or \"redis\", got {other:?}"),
-                );
-                RateLimitStore::Local
-            }
-        },
-        redis_unavailable: match rl.redis_unavailable.as_deref() {
-            None | Some("local") => RedisUnavailable::Local,
-            Some("deny") => RedisUnavailable::Deny,
-            Some(other) => {
-                e.push(
-                    "rate_limit.redis_unavailable",
-                    format!("must be \"local\" or \"deny\", got {other:?}"),
-                );
-                RedisUnavailable::Local
-            }
-        },
+        store: e
+            .choice("rate_limit.store", &rl.store)
+            .unwrap_or(RateLimitStore::Local),
+        redis_unavailable: e
+            .choice("rate_limit.redis_unavailable", &rl.redis_unavailable)
+            .unwrap_or(RedisUnavailable::Local),
         replicas: nonzero(e, "rate_limit.replicas", rl.replicas, 1),
     }
 }

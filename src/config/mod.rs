@@ -27,17 +27,19 @@ pub use auth::{
     AccessConfig, AuthConfig, AuthMode, DEFAULT_JWT_PRINCIPAL_PREFIX, JwtConfig, JwtKeyConfig,
     sibling_resource,
 };
-pub use backends::{BackendConfig, BackendKind, ProxyConfig};
+pub use backends::{BackendConfig, BackendKind, ProxyConfig, RawBackendKind};
 pub use cluster::ClusterConfig;
 pub use connections::ConnectionsConfig;
-pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig};
+pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig, MetricsMode};
 pub use limits::{
     Rate, RateLimitConfig, RateLimitStore, RedisConfig, RedisUnavailable, SessionsConfig,
     redacted_url,
 };
-pub use observe::{AuditConfig, AuditOutput, LogConfig, LogFormat, OtelConfig, OtlpProtocol};
-pub use raw::{KEYS, KeySpec, RawConfig};
-pub use server::{ServerConfig, TlsConfig, Transport};
+pub use observe::{
+    AuditConfig, AuditOutput, LogConfig, LogFormat, OtelConfig, OtlpProtocol, RawAuditOutput,
+};
+pub use raw::{Choice, KEYS, KeySpec, RawConfig, UnknownChoice};
+pub use server::{ServerConfig, TlsConfig, TlsMode, Transport};
 
 /// The environment variable naming the config file.
 pub const ENV_CONFIG_FILE: &str = "MCP_EDGE_CONFIG";
@@ -202,6 +204,19 @@ impl Errors<'_> {
             origin: self.layered.origin(key),
             message: message.into(),
         });
+    }
+
+    /// The value of a [`Choice`] key. A word outside its set is reported (key,
+    /// origin and the allowed words) and then treated as unset.
+    fn choice<T: Clone>(&mut self, key: &str, value: &Option<Choice<T>>) -> Option<T> {
+        match value {
+            None => None,
+            Some(Choice::Known(known)) => Some(known.clone()),
+            Some(Choice::Unknown(unknown)) => {
+                self.push(key, unknown.to_string());
+                None
+            }
+        }
     }
 }
 
@@ -583,6 +598,74 @@ mod tests {
         .unwrap();
         assert_eq!(ok.auth.mode, AuthMode::None);
         assert_eq!(ok.profile, Profile::Deployment);
+    }
+
+    #[test]
+    fn a_word_outside_its_set_names_the_key_its_origin_and_the_allowed_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[log]\nformat = \"xml\"\n[[backends]]\nname = \"a\"\nkind = \"grpc\"\n",
+        )
+        .unwrap();
+        let env: BTreeMap<&str, &str> =
+            [("MCP_TLS_MODE", "maybe"), ("MCP_AUDIT_OUTPUT", " syslog ")]
+                .into_iter()
+                .collect();
+        let flags = FlagOverrides(vec![("server.transport", "--transport", "tcp".into())]);
+        let err = load(Sources {
+            file: Some(path.clone()),
+            env: &env,
+            flags,
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        let file = path.display();
+        for expected in [
+            "server.transport (flag --transport): must be \"http\", \"streamable-http\" or \"stdio\", got \"tcp\"".to_owned(),
+            "tls.mode (environment variable MCP_TLS_MODE): must be \"files\", \"acme\", \"self-signed\" or \"off\", got \"maybe\"".to_owned(),
+            format!("log.format in {file}: must be \"json\" or \"pretty\", got \"xml\""),
+            format!("backends[0].kind in {file}: must be \"stdio\", \"http\" or \"docs\", got \"grpc\""),
+            "audit.output (environment variable MCP_AUDIT_OUTPUT): must be \"stdout\", \"stderr\", \"file\" or \"off\", got \"syslog\"".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "{expected}\nnot in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn words_from_the_file_the_environment_and_flags_parse_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[server]\nhost = \"127.0.0.1\"\n[tls]\nmode = \"off\"\n[auth]\nmode = \"none\"\n\
+             [log]\nformat = \"json\"\n[metrics]\nmode = \"off\"\n",
+        )
+        .unwrap();
+        let env: BTreeMap<&str, &str> = [
+            ("MCP_OTEL_ENDPOINT", "http://127.0.0.1:4317"),
+            ("MCP_OTEL_PROTOCOL", "grpc"),
+            ("MCP_REDIS_UNAVAILABLE", "deny"),
+            ("MCP_AUDIT_OUTPUT", "stderr"),
+        ]
+        .into_iter()
+        .collect();
+        let flags = FlagOverrides(vec![("server.transport", "--transport", "http".into())]);
+        let c = load(Sources {
+            file: Some(path),
+            env: &env,
+            flags,
+        })
+        .unwrap();
+        assert_eq!(c.server.transport, Transport::StreamableHttp);
+        assert_eq!(c.tls, TlsConfig::Off);
+        assert_eq!(c.auth.mode, AuthMode::None);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.metrics, MetricsConfig::Off);
+        assert_eq!(c.otel.unwrap().protocol, OtlpProtocol::Grpc);
+        assert_eq!(c.rate_limit.redis_unavailable, RedisUnavailable::Deny);
+        assert_eq!(c.audit.output, AuditOutput::Stderr);
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EnvSource, Errors, Layered, Origin, RawConfig, path_of};
+use super::{Choice, EnvSource, Errors, Layered, Origin, RawConfig, path_of};
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOtel {
     pub endpoint: Option<String>,
-    pub protocol: Option<String>,
+    pub protocol: Option<Choice<OtlpProtocol>>,
     pub sample_ratio: Option<f64>,
     pub headers_file: Option<String>,
     pub service_name: Option<String>,
@@ -25,14 +25,15 @@ pub struct RawOtel {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
-    pub output: Option<String>,
+    pub output: Option<Choice<RawAuditOutput>>,
     pub file: Option<String>,
     pub max_file_bytes: Option<u64>,
     pub max_files: Option<u32>,
     pub log_arguments: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     Json,
@@ -45,7 +46,8 @@ pub struct LogConfig {
     pub level: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `otel.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OtlpProtocol {
     #[serde(rename = "grpc")]
     Grpc,
@@ -65,6 +67,28 @@ pub struct OtelConfig {
     pub headers_file: Option<PathBuf>,
     pub service_name: String,
     pub resource_attributes: Vec<(String, String)>,
+}
+
+/// `audit.output`, as written (where the records go is [`AuditOutput`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawAuditOutput {
+    Stdout,
+    Stderr,
+    File,
+    Off,
+}
+
+impl RawAuditOutput {
+    /// The word as written in the configuration.
+    fn word(self) -> &'static str {
+        match self {
+            RawAuditOutput::Stdout => "stdout",
+            RawAuditOutput::Stderr => "stderr",
+            RawAuditOutput::File => "file",
+            RawAuditOutput::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,17 +164,9 @@ pub(super) fn apply_standard_env(env: &dyn EnvSource, layered: &mut Layered) {
 }
 
 pub(super) fn validate_log(e: &mut Errors<'_>, raw: &RawConfig) -> LogConfig {
-    let format = match raw.log.format.as_deref() {
-        None | Some("pretty") => LogFormat::Pretty,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            e.push(
-                "log.format",
-                format!("must be \"json\" or \"pretty\", got {other:?}"),
-            );
-            LogFormat::Pretty
-        }
-    };
+    let format = e
+        .choice("log.format", &raw.log.format)
+        .unwrap_or(LogFormat::Pretty);
     let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         e.push(
@@ -163,17 +179,9 @@ pub(super) fn validate_log(e: &mut Errors<'_>, raw: &RawConfig) -> LogConfig {
 
 pub(super) fn validate_otel(e: &mut Errors<'_>, raw: &RawConfig) -> Option<OtelConfig> {
     let o = &raw.otel;
-    let protocol = match o.protocol.as_deref().map(str::trim) {
-        None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
-        Some("grpc") => OtlpProtocol::Grpc,
-        Some(other) => {
-            e.push(
-                "otel.protocol",
-                format!("must be \"grpc\" or \"http/protobuf\", got {other:?}"),
-            );
-            OtlpProtocol::HttpProtobuf
-        }
-    };
+    let protocol = e
+        .choice("otel.protocol", &o.protocol)
+        .unwrap_or(OtlpProtocol::HttpProtobuf);
     let sample_ratio = o.sample_ratio.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&sample_ratio) {
         e.push(
@@ -279,20 +287,33 @@ pub fn read_headers(path: &std::path::Path) -> Result<Vec<(String, String)>, Str
 }
 
 pub(super) fn validate_audit(e: &mut Errors<'_>, raw: &RawConfig, stdio: bool) -> AuditConfig {
+    use RawAuditOutput as Raw;
     let a = &raw.audit;
+    let log_arguments = a.log_arguments.unwrap_or(false);
     let file = path_of(&a.file);
     let max_bytes = a.max_file_bytes.unwrap_or(100 * 1024 * 1024);
     if max_bytes < 4096 {
         e.push("audit.max_file_bytes", "must be at least 4096");
     }
     let keep = a.max_files.unwrap_or(5);
-    let output = match (a.output.as_deref().map(str::trim), file) {
-        (Some("file") | None, Some(path)) => AuditOutput::File {
+    let chosen = match &a.output {
+        None => None,
+        Some(Choice::Known(output)) => Some(*output),
+        Some(Choice::Unknown(unknown)) => {
+            e.push("audit.output", unknown.to_string());
+            return AuditConfig {
+                output: AuditOutput::Off,
+                log_arguments,
+            };
+        }
+    };
+    let output = match (chosen, file) {
+        (Some(Raw::File) | None, Some(path)) => AuditOutput::File {
             path,
             max_bytes,
             keep,
         },
-        (Some("file"), None) => {
+        (Some(Raw::File), None) => {
             e.push(
                 "audit.file",
                 "is required when audit.output is \"file\" (MCP_AUDIT_FILE)",
@@ -301,33 +322,29 @@ pub(super) fn validate_audit(e: &mut Errors<'_>, raw: &RawConfig, stdio: bool) -
         }
         // Over stdio, stdout is the MCP channel: the records go to stderr.
         (None, None) if stdio => AuditOutput::Stderr,
-        (Some("stdout"), None) if stdio => {
+        (Some(Raw::Stdout), None) if stdio => {
             e.push(
                 "audit.output",
                 "cannot be \"stdout\" with server.transport = \"stdio\" (stdout carries MCP)",
             );
             AuditOutput::Stderr
         }
-        (None | Some("stdout"), None) => AuditOutput::Stdout,
-        (Some("stderr"), None) => AuditOutput::Stderr,
-        (Some("off"), None) => AuditOutput::Off,
-        (Some(other @ ("stdout" | "stderr" | "off")), Some(_)) => {
+        (None | Some(Raw::Stdout), None) => AuditOutput::Stdout,
+        (Some(Raw::Stderr), None) => AuditOutput::Stderr,
+        (Some(Raw::Off), None) => AuditOutput::Off,
+        (Some(other @ (Raw::Stdout | Raw::Stderr | Raw::Off)), Some(_)) => {
             e.push(
                 "audit.file",
-                format!("is set but audit.output is {other:?} (set it to \"file\" or drop it)"),
-            );
-            AuditOutput::Off
-        }
-        (Some(other), _) => {
-            e.push(
-                "audit.output",
-                format!("must be \"stdout\", \"stderr\", \"file\" or \"off\", got {other:?}"),
+                format!(
+                    "is set but audit.output is {:?} (set it to \"file\" or drop it)",
+                    other.word()
+                ),
             );
             AuditOutput::Off
         }
     };
     AuditConfig {
         output,
-        log_arguments: a.log_arguments.unwrap_or(false),
+        log_arguments,
     }
 }

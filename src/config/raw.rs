@@ -1,7 +1,89 @@
 //! The configuration as written: every field optional, unknown keys rejected.
 //! Environment variables and CLI flags are applied onto this before validation.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer};
+
+use super::{
+    AuthMode, LogFormat, MetricsMode, RateLimitStore, RedisUnavailable, TlsMode, Transport,
+};
+
+/// The value of a key that names one of a fixed set of words (`tls.mode`,
+/// `auth.mode`, …), parsed by serde into the enum `T`, from the file and from
+/// environment variables and flags alike. A word outside the set is kept rather than
+/// rejected here, so validation reports it with its key and origin together with
+/// every other problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice<T> {
+    Known(T),
+    Unknown(UnknownChoice),
+}
+
+/// A word outside a [`Choice`]'s set, and the set, for the error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownChoice {
+    pub got: String,
+    pub allowed: &'static [&'static str],
+}
+
+impl<T: DeserializeOwned> Choice<T> {
+    /// Surrounding whitespace is ignored, as it is for every string from the environment.
+    pub fn parse(text: &str) -> Choice<T> {
+        let text = text.trim();
+        match T::deserialize(de::value::StrDeserializer::<NotInSet>::new(text)) {
+            Ok(value) => Choice::Known(value),
+            Err(NotInSet(allowed)) => Choice::Unknown(UnknownChoice {
+                got: text.to_owned(),
+                allowed,
+            }),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(Choice::parse(&text))
+    }
+}
+
+/// `must be "a", "b" or "c", got "x"`.
+impl fmt::Display for UnknownChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quoted: Vec<String> = self.allowed.iter().map(|v| format!("{v:?}")).collect();
+        match quoted.split_last() {
+            Some((last, [])) => write!(f, "must be {last}")?,
+            Some((last, rest)) => write!(f, "must be {} or {last}", rest.join(", "))?,
+            None => write!(f, "is not a known value")?,
+        }
+        write!(f, ", got {:?}", self.got)
+    }
+}
+
+/// The error of parsing one word into an enum: serde hands over the enum's words
+/// (its variants and their aliases), which is all a [`Choice`] needs.
+#[derive(Debug)]
+struct NotInSet(&'static [&'static str]);
+
+impl de::Error for NotInSet {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        NotInSet(&[])
+    }
+
+    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+        NotInSet(expected)
+    }
+}
+
+impl fmt::Display for NotInSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected one of {:?}", self.0)
+    }
+}
+
+impl std::error::Error for NotInSet {}
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +132,7 @@ pub struct RawConfig {
 pub struct RawServer {
     pub host: Option<String>,
     pub port: Option<u16>,
-    pub transport: Option<String>,
+    pub transport: Option<Choice<Transport>>,
     pub public_hostnames: Option<Vec<String>>,
     pub allowed_origins: Option<Vec<String>>,
     pub handshake_timeout: Option<String>,
@@ -74,7 +156,7 @@ pub struct RawServer {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    pub mode: Option<String>,
+    pub mode: Option<Choice<TlsMode>>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
 }
@@ -82,7 +164,7 @@ pub struct RawTls {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    pub mode: Option<String>,
+    pub mode: Option<Choice<AuthMode>>,
     pub api_keys_file: Option<String>,
     pub resource: Option<String>,
     pub authorization_servers: Option<Vec<String>>,
@@ -155,8 +237,8 @@ pub struct RawRateLimit {
     pub tiers: Option<std::collections::BTreeMap<String, RawTier>>,
     pub protocol_rate: Option<String>,
     pub protocol_burst: Option<u32>,
-    pub store: Option<String>,
-    pub redis_unavailable: Option<String>,
+    pub store: Option<Choice<RateLimitStore>>,
+    pub redis_unavailable: Option<Choice<RedisUnavailable>>,
     pub replicas: Option<u32>,
 }
 
@@ -187,7 +269,7 @@ pub struct RawDocs {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
-    pub format: Option<String>,
+    pub format: Option<Choice<LogFormat>>,
     pub level: Option<String>,
 }
 
@@ -204,7 +286,7 @@ pub struct RawAcme {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
-    pub mode: Option<String>,
+    pub mode: Option<Choice<MetricsMode>>,
     pub admin_listen: Option<String>,
 }
 
@@ -237,7 +319,7 @@ macro_rules! key {
 pub const KEYS: &[KeySpec] = &[
     key!(text, server.host, MCP_HOST),
     key!(number, server.port, MCP_PORT),
-    key!(text, server.transport, MCP_TRANSPORT),
+    key!(choice, server.transport, MCP_TRANSPORT),
     key!(list, server.public_hostnames, MCP_PUBLIC_HOSTNAMES),
     key!(list, server.allowed_origins, MCP_ALLOWED_ORIGINS),
     key!(text, server.handshake_timeout, MCP_HANDSHAKE_TIMEOUT),
@@ -272,7 +354,7 @@ pub const KEYS: &[KeySpec] = &[
     ),
     key!(list, server.proxy_protocol_from, MCP_PROXY_PROTOCOL_FROM),
     key!(list, server.trusted_forwarders, MCP_TRUSTED_FORWARDERS),
-    key!(text, tls.mode, MCP_TLS_MODE),
+    key!(choice, tls.mode, MCP_TLS_MODE),
     key!(text, tls.cert_file, MCP_TLS_CERT_FILE),
     key!(text, tls.key_file, MCP_TLS_KEY_FILE),
     key!(list, acme.domains, MCP_ACME_DOMAINS),
@@ -280,7 +362,7 @@ pub const KEYS: &[KeySpec] = &[
     key!(text, acme.directory, MCP_ACME_DIRECTORY),
     key!(text, acme.ca_bundle, MCP_ACME_CA_BUNDLE),
     key!(text, acme.cache_dir, MCP_ACME_CACHE_DIR),
-    key!(text, auth.mode, MCP_AUTH_MODE),
+    key!(choice, auth.mode, MCP_AUTH_MODE),
     key!(text, auth.api_keys_file, MCP_API_KEYS_FILE),
     key!(text, auth.resource, MCP_RESOURCE_URI),
     key!(list, auth.authorization_servers, MCP_AUTHORIZATION_SERVERS),
@@ -306,8 +388,8 @@ pub const KEYS: &[KeySpec] = &[
     key!(number, rate_limit.max_tracked_clients, MCP_RATE_MAX_TRACKED),
     key!(text, rate_limit.protocol_rate, MCP_PROTOCOL_RATE),
     key!(number, rate_limit.protocol_burst, MCP_PROTOCOL_BURST),
-    key!(text, rate_limit.store, MCP_RATE_LIMIT_STORE),
-    key!(text, rate_limit.redis_unavailable, MCP_REDIS_UNAVAILABLE),
+    key!(choice, rate_limit.store, MCP_RATE_LIMIT_STORE),
+    key!(choice, rate_limit.redis_unavailable, MCP_REDIS_UNAVAILABLE),
     key!(number, rate_limit.replicas, MCP_REPLICAS),
     key!(text, redis.url, MCP_REDIS_URL),
     key!(text, redis.password_file, MCP_REDIS_PASSWORD_FILE),
@@ -323,9 +405,9 @@ pub const KEYS: &[KeySpec] = &[
     key!(text, sessions.id_ttl, MCP_SESSION_ID_TTL),
     key!(text, docs.dir, MCP_DOCS_DIR),
     key!(text, secrets.poll_interval, MCP_SECRETS_POLL_INTERVAL),
-    key!(text, log.format, MCP_LOG_FORMAT),
+    key!(choice, log.format, MCP_LOG_FORMAT),
     key!(text, log.level, MCP_LOG_LEVEL),
-    key!(text, metrics.mode, MCP_METRICS_MODE),
+    key!(choice, metrics.mode, MCP_METRICS_MODE),
     key!(text, metrics.admin_listen, MCP_METRICS_LISTEN),
     key!(text, proxy.call_timeout, MCP_CALL_TIMEOUT),
     key!(text, proxy.spawn_timeout, MCP_SPAWN_TIMEOUT),
@@ -339,13 +421,13 @@ pub const KEYS: &[KeySpec] = &[
     key!(text, cluster.advertise, MCP_PEER_ADVERTISE),
     key!(text, cluster.key_ring_file, MCP_SESSION_KEYS_FILE),
     key!(text, otel.endpoint, MCP_OTEL_ENDPOINT),
-    key!(text, otel.protocol, MCP_OTEL_PROTOCOL),
+    key!(choice, otel.protocol, MCP_OTEL_PROTOCOL),
     key!(ratio, otel.sample_ratio, MCP_OTEL_SAMPLE_RATIO),
     key!(text, otel.headers_file, MCP_OTEL_HEADERS_FILE),
     key!(text, otel.service_name, MCP_OTEL_SERVICE_NAME),
     // OTEL_RESOURCE_ATTRIBUTES' own format: key=value,key=value.
     key!(list, otel.resource_attributes, MCP_OTEL_RESOURCE_ATTRIBUTES),
-    key!(text, audit.output, MCP_AUDIT_OUTPUT),
+    key!(choice, audit.output, MCP_AUDIT_OUTPUT),
     key!(text, audit.file, MCP_AUDIT_FILE),
     key!(number, audit.max_file_bytes, MCP_AUDIT_MAX_FILE_BYTES),
     key!(number, audit.max_files, MCP_AUDIT_MAX_FILES),
@@ -375,6 +457,12 @@ pub const DEPLOYMENT_KEYS: &[&str] = &[
     "auth.api_keys_file",
     "auth.jwt.issuer",
 ];
+
+/// Never fails: a word outside the set is reported by validation, as from the file.
+fn choice<T: DeserializeOwned>(slot: &mut Option<Choice<T>>, value: &str) -> Result<(), String> {
+    *slot = Some(Choice::parse(value));
+    Ok(())
+}
 
 fn text(slot: &mut Option<String>, value: &str) -> Result<(), String> {
     *slot = Some(value.trim().to_owned());
@@ -471,6 +559,34 @@ mod tests {
             raw.set(spec.key, sample)
                 .unwrap_or_else(|e| panic!("{}: {e}", spec.key));
         }
+    }
+
+    #[test]
+    fn choices_parse_alike_from_the_file_and_from_strings() {
+        let from_file: RawConfig =
+            toml::from_str("[auth]\nmode = \"api-keys+jwt\"\n[server]\ntransport = \"http\"\n")
+                .unwrap();
+        assert_eq!(
+            from_file.auth.mode,
+            Some(Choice::Known(AuthMode::ApiKeysAndJwt))
+        );
+        assert_eq!(
+            from_file.server.transport,
+            Some(Choice::Known(Transport::StreamableHttp))
+        );
+        let mut from_env = RawConfig::default();
+        from_env.set("auth.mode", " api-keys+jwt ").unwrap();
+        assert_eq!(from_env.auth.mode, from_file.auth.mode);
+        from_env.set("tls.mode", "on").unwrap();
+        let Some(Choice::Unknown(unknown)) = &from_env.tls.mode else {
+            panic!("{:?}", from_env.tls.mode)
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "must be \"files\", \"acme\", \"self-signed\" or \"off\", got \"on\""
+        );
+        // Not a string at all: a type error, as for any other key.
+        assert!(toml::from_str::<RawConfig>("[tls]\nmode = 1\n").is_err());
     }
 
     #[test]

@@ -5,16 +5,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    AcmeSettings, ConnectionsConfig, Errors, Profile, RawConfig, connections, deploy, duration,
-    path_of, positive, ser_duration, valid_hostname,
+    AcmeSettings, Choice, ConnectionsConfig, Errors, Profile, RawConfig, connections, deploy,
+    duration, path_of, positive, ser_duration, valid_hostname,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `server.transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
+    #[serde(alias = "http")]
     StreamableHttp,
     Stdio,
 }
@@ -43,6 +45,16 @@ impl ServerConfig {
     }
 }
 
+/// `tls.mode`, as written (the settings each needs are in [`TlsConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Files,
+    Acme,
+    SelfSigned,
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum TlsConfig {
@@ -60,17 +72,9 @@ pub enum TlsConfig {
 }
 
 pub(super) fn validate(e: &mut Errors<'_>, raw: &RawConfig, profile: Profile) -> ServerConfig {
-    let transport = match raw.server.transport.as_deref() {
-        None | Some("streamable-http") | Some("http") => Transport::StreamableHttp,
-        Some("stdio") => Transport::Stdio,
-        Some(other) => {
-            e.push(
-                "server.transport",
-                format!("must be \"streamable-http\" or \"stdio\", got {other:?}"),
-            );
-            Transport::StreamableHttp
-        }
-    };
+    let transport = e
+        .choice("server.transport", &raw.server.transport)
+        .unwrap_or(Transport::StreamableHttp);
     let listen = listen(e, raw, profile);
     let public_hostnames = public_hostnames(e, raw);
     let allowed_origins = raw.server.allowed_origins.clone().unwrap_or_default();
@@ -168,8 +172,16 @@ pub(super) fn validate_tls(
 ) -> TlsConfig {
     let cert_file = path_of(&raw.tls.cert_file);
     let key_file = path_of(&raw.tls.key_file);
-    match raw.tls.mode.as_deref() {
-        None | Some("files") => match (cert_file, key_file) {
+    let mode = match &raw.tls.mode {
+        None => TlsMode::Files,
+        Some(Choice::Known(mode)) => *mode,
+        Some(Choice::Unknown(unknown)) => {
+            e.push("tls.mode", unknown.to_string());
+            return TlsConfig::Off;
+        }
+    };
+    match mode {
+        TlsMode::Files => match (cert_file, key_file) {
             (Some(cert_file), Some(key_file)) => TlsConfig::Files {
                 cert_file,
                 key_file,
@@ -193,9 +205,9 @@ pub(super) fn validate_tls(
                 TlsConfig::Off
             }
         },
-        Some("self-signed") => TlsConfig::SelfSigned,
-        Some("acme") => TlsConfig::Acme(deploy::acme(e, raw, &server.public_hostnames)),
-        Some("off") => {
+        TlsMode::SelfSigned => TlsConfig::SelfSigned,
+        TlsMode::Acme => TlsConfig::Acme(deploy::acme(e, raw, &server.public_hostnames)),
+        TlsMode::Off => {
             let ip = server.listen.ip();
             if !ip.is_loopback() && server.network() {
                 e.push(
@@ -205,13 +217,6 @@ pub(super) fn validate_tls(
                     ),
                 );
             }
-            TlsConfig::Off
-        }
-        Some(other) => {
-            e.push(
-                "tls.mode",
-                format!("must be \"files\", \"acme\", \"self-signed\" or \"off\", got {other:?}"),
-            );
             TlsConfig::Off
         }
     }
