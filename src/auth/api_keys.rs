@@ -143,94 +143,131 @@ impl KeyStore {
         Self::parse_with(text, &KeyContext::default())
     }
 
-    /// Parse with the tiers and tool groups the config defines.
+    /// Parse with the tiers and tool groups the config defines. Every problem is
+    /// reported, each with its line number; no key is accepted unless all lines are.
     pub fn parse_with(text: &str, ctx: &KeyContext) -> Result<KeyStore, Vec<String>> {
         let mut problems = Vec::new();
-        let mut lines: Vec<(usize, String, Digest32)> = Vec::new();
-        let mut attrs: HashMap<String, PrincipalAttrs> = HashMap::new();
+        let mut collected = Collected::default();
         for (index, line) in text.lines().enumerate() {
-            let n = index + 1;
             let line = strip_comment(line).trim();
             if line.is_empty() {
                 continue;
             }
-            let mut fields = line.split_whitespace();
-            let (Some(name), Some(key)) = (fields.next(), fields.next()) else {
-                problems.push(format!("line {n}: expected `<principal> <key>`"));
-                continue;
-            };
-            if !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c))
-            {
-                problems.push(format!(
-                    "line {n}: principal {name:?} may only use letters, digits and - _ . @ :"
-                ));
-                continue;
+            if let Err(problem) = parse_line(line, ctx).and_then(|l| collected.add(l)) {
+                problems.push(format!("line {}: {problem}", index + 1));
             }
-            if let Some(prefix) = &ctx.reserved_prefix
-                && name.starts_with(prefix.as_str())
-            {
-                problems.push(format!(
-                    "line {n}: principal {name:?} starts with {prefix:?}, which auth.jwt.principal_prefix reserves for JWT subjects"
-                ));
-                continue;
-            }
-            let d = if let Some(hex_digest) = key.strip_prefix("sha256:") {
-                match hex::decode(hex_digest)
-                    .ok()
-                    .and_then(|b| Digest32::try_from(b).ok())
-                {
-                    Some(d) => d,
-                    None => {
-                        problems.push(format!(
-                            "line {n}: sha256: must be followed by 64 hex digits"
-                        ));
-                        continue;
-                    }
-                }
-            } else if key.len() < MIN_KEY_LEN {
-                problems.push(format!(
-                    "line {n}: the key for {name:?} is shorter than {MIN_KEY_LEN} characters"
-                ));
-                continue;
-            } else {
-                digest(key.as_bytes())
-            };
-            let line_attrs = match PrincipalAttrs::parse(fields, ctx) {
-                Ok(a) => a,
-                Err(e) => {
-                    problems.push(format!("line {n}: {e}"));
-                    continue;
-                }
-            };
-            match attrs.get_mut(name) {
-                None => {
-                    attrs.insert(name.to_owned(), line_attrs);
-                }
-                Some(existing) => {
-                    if let Err(e) = existing.merge(line_attrs) {
-                        problems.push(format!("line {n}: {name:?} {e}"));
-                        continue;
-                    }
-                }
-            }
-            if let Some((_, other, _)) = lines.iter().find(|(_, _, od)| *od == d) {
-                if other != name {
-                    problems.push(format!(
-                        "line {n}: this key is already assigned to another principal"
-                    ));
-                }
-                continue;
-            }
-            lines.push((n, name.to_owned(), d));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
+        Ok(collected.into_store())
+    }
+
+    /// Identifiers of every key in the set (not the keys), to find revoked ones.
+    pub fn credentials(&self) -> std::collections::HashSet<Arc<str>> {
+        self.by_digest
+            .values()
+            .map(|e| e.principal.credential.clone())
+            .collect()
+    }
+}
+
+/// One line of the keys file, checked on its own.
+struct KeyLine<'a> {
+    principal: &'a str,
+    digest: Digest32,
+    attrs: PrincipalAttrs,
+}
+
+/// `<principal> <key> [attribute=value ...]` (the comment already stripped).
+fn parse_line<'a>(line: &'a str, ctx: &KeyContext) -> Result<KeyLine<'a>, String> {
+    let mut fields = line.split_whitespace();
+    let (Some(principal), Some(key)) = (fields.next(), fields.next()) else {
+        return Err("expected `<principal> <key>`".into());
+    };
+    check_principal(principal, ctx)?;
+    let digest = key_digest(principal, key)?;
+    let attrs = PrincipalAttrs::parse(fields, ctx)?;
+    Ok(KeyLine {
+        principal,
+        digest,
+        attrs,
+    })
+}
+
+fn check_principal(principal: &str, ctx: &KeyContext) -> Result<(), String> {
+    if !principal
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c))
+    {
+        return Err(format!(
+            "principal {principal:?} may only use letters, digits and - _ . @ :"
+        ));
+    }
+    if let Some(prefix) = &ctx.reserved_prefix
+        && principal.starts_with(prefix.as_str())
+    {
+        return Err(format!(
+            "principal {principal:?} starts with {prefix:?}, which auth.jwt.principal_prefix reserves for JWT subjects"
+        ));
+    }
+    Ok(())
+}
+
+/// The digest of a plaintext key, or the one written as `sha256:<hex>`. Errors name
+/// the principal, never the key.
+fn key_digest(principal: &str, key: &str) -> Result<Digest32, String> {
+    if let Some(hex_digest) = key.strip_prefix("sha256:") {
+        return hex::decode(hex_digest)
+            .ok()
+            .and_then(|b| Digest32::try_from(b).ok())
+            .ok_or_else(|| "sha256: must be followed by 64 hex digits".into());
+    }
+    if key.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "the key for {principal:?} is shorter than {MIN_KEY_LEN} characters"
+        ));
+    }
+    Ok(digest(key.as_bytes()))
+}
+
+/// The lines read so far: each key once, and each principal's attributes merged
+/// over all its lines.
+#[derive(Default)]
+struct Collected {
+    keys: Vec<(String, Digest32)>,
+    attrs: HashMap<String, PrincipalAttrs>,
+}
+
+impl Collected {
+    fn add(&mut self, line: KeyLine<'_>) -> Result<(), String> {
+        let principal = line.principal;
+        match self.attrs.get_mut(principal) {
+            None => {
+                self.attrs.insert(principal.to_owned(), line.attrs);
+            }
+            Some(existing) => existing
+                .merge(line.attrs)
+                .map_err(|e| format!("{principal:?} {e}"))?,
+        }
+        match self.keys.iter().find(|(_, d)| *d == line.digest) {
+            Some((owner, _)) if owner != principal => {
+                Err("this key is already assigned to another principal".into())
+            }
+            // The same key twice for one principal: once is enough.
+            Some(_) => Ok(()),
+            None => {
+                self.keys.push((principal.to_owned(), line.digest));
+                Ok(())
+            }
+        }
+    }
+
+    /// Every key with its principal, which carries the attributes of all its lines.
+    fn into_store(self) -> KeyStore {
         let mut by_digest = HashMap::new();
-        for (_, name, d) in lines {
-            let a = attrs.get(&name).cloned().unwrap_or_default();
+        for (name, d) in self.keys {
+            let a = self.attrs.get(&name).cloned().unwrap_or_default();
             let principal = Principal {
                 name: name.as_str().into(),
                 kind: PrincipalKind::ApiKey,
@@ -248,15 +285,7 @@ impl KeyStore {
                 },
             );
         }
-        Ok(KeyStore { by_digest })
-    }
-
-    /// Identifiers of every key in the set (not the keys), to find revoked ones.
-    pub fn credentials(&self) -> std::collections::HashSet<Arc<str>> {
-        self.by_digest
-            .values()
-            .map(|e| e.principal.credential.clone())
-            .collect()
+        KeyStore { by_digest }
     }
 }
 
