@@ -8,6 +8,7 @@ use crate::auth::jwt::{self, KeySet};
 use crate::auth::{KeyContext, KeyStore};
 use crate::cluster::KeyRing;
 use crate::config::{AuditOutput, Config, TlsConfig, Transport};
+use crate::mcp::backends::FileProblem;
 use crate::tls::{self, ServingTls};
 
 /// What was loaded, handed to the server so nothing is read twice.
@@ -93,10 +94,11 @@ fn check_with(config: &Config, serving: bool) -> Result<Loaded, Problems> {
         }
     }
     for problem in crate::mcp::backends::check_files(config) {
-        if serving && problem.contains(".command (") {
-            tracing::warn!(%problem, "backend program missing; its calls fail until it appears");
-        } else {
-            problems.push(problem);
+        match problem {
+            FileProblem::ProgramMissing(problem) if serving => {
+                tracing::warn!(%problem, "backend program missing; its calls fail until it appears");
+            }
+            problem => problems.push(problem.to_string()),
         }
     }
     check_docs(config, &mut problems);

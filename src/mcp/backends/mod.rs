@@ -8,6 +8,7 @@
 
 #![allow(deprecated)] // set_level and subscribe are deprecated in 2026-07-28 but still forwarded
 
+pub mod check;
 pub mod link;
 pub mod process;
 pub mod proxy;
@@ -26,91 +27,12 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+pub use check::{FileProblem, check_files};
 pub use process::live_children;
 pub use proxy::{Proxy, ProxyError};
 
 use super::DocsBackend;
 use crate::config::{BackendKind, Config};
-
-/// What `mcp-edge check-config` can verify about `[[backends]]` without starting them:
-/// programs exist, working directories exist, credential and CA files are readable
-/// (their contents are never printed).
-pub fn check_files(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (i, b) in config.backends.iter().enumerate() {
-        let at = |field: &str| format!("backends[{i}].{field} ({})", b.name);
-        match &b.kind {
-            BackendKind::Stdio { command, cwd, .. } => {
-                if let Some(program) = command.first()
-                    && !program_exists(program)
-                {
-                    problems.push(format!(
-                        "{}: {program:?} is not an executable file or on PATH",
-                        at("command")
-                    ));
-                }
-                if let Some(dir) = cwd
-                    && !dir.is_dir()
-                {
-                    problems.push(format!(
-                        "{}: {} is not a directory",
-                        at("cwd"),
-                        dir.display()
-                    ));
-                }
-            }
-            BackendKind::Http {
-                credential_file,
-                ca_file,
-                ..
-            } => {
-                if let Some(file) = credential_file
-                    && let Err(e) = std::fs::read_to_string(file)
-                {
-                    problems.push(format!(
-                        "{}: {}: {e}",
-                        at("credential_file"),
-                        file.display()
-                    ));
-                }
-                if let Some(file) = ca_file {
-                    match std::fs::read(file) {
-                        Err(e) => {
-                            problems.push(format!("{}: {}: {e}", at("ca_file"), file.display()))
-                        }
-                        Ok(pem) => {
-                            if reqwest::Certificate::from_pem_bundle(&pem)
-                                .map(|c| c.is_empty())
-                                .unwrap_or(true)
-                            {
-                                problems.push(format!(
-                                    "{}: {}: no PEM certificate in it",
-                                    at("ca_file"),
-                                    file.display()
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            BackendKind::Docs => {}
-        }
-    }
-    problems
-}
-
-fn program_exists(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &std::path::Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        return executable(std::path::Path::new(program));
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
-}
 
 /// Which backend serves a name the client sees, from the config alone (for the
 /// audit trail and metrics, which run outside the proxy).
