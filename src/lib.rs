@@ -18,5 +18,6 @@ pub mod ratelimit;
 pub mod redirect;
 pub mod secrets;
 pub mod server;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;

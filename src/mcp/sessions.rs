@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::ratelimit::redis::RedisStore;
+use crate::sync::lock;
 
 /// How long a placeholder for an `initialize` in flight counts in Redis at most.
 const PENDING_TTL: Duration = Duration::from_secs(120);
@@ -131,7 +132,7 @@ impl SessionRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Whether `principal` may use this session and, for its owner, record the

@@ -31,6 +31,7 @@ use super::error::{Challenge, EdgeError};
 use crate::auth::Principal;
 use crate::mcp::legacy::{self, SESSION_PREFIX};
 use crate::mcp::{Backend, SessionRegistry};
+use crate::sync::lock;
 
 struct Session {
     principal: Arc<str>,
@@ -69,7 +70,7 @@ impl LegacySse {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.sessions)
     }
 
     /// Open legacy sessions (for tests and metrics).
