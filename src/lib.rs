@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod docs;
 pub mod healthcheck;
+pub mod host;
 pub mod init_secrets;
 pub mod mcp;
 pub mod metrics;
