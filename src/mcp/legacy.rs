@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sync::lock;
 
-/// Legacy session ids start with this, so the Streamable HTTP session sweep leaves them
-/// in the shared registry (they count against the same caps).
+/// Legacy session ids start with this, so they read apart in logs. Nothing branches
+/// on it: the registry records each session's [`super::SessionKind`].
 pub const SESSION_PREFIX: &str = "sse-";
 
 /// Open legacy streams by session id, so revoking a credential can end them too

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backends::Backend;
 pub use builtin::DocsBackend;
-pub use sessions::{Ownership, SessionLimit, SessionRegistry};
+pub use sessions::{Ownership, SessionKind, SessionLimit, SessionRegistry};
 
 use crate::config::Config;
 use crate::host::HostName;
@@ -111,9 +111,9 @@ pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationT
 pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) {
     let live = manager.sessions.read().await;
     let gone: Vec<String> = registry
-        .session_ids()
+        .session_ids(SessionKind::StreamableHttp)
         .into_iter()
-        .filter(|id| !id.starts_with(legacy::SESSION_PREFIX) && !live.contains_key(id.as_str()))
+        .filter(|id| !live.contains_key(id.as_str()))
         .collect();
     drop(live);
     for id in gone {
@@ -157,15 +157,22 @@ pub async fn close_sessions(
 ) {
     use rmcp::transport::streamable_http_server::SessionManager;
     for id in ids {
-        tracing::info!(session = %id, "closing a session whose credential was revoked");
-        if id.starts_with(legacy::SESSION_PREFIX) {
-            legacy::close(&id);
-            registry.remove(&id);
+        // Not in the registry any more: it has already ended.
+        let Some(kind) = registry.kind_of(&id) else {
             continue;
-        }
-        let sid: rmcp::transport::streamable_http_server::session::SessionId = id.clone().into();
-        if let Err(e) = manager.close_session(&sid).await {
-            tracing::warn!(session = %id, error = %e, "closing session failed");
+        };
+        tracing::info!(session = %id, kind = kind.name(), "closing a session whose credential was revoked");
+        match kind {
+            SessionKind::LegacySse => {
+                legacy::close(&id);
+            }
+            SessionKind::StreamableHttp => {
+                let sid: rmcp::transport::streamable_http_server::session::SessionId =
+                    id.clone().into();
+                if let Err(e) = manager.close_session(&sid).await {
+                    tracing::warn!(session = %id, error = %e, "closing session failed");
+                }
+            }
         }
         registry.remove(&id);
     }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{Challenge, EdgeError};
 use crate::auth::Principal;
 use crate::mcp::legacy::{self, SESSION_PREFIX};
-use crate::mcp::{Backend, SessionRegistry};
+use crate::mcp::{Backend, SessionKind, SessionRegistry};
 use crate::sync::lock;
 
 struct Session {
@@ -115,7 +115,7 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
         Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
     };
     let id = format!("{SESSION_PREFIX}{}", uuid::Uuid::new_v4().simple());
-    reservation.commit(id.clone());
+    reservation.commit_as(id.clone(), SessionKind::LegacySse);
     let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (out_tx, out_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);
     legacy.sessions().insert(
