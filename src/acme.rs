@@ -34,6 +34,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::certs::CertStatus;
 use crate::config::AcmeSettings;
+use crate::sync::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -189,7 +190,7 @@ pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, A
                 Ok(EventOk::DeployedCachedCert) => {
                     // Ready only now: the cached file was read before, but it is served
                     // only once rustls-acme parsed it (a corrupt cache orders anew).
-                    let pem = loaded.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let pem = lock(&loaded).take();
                     if let Some(pem) = pem {
                         status.set_from_pem("acme", &pem);
                     }
@@ -337,7 +338,7 @@ impl CertCache for SecureDirCache {
         directory_url: &str,
     ) -> Result<Option<Vec<u8>>, io::Error> {
         let pem = self.read(file_name("cert", domains, directory_url)).await?;
-        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = pem.clone();
+        *lock(&self.loaded) = pem.clone();
         Ok(pem)
     }
 

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use std::net::IpAddr;
-
 use crate::config::{Choice, RawConfig, TlsMode};
+use crate::host::bind_ip;
 
 /// The only configuration keys the probe reads.
 pub const KEYS_READ: &[&str] = &["server.host", "server.port", "tls.mode"];
@@ -20,13 +19,8 @@ pub fn default_url(raw: &RawConfig) -> Result<String, String> {
         _ => "https",
     };
     let host = raw.server.host.as_deref().unwrap_or("127.0.0.1");
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = match host {
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        text => text
-            .parse()
-            .map_err(|_| format!("server.host: {text:?} is not an IP address\n"))?,
-    };
+    let ip =
+        bind_ip(host).map_err(|text| format!("server.host: {text:?} is not an IP address\n"))?;
     let port = raw.server.port.unwrap_or(8443);
     let host = if ip.is_unspecified() {
         if ip.is_ipv6() {

@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::sync::lock;
+
 mod http;
 mod redis;
 pub use http::{Outcome, record_request};
@@ -269,7 +271,7 @@ impl ToolOutcome {
 }
 
 fn tool_label(tool: &str) -> String {
-    let mut names = METRICS.tool_names.lock().unwrap_or_else(|p| p.into_inner());
+    let mut names = lock(&METRICS.tool_names);
     if names.contains(tool) {
         return tool.to_owned();
     }

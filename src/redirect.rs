@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
+use crate::host::HostName;
 
 /// Add `Strict-Transport-Security` to every response when configured (HTTPS only).
 pub fn with_hsts(router: Router, config: &Config, tls: bool) -> Router {
@@ -37,15 +38,9 @@ pub fn location(request: &Request, hosts: &[String], fallback: &str, https_port:
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-        .map(|a| a.host().to_ascii_lowercase())
-        .filter(|h| {
-            let bare = h.trim_start_matches('[').trim_end_matches(']');
-            hosts
-                .iter()
-                .any(|a| a.trim_start_matches('[').trim_end_matches(']') == bare)
-        })
-        .unwrap_or_else(|| fallback.to_owned());
+        .and_then(HostName::from_authority)
+        .filter(|h| hosts.iter().any(|a| h.is(a)))
+        .map_or_else(|| fallback.to_owned(), |h| h.to_string());
     let path = request
         .uri()
         .path_and_query()

@@ -126,17 +126,13 @@ fn listen(e: &mut Errors<'_>, raw: &RawConfig, profile: Profile) -> SocketAddr {
         Profile::Deployment => "0.0.0.0",
     };
     let host_text = raw.server.host.as_deref().unwrap_or(default_host);
-    let host_text = host_text.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = match host_text {
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        text => text.parse().unwrap_or_else(|_| {
-            e.push(
-                "server.host",
-                format!("must be an IP address to bind (e.g. 0.0.0.0 or 127.0.0.1), got {text:?}"),
-            );
-            IpAddr::from([127, 0, 0, 1])
-        }),
-    };
+    let ip = crate::host::bind_ip(host_text).unwrap_or_else(|text| {
+        e.push(
+            "server.host",
+            format!("must be an IP address to bind (e.g. 0.0.0.0 or 127.0.0.1), got {text:?}"),
+        );
+        IpAddr::from([127, 0, 0, 1])
+    });
     SocketAddr::new(ip, raw.server.port.unwrap_or(8443))
 }
 

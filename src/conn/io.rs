@@ -21,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 use super::{ClientAddr, Permit, Shared, Transport};
 use crate::config::ConnectionsConfig;
 use crate::config::connections::contains;
+use crate::sync::lock;
 
 /// What the stream and the service of one connection share.
 pub struct ConnState {
@@ -38,7 +39,7 @@ struct Timing {
 
 impl ConnState {
     fn timing(&self) -> std::sync::MutexGuard<'_, Timing> {
-        self.timing.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.timing)
     }
 }
 

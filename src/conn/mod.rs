@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 
 use crate::config::ConnectionsConfig;
 use crate::config::connections::contains;
+use crate::sync::lock;
 
 pub use io::{BodyTimeout, ConnIo, ConnService, is_body_timeout};
 pub use proxy::forwarded_client;
@@ -107,7 +108,7 @@ impl Shared {
     }
 
     fn admit_ip(&self, permit: &mut Permit, ip: IpAddr) -> Result<(), Refusal> {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.per_ip);
         let n = map.entry(ip).or_insert(0);
         if *n >= self.config.max_connections_per_ip {
             if *n == 0 {
@@ -126,7 +127,7 @@ impl Drop for Permit {
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
         crate::metrics::connection_closed();
         if let Some(ip) = self.ip {
-            let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.shared.per_ip);
             if let Some(n) = map.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {

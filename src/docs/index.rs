@@ -6,7 +6,7 @@ use std::fmt;
 use std::fs;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{AllQuery, Query, QueryParser};
@@ -25,6 +25,7 @@ use super::query::{MAX_QUERY_BYTES, body_terms, sanitize_query};
 use super::scan::{LoadedDoc, load_doc, resolve, scan_dir};
 use super::text::{SNIPPET_CHARS, head_snippet, render_snippet, snippet_window};
 use super::{DOC_EXTENSIONS, DocEntry, DocsError, SearchHit};
+use crate::sync::{self, lock};
 
 /// Hard cap on `search` results.
 const MAX_LIMIT: usize = 50;
@@ -121,7 +122,7 @@ impl DocsIndex {
 
     /// Number of indexed documents.
     pub fn len(&self) -> usize {
-        read_lock(&self.entries).len()
+        sync::read(&self.entries).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,7 +232,7 @@ impl DocsIndex {
 
     /// All indexed documents sorted by path.
     pub fn list(&self) -> Vec<DocEntry> {
-        read_lock(&self.entries).values().cloned().collect()
+        sync::read(&self.entries).values().cloned().collect()
     }
 
     /// Rescan the whole root and rebuild the index. Blocking.
@@ -257,7 +258,7 @@ impl DocsIndex {
             .into_iter()
             .map(|d| (d.rel.clone(), entry_of(&d)))
             .collect::<BTreeMap<_, _>>();
-        *write_lock(&self.entries) = map;
+        *sync::write(&self.entries) = map;
         Ok(())
     }
 
@@ -293,7 +294,7 @@ impl DocsIndex {
             return Err(e);
         }
         self.reader.reload()?;
-        let mut entries = write_lock(&self.entries);
+        let mut entries = sync::write(&self.entries);
         for op in ops {
             match op {
                 Op::Upsert(doc) => {
@@ -325,7 +326,7 @@ impl DocsIndex {
             return;
         }
         let prefix = format!("{rel}/");
-        let indexed_under: Vec<String> = read_lock(&self.entries)
+        let indexed_under: Vec<String> = sync::read(&self.entries)
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
             .map(|(k, _)| k.clone())
@@ -360,14 +361,14 @@ impl DocsIndex {
                         Some(doc) => ops.push(Op::Upsert(doc)),
                         None => ops.push(Op::Remove(rel)),
                     }
-                } else if read_lock(&self.entries).contains_key(&rel) {
+                } else if sync::read(&self.entries).contains_key(&rel) {
                     ops.push(Op::Remove(rel));
                 }
             }
             Err(_) => {
                 // Gone (or unreachable): drop it and, if it was a directory,
                 // everything that was indexed below it.
-                if read_lock(&self.entries).contains_key(&rel) {
+                if sync::read(&self.entries).contains_key(&rel) {
                     ops.push(Op::Remove(rel));
                 }
                 ops.extend(indexed_under.into_iter().map(Op::Remove));
@@ -397,22 +398,6 @@ fn entry_of(doc: &LoadedDoc) -> DocEntry {
         title: doc.title.clone(),
         bytes: doc.bytes,
     }
-}
-
-// ---------------------------------------------------------------------------
-// Lock helpers: a panic elsewhere must not make the index unusable, and the
-// protected data is always left consistent between statements.
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn rollback(writer: &mut IndexWriter<TantivyDocument>) {

@@ -6,8 +6,10 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
-/// Legacy session ids start with this, so the Streamable HTTP session sweep leaves them
-/// in the shared registry (they count against the same caps).
+use crate::sync::lock;
+
+/// Legacy session ids start with this, so they read apart in logs. Nothing branches
+/// on it: the registry records each session's [`super::SessionKind`].
 pub const SESSION_PREFIX: &str = "sse-";
 
 /// Open legacy streams by session id, so revoking a credential can end them too
@@ -19,25 +21,16 @@ fn streams() -> &'static Mutex<HashMap<String, CancellationToken>> {
 
 /// Remember an open stream's cancellation token.
 pub fn register(session_id: &str, stop: CancellationToken) {
-    streams()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(session_id.to_owned(), stop);
+    lock(streams()).insert(session_id.to_owned(), stop);
 }
 
 /// Forget a stream that ended by itself.
 pub fn unregister(session_id: &str) {
-    streams()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(session_id);
+    lock(streams()).remove(session_id);
 }
 
 /// End a legacy session and its event stream (its credential was revoked).
 pub fn close(session_id: &str) -> bool {
-    let ct = streams()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(session_id);
+    let ct = lock(streams()).remove(session_id);
     ct.map(|ct| ct.cancel()).is_some()
 }

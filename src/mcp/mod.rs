@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use backends::Backend;
 pub use builtin::DocsBackend;
-pub use sessions::{Ownership, SessionLimit, SessionRegistry};
+pub use sessions::{Ownership, SessionKind, SessionLimit, SessionRegistry};
 
 use crate::config::Config;
+use crate::host::HostName;
 
 /// The Streamable HTTP session header (sealed by the edge, see `crate::cluster`).
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -46,14 +47,6 @@ pub fn allowed_hosts(config: &Config) -> Vec<String> {
     hosts
 }
 
-/// `localhost`, `127.0.0.1` and friends (brackets already stripped).
-pub fn is_loopback_name(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Browser origins accepted: the configured ones, `https://` on every allowed host
 /// (any port), and `http://` on loopback names only when TLS is off. The edge's own
 /// check (`server::origin::origin_allowed`) applies the same rule first.
@@ -61,21 +54,13 @@ pub fn allowed_origins(config: &Config) -> Vec<String> {
     let plain_http = config.tls == crate::config::TlsConfig::Off;
     let mut origins = config.server.allowed_origins.clone();
     for host in allowed_hosts(config) {
-        let bare = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let host = if bare.contains(':') {
-            format!("[{bare}]")
-        } else {
-            bare.clone()
-        };
+        let host = HostName::new(&host);
         let entry = format!("https://{host}:*");
         if !origins.contains(&entry) {
             origins.push(entry);
         }
         let entry = format!("http://{host}:*");
-        if plain_http && is_loopback_name(&bare) && !origins.contains(&entry) {
+        if plain_http && host.is_loopback() && !origins.contains(&entry) {
             origins.push(entry);
         }
     }
@@ -126,9 +111,9 @@ pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationT
 pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) {
     let live = manager.sessions.read().await;
     let gone: Vec<String> = registry
-        .session_ids()
+        .session_ids(SessionKind::StreamableHttp)
         .into_iter()
-        .filter(|id| !id.starts_with(legacy::SESSION_PREFIX) && !live.contains_key(id.as_str()))
+        .filter(|id| !live.contains_key(id.as_str()))
         .collect();
     drop(live);
     for id in gone {
@@ -172,15 +157,22 @@ pub async fn close_sessions(
 ) {
     use rmcp::transport::streamable_http_server::SessionManager;
     for id in ids {
-        tracing::info!(session = %id, "closing a session whose credential was revoked");
-        if id.starts_with(legacy::SESSION_PREFIX) {
-            legacy::close(&id);
-            registry.remove(&id);
+        // Not in the registry any more: it has already ended.
+        let Some(kind) = registry.kind_of(&id) else {
             continue;
-        }
-        let sid: rmcp::transport::streamable_http_server::session::SessionId = id.clone().into();
-        if let Err(e) = manager.close_session(&sid).await {
-            tracing::warn!(session = %id, error = %e, "closing session failed");
+        };
+        tracing::info!(session = %id, kind = kind.name(), "closing a session whose credential was revoked");
+        match kind {
+            SessionKind::LegacySse => {
+                legacy::close(&id);
+            }
+            SessionKind::StreamableHttp => {
+                let sid: rmcp::transport::streamable_http_server::session::SessionId =
+                    id.clone().into();
+                if let Err(e) = manager.close_session(&sid).await {
+                    tracing::warn!(session = %id, error = %e, "closing session failed");
+                }
+            }
         }
         registry.remove(&id);
     }

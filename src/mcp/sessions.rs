@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::ratelimit::redis::RedisStore;
+use crate::sync::lock;
 
 /// How long a placeholder for an `initialize` in flight counts in Redis at most.
 const PENDING_TTL: Duration = Duration::from_secs(120);
@@ -29,8 +30,28 @@ pub enum SessionLimit {
     PerPrincipal(usize),
 }
 
+/// Which transport a session belongs to: they close differently, and rmcp's
+/// idle sweep knows only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    StreamableHttp,
+    /// The HTTP+SSE transport (`server::legacy_sse`).
+    LegacySse,
+}
+
+impl SessionKind {
+    /// The name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionKind::StreamableHttp => "streamable_http",
+            SessionKind::LegacySse => "legacy_sse",
+        }
+    }
+}
+
 struct Owner {
     principal: Arc<str>,
+    kind: SessionKind,
     /// The credential last used on the session; revoking it ends the session.
     credential: Arc<str>,
     /// When the session's expiry in Redis was last pushed forward.
@@ -131,7 +152,7 @@ impl SessionRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Whether `principal` may use this session and, for its owner, record the
@@ -230,8 +251,19 @@ impl SessionRegistry {
         self.len() == 0
     }
 
-    pub fn session_ids(&self) -> Vec<String> {
-        self.lock().owners.keys().cloned().collect()
+    /// The ids of one kind's sessions.
+    pub fn session_ids(&self, kind: SessionKind) -> Vec<String> {
+        self.lock()
+            .owners
+            .iter()
+            .filter(|(_, owner)| owner.kind == kind)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The kind a session was committed as; `None` once it is gone.
+    pub fn kind_of(&self, session_id: &str) -> Option<SessionKind> {
+        self.lock().owners.get(session_id).map(|owner| owner.kind)
     }
 
     /// Sessions of one principal (used to close them when its key is revoked).
@@ -264,13 +296,19 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// The session was created: record its owner.
-    pub fn commit(mut self, session_id: String) {
+    /// A Streamable HTTP session was created: record its owner.
+    pub fn commit(self, session_id: String) {
+        self.commit_as(session_id, SessionKind::StreamableHttp);
+    }
+
+    /// A session of `kind` was created: record its owner.
+    pub fn commit_as(mut self, session_id: String, kind: SessionKind) {
         let mut s = self.registry.lock();
         s.pending -= 1;
         decrement(&mut s.pending_per_principal, &self.principal);
         let owner = Owner {
             principal: self.principal.clone(),
+            kind,
             credential: self.credential.clone(),
             refreshed: Instant::now(),
         };
@@ -359,5 +397,23 @@ mod tests {
         assert_eq!(reg.sessions_using(&["k1".into()]), vec!["s2".to_string()]);
         reg.claim("s2", "alice", &"k3".into());
         assert!(reg.sessions_using(&["k1".into()]).is_empty());
+    }
+
+    #[test]
+    fn sessions_keep_the_kind_they_were_committed_as() {
+        let reg = SessionRegistry::new(3, 3);
+        let alice: Arc<str> = "alice".into();
+        reg.reserve(alice.clone(), "k".into())
+            .unwrap()
+            .commit("s1".into());
+        reg.reserve(alice, "k".into())
+            .unwrap()
+            .commit_as("s2".into(), SessionKind::LegacySse);
+        assert_eq!(reg.kind_of("s1"), Some(SessionKind::StreamableHttp));
+        assert_eq!(reg.kind_of("s2"), Some(SessionKind::LegacySse));
+        assert_eq!(reg.kind_of("s3"), None);
+        assert_eq!(reg.session_ids(SessionKind::StreamableHttp), vec!["s1"]);
+        assert_eq!(reg.session_ids(SessionKind::LegacySse), vec!["s2"]);
+        assert_eq!(SessionKind::LegacySse.name(), "legacy_sse");
     }
 }

@@ -26,6 +26,7 @@ pub use local::{LocalLimits, share};
 
 use crate::auth::Principal;
 use crate::config::{RateLimitConfig, RateLimitStore, RedisUnavailable};
+use crate::sync::lock;
 use redis::RedisStore;
 
 /// The outcome of one check, with what the `RateLimit-*` headers report.
@@ -299,11 +300,7 @@ impl RateLimits {
             shared.fallback.sweep();
             shared.protocol_fallback.sweep();
             let now = Instant::now();
-            shared
-                .refusals
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, (until, _)| *until > now);
+            lock(&shared.refusals).retain(|_, (until, _)| *until > now);
         }
     }
 
@@ -315,7 +312,7 @@ impl RateLimits {
 
 impl Shared {
     fn cached_refusal(&self, class: Class, principal: &Arc<str>) -> Option<Decision> {
-        let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let refusals = lock(&self.refusals);
         let (until, decision) = refusals.get(&(class, principal.clone()))?;
         let now = Instant::now();
         (*until > now).then(|| {
@@ -330,7 +327,7 @@ impl Shared {
 
     /// One token of a live lease, if any: no round trip.
     fn take_leased(&self, class: Class, principal: &Arc<str>, ip: IpAddr) -> Option<Decision> {
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = lock(&self.leases);
         let key = (class, principal.clone(), ip);
         let lease = leases.get_mut(&key)?;
         if lease.until <= Instant::now() {
@@ -355,7 +352,7 @@ impl Shared {
         decision: Decision,
         max: usize,
     ) {
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = lock(&self.leases);
         let now = Instant::now();
         if leases.len() >= max {
             leases.retain(|_, l| l.until > now);
@@ -382,7 +379,7 @@ impl Shared {
         let Some(wait) = decision.retry_after else {
             return;
         };
-        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refusals = lock(&self.refusals);
         let now = Instant::now();
         if refusals.len() >= max {
             refusals.retain(|_, (until, _)| *until > now);

@@ -19,6 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Rate, RedisConfig};
+use crate::sync::lock;
 
 const PREFIX: &str = "mcp-edge";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -236,7 +237,7 @@ impl RedisStore {
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.health)
     }
 
     /// May a command be sent now? While down, one probe per backoff period.

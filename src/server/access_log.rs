@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::inspect::Audited;
 use super::outcome::{Finished, ToolOutcome};
 use super::state::AppState;
+use crate::sync::lock;
 use crate::telemetry::audit::{Audit, Record};
 
 /// What inner layers learn about a request, logged once it is answered.
@@ -64,7 +65,7 @@ impl RequestLog {
     }
 
     pub fn with(&self, f: impl FnOnce(&mut LogFields)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.0));
     }
 }
 
@@ -120,7 +121,7 @@ pub async fn log_requests(
     if let Ok(v) = HeaderValue::from_str(&seen.request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    let mut fields = log.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fields = lock(&log.0);
     let status = response.status().as_u16();
     write_line(&seen, status, &fields);
     let reason = fields.auth.or(fields.refusal);

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{Challenge, EdgeError};
 use crate::auth::Principal;
 use crate::mcp::legacy::{self, SESSION_PREFIX};
-use crate::mcp::{Backend, SessionRegistry};
+use crate::mcp::{Backend, SessionKind, SessionRegistry};
+use crate::sync::lock;
 
 struct Session {
     principal: Arc<str>,
@@ -69,7 +70,7 @@ impl LegacySse {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.sessions)
     }
 
     /// Open legacy sessions (for tests and metrics).
@@ -114,7 +115,7 @@ async fn open_stream(State(legacy): State<Arc<LegacySse>>, request: Request) -> 
         Err(limit) => return EdgeError::SessionLimit(limit).into_response(),
     };
     let id = format!("{SESSION_PREFIX}{}", uuid::Uuid::new_v4().simple());
-    reservation.commit(id.clone());
+    reservation.commit_as(id.clone(), SessionKind::LegacySse);
     let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (out_tx, out_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);
     legacy.sessions().insert(

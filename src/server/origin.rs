@@ -5,12 +5,13 @@ use http::header;
 use http::request::Parts;
 
 use super::error::EdgeError;
-use super::request::{host_name_of, unbracket};
+use super::request::host_name_of;
 use super::state::AppState;
+use crate::host::HostName;
 
 pub fn check(state: &AppState, request: &Parts) -> Result<(), EdgeError> {
     let hosts = &state.allowed_hosts;
-    let known = host_name_of(request).is_some_and(|h| hosts.iter().any(|a| unbracket(a) == h));
+    let known = host_name_of(request).is_some_and(|h| hosts.iter().any(|a| h.is(a)));
     if !known {
         return Err(EdgeError::Forbidden(
             "Host header is not one of this server's names".into(),
@@ -42,15 +43,12 @@ pub fn origin_allowed(origin: &str, hosts: &[String], extra: &[String], plain_ht
     let Ok(uri) = origin.parse::<http::Uri>() else {
         return false;
     };
-    let Some(host) = uri.host() else {
+    let Some(host) = HostName::from_uri(&uri) else {
         return false;
     };
-    let host = unbracket(host);
     match uri.scheme_str() {
-        Some("https") => hosts
-            .iter()
-            .any(|allowed| unbracket(allowed).eq_ignore_ascii_case(host)),
-        Some("http") => plain_http && crate::mcp::is_loopback_name(host),
+        Some("https") => hosts.iter().any(|allowed| host.is(allowed)),
+        Some("http") => plain_http && host.is_loopback(),
         _ => false,
     }
 }

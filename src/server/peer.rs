@@ -16,6 +16,7 @@ use super::request::{client_ip, host_name};
 use super::state::AppState;
 use crate::auth::Principal;
 use crate::cluster::peer::{self, Forwarded, Outgoing, PeerClient};
+use crate::host::HostName;
 
 /// Send `request` to `owner`'s peer listener and stream its answer back; an
 /// unreachable owner is `404 session not found` (clients start a new session).
@@ -41,7 +42,7 @@ pub async fn forward(
         principal,
         owner,
         client_ip: client_addr,
-        host: host.as_deref(),
+        host: host.as_ref().map(HostName::as_str),
         parts,
         body,
     };

@@ -8,6 +8,8 @@ use axum::extract::{ConnectInfo, Request};
 use http::header;
 use http::request::Parts;
 
+use crate::host::HostName;
+
 /// The real client address (PROXY header / trusted `X-Forwarded-For`, set by the
 /// connection layer), else the TCP peer (side listeners); `None` in memory.
 pub fn client_addr(request: &Request) -> Option<SocketAddr> {
@@ -33,27 +35,19 @@ fn ip_of(addr: Option<SocketAddr>) -> IpAddr {
     addr.map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-/// The host name the client used (`Host`, or the URI's authority for HTTP/2),
-/// lowercased, without port or IPv6 brackets.
-pub fn host_name(request: &Request) -> Option<String> {
+/// The host name the client used (`Host`, or the URI's authority for HTTP/2).
+pub fn host_name(request: &Request) -> Option<HostName> {
     host_in(request.headers(), request.uri())
 }
 
-pub fn host_name_of(parts: &Parts) -> Option<String> {
+pub fn host_name_of(parts: &Parts) -> Option<HostName> {
     host_in(&parts.headers, &parts.uri)
 }
 
-fn host_in(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+fn host_in(headers: &http::HeaderMap, uri: &http::Uri) -> Option<HostName> {
     let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))?;
-    let authority: http::uri::Authority = authority.parse().ok()?;
-    Some(unbracket(authority.host()).to_ascii_lowercase())
-}
-
-/// `[::1]` → `::1`; other names unchanged.
-pub fn unbracket(host: &str) -> &str {
-    host.trim_start_matches('[').trim_end_matches(']')
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    HostName::from_authority(authority)
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{AuditConfig, AuditOutput};
+use crate::sync::lock;
 
 /// Bytes of records waiting for the writer beyond this are dropped (and counted).
 const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -86,10 +87,6 @@ impl Inner {
             crate::metrics::audit_write_failed();
         }
     }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where audit records go; cheap to share (`Arc`).

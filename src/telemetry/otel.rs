@@ -19,6 +19,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporte
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{OtelConfig, OtlpProtocol};
+use crate::sync::lock;
 
 /// The `tracing` target of every span exported as a trace.
 pub const TARGET: &str = "mcp_edge::otel";
@@ -143,10 +144,6 @@ pub fn pipeline(
 }
 
 type Pending = Arc<Mutex<Vec<SpanData>>>;
-
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<SpanData>> {
-    pending.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Finished spans wait here for the export loop. Why not the SDK's batch processor:
 /// it hands every span to its task through a channel (a task wake-up per span);

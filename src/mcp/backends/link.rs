@@ -21,6 +21,7 @@ use rmcp::{ErrorData, RoleClient, RoleServer, Service};
 use tokio::sync::{mpsc, watch};
 
 use super::process::ChildProc;
+use crate::sync::lock;
 
 /// Notifications buffered per upstream connection before the upstream's reader waits.
 const QUEUE: usize = 64;
@@ -104,11 +105,11 @@ impl Link {
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, RouteEntry>> {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.routes)
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, Vec<RequestId>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.in_flight)
     }
 
     /// A route for one downstream call, to put in the upstream request's extensions;
@@ -436,13 +437,10 @@ impl Conn {
     }
 
     pub fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *lock(&self.last_used) = Instant::now();
     }
 
     pub fn idle_for(&self) -> Duration {
-        self.last_used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
+        lock(&self.last_used).elapsed()
     }
 }

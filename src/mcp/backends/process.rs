@@ -23,6 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::sync::lock;
+
 /// Every live child of this process (all backends): the one record of them. The
 /// PID-1 reaper asks it which PIDs are ours; its size is the child-process gauge.
 #[derive(Default)]
@@ -35,10 +37,7 @@ struct Children {
 
 fn children() -> std::sync::MutexGuard<'static, Children> {
     static CHILDREN: OnceLock<Mutex<Children>> = OnceLock::new();
-    CHILDREN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    lock(CHILDREN.get_or_init(Default::default))
 }
 
 /// The number of live backend child processes in this process.

@@ -43,6 +43,7 @@ use super::link::Conn;
 use super::process::Supervisor;
 use crate::config::{BackendConfig, ProxyConfig};
 use crate::mcp::{DocsBackend, tool_allowed, tool_denied_error};
+use crate::sync::lock;
 pub use error::{CallError, Fault};
 use forward::expect;
 pub use members::{Member, MemberKind, ProxyError};
@@ -168,7 +169,7 @@ impl Proxy {
             }
         }
         let merged = self.shared.ns.merge_info(&infos);
-        *self.shared.info.lock().unwrap_or_else(|p| p.into_inner()) = merged;
+        *lock(&self.shared.info) = merged;
     }
 
     /// Stop every child (on shutdown) and wait until they are reaped.
@@ -205,7 +206,7 @@ impl Proxy {
             return up.pooled_conn(&dial).await;
         };
         if let Some(id) = session_id(context) {
-            let mut label = self.session.label.lock().unwrap_or_else(|p| p.into_inner());
+            let mut label = lock(&self.session.label);
             if !label.contains(&id) {
                 *label = format!("{} {id}", label.trim_end_matches(" (new)"));
             }
@@ -343,11 +344,7 @@ impl ServerHandler for Proxy {
         if let Some(info) = self.session.info.get() {
             return info.clone();
         }
-        self.shared
-            .info
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.shared.info).clone()
     }
 
     async fn initialize(
@@ -357,7 +354,7 @@ impl ServerHandler for Proxy {
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
         {
-            let mut label = self.session.label.lock().unwrap_or_else(|p| p.into_inner());
+            let mut label = lock(&self.session.label);
             *label = match principal_label(&context) {
                 Some(p) => format!("{p} (new)"),
                 None => "(new)".into(),
