@@ -21,7 +21,7 @@ use crate::docs::{DocsError, DocsIndex, DocsWatcher};
 use crate::mcp::backends::ProxyError;
 use crate::mcp::{self, Backend, DocsBackend};
 use crate::ratelimit::RateLimits;
-use crate::secrets::{Secret, SecretsWatcher};
+use crate::reload::{Reloadable, Reloader};
 use crate::server::{self, AppState};
 use crate::tls::{self, TlsError};
 
@@ -122,7 +122,7 @@ pub struct Running {
     serve: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
     acme_writes: Option<crate::acme::CacheWrites>,
-    secrets: Option<SecretsWatcher>,
+    secrets: Option<Reloader>,
     _watcher: Option<DocsWatcher>,
     backend: Backend,
 }
@@ -159,7 +159,7 @@ impl Running {
     }
 
     /// The secret-file watcher, if any secret files are configured.
-    pub fn secrets(&self) -> Option<&SecretsWatcher> {
+    pub fn secrets(&self) -> Option<&Reloader> {
         self.secrets.as_ref()
     }
 
@@ -429,7 +429,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let secrets = secret_files(&config, &key_ctx, &auth, &parts, rustls_config, &state);
     let secrets =
-        (!secrets.is_empty()).then(|| SecretsWatcher::spawn(secrets, config.secrets_poll_interval));
+        (!secrets.is_empty()).then(|| Reloader::spawn(secrets, config.secrets_poll_interval));
 
     state.ready.store(true, Ordering::Release);
     tracing::info!(%addr, tls = tls_enabled, "listening");
@@ -503,7 +503,7 @@ fn build_auth(
 }
 
 /// Every reloadable secret file, each with the component that validates and
-/// publishes it (see [`crate::secrets::Reload`]).
+/// publishes it (see [`crate::reload::Reload`]).
 fn secret_files(
     config: &Arc<Config>,
     key_ctx: &KeyContext,
@@ -511,8 +511,8 @@ fn secret_files(
     parts: &mcp::McpParts,
     rustls: Option<RustlsConfig>,
     state: &AppState,
-) -> Vec<Secret> {
-    let mut secrets: Vec<Secret> = Vec::new();
+) -> Vec<Reloadable> {
+    let mut secrets: Vec<Reloadable> = Vec::new();
     if config.auth.mode.api_keys()
         && let Some(path) = &config.auth.api_keys_file
     {

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod ratelimit;
 pub mod redirect;
-pub mod secrets;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

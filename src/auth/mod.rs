@@ -208,17 +208,17 @@ pub struct JwtKeyFiles {
 }
 
 #[async_trait::async_trait]
-impl crate::secrets::Reload for JwtKeyFiles {
+impl crate::reload::Reload for JwtKeyFiles {
     fn kind(&self) -> &'static str {
         "jwt_keys"
     }
 
-    fn files(&self) -> Vec<std::path::PathBuf> {
-        jwt::local_key_files(&self.config)
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Files(jwt::local_key_files(&self.config))
     }
 
-    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
-        let keys = jwt::load_local_keys(&self.config).map_err(crate::secrets::ReloadError::new)?;
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        let keys = jwt::load_local_keys(&self.config).map_err(crate::reload::ReloadError::new)?;
         let n = keys.len();
         if let Some(verifier) = self.auth.jwt() {
             verifier.replace_local(keys);

@@ -197,17 +197,17 @@ pub struct ApiKeysFile {
 }
 
 #[async_trait::async_trait]
-impl crate::secrets::Reload for ApiKeysFile {
+impl crate::reload::Reload for ApiKeysFile {
     fn kind(&self) -> &'static str {
         "api_keys"
     }
 
-    fn files(&self) -> Vec<std::path::PathBuf> {
-        vec![self.path.clone()]
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Files(vec![self.path.clone()])
     }
 
-    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
-        use crate::secrets::ReloadError;
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        use crate::reload::ReloadError;
         let (path, ctx) = (self.path.clone(), self.ctx.clone());
         let store =
             tokio::task::spawn_blocking(move || crate::auth::KeyStore::load_file(&path, &ctx))
