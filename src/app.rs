@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{self, JwtKeyError};
-use crate::auth::{ApiKeysError, Authenticator, JwtVerifier, KeyContext, KeyStore};
+use crate::auth::{ApiKeysError, Authenticator, JwtVerifier, KeyContext, KeyStore, RemoteJwks};
 use crate::config::{AuthMode, Config, TlsConfig, Transport};
-use crate::docs::{DocsError, DocsIndex, DocsWatcher};
+use crate::docs::{DocsError, DocsIndex};
 use crate::mcp::backends::ProxyError;
 use crate::mcp::{self, Backend, DocsBackend};
 use crate::ratelimit::RateLimits;
@@ -64,23 +64,22 @@ pub enum StartError {
 }
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
-/// reached once so a wrong command or URL shows in the log at start.
-pub async fn backend(config: &Config) -> Result<(Backend, Option<DocsWatcher>), StartError> {
-    let (docs, watcher) = if Backend::needs_docs(config) {
-        let (docs, watcher) = docs_backend(config).await?;
-        (Some(docs), watcher)
+/// reached once so a wrong command or URL shows in the log at start. Also returns
+/// the docs index, for the caller to keep following the directory.
+pub async fn backend(config: &Config) -> Result<(Backend, Option<Arc<DocsIndex>>), StartError> {
+    let (docs, index) = if Backend::needs_docs(config) {
+        let (docs, index) = docs_backend(config).await?;
+        (Some(docs), Some(index))
     } else {
         (None, None)
     };
     let backend = Backend::from_config(config, docs)?;
     backend.probe().await;
-    Ok((backend, watcher))
+    Ok((backend, index))
 }
 
-/// Build the docs backend (blocking index build off the async threads) and follow changes.
-pub async fn docs_backend(
-    config: &Config,
-) -> Result<(DocsBackend, Option<DocsWatcher>), StartError> {
+/// Build the docs backend (blocking index build off the async threads).
+pub async fn docs_backend(config: &Config) -> Result<(DocsBackend, Arc<DocsIndex>), StartError> {
     let dir = config.docs_dir.clone();
     let built = {
         let build_dir = dir.clone();
@@ -96,14 +95,7 @@ pub async fn docs_backend(
         source,
     })?;
     tracing::info!(dir = %index.root().display(), documents = index.len(), "docs indexed");
-    let watcher = match index.watch() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot follow docs changes; the index will not update");
-            None
-        }
-    };
-    Ok((DocsBackend::new(index), watcher))
+    Ok((DocsBackend::new(index.clone()), index))
 }
 
 /// A running edge server.
@@ -123,7 +115,6 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     acme_writes: Option<crate::acme::CacheWrites>,
     secrets: Option<Reloader>,
-    _watcher: Option<DocsWatcher>,
     backend: Backend,
 }
 
@@ -247,14 +238,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let key_ctx = KeyContext::from_config(&config);
     let (auth, dev_key) = build_auth(&config, loaded.api_keys, loaded.jwt_keys)?;
     let auth = Arc::new(auth);
-    if let Some(jwt) = auth.jwt()
-        && let Some(result) = jwt.refresh_remote().await
-    {
-        match result {
-            Ok(n) => tracing::info!(keys = n, "JWKS fetched"),
-            // Start anyway: API keys may still work, and unknown kids trigger refetches.
-            Err(e) => tracing::error!(error = %e, "JWKS fetch failed at start"),
-        }
+    if let Some(jwks) = RemoteJwks::new(&auth) {
+        jwks.fetch_at_start().await;
     }
 
     let tls_config = loaded.tls;
@@ -272,7 +257,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
 
     let (cluster, peer_listener) = cluster(&config, loaded.ring)?;
-    let (backend, watcher) = backend(&config).await?;
+    let (backend, docs) = backend(&config).await?;
     let cancel = CancellationToken::new();
     let parts = mcp::build(&config, backend.clone(), cancel.clone());
     let legacy = config.legacy_sse.then(|| {
@@ -410,24 +395,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }));
     }
 
-    if let Some(jwt) = auth.jwt()
-        && let Some(every) = jwt.jwks_refresh_interval()
-    {
-        let auth = auth.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Some(jwt) = auth.jwt()
-                    && let Some(Err(e)) = jwt.refresh_remote().await
-                {
-                    tracing::error!(error = %e, "JWKS refresh failed; keeping the last keys");
-                }
-            }
-        }));
-    }
-    let secrets = secret_files(&config, &key_ctx, &auth, &parts, rustls_config, &state);
+    let secrets = secret_files(
+        &config,
+        &key_ctx,
+        &auth,
+        &parts,
+        rustls_config,
+        &state,
+        docs,
+    );
     let secrets =
         (!secrets.is_empty()).then(|| Reloader::spawn(secrets, config.secrets_poll_interval));
 
@@ -448,7 +424,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         background,
         acme_writes,
         secrets,
-        _watcher: watcher,
         backend,
     })
 }
@@ -502,8 +477,8 @@ fn build_auth(
     Ok((Authenticator::new(api_keys, jwt), dev_key))
 }
 
-/// Every reloadable secret file, each with the component that validates and
-/// publishes it (see [`crate::reload::Reload`]).
+/// Everything reloaded while the edge runs, each with the component that validates
+/// and publishes it (see [`crate::reload::Reload`]).
 fn secret_files(
     config: &Arc<Config>,
     key_ctx: &KeyContext,
@@ -511,6 +486,7 @@ fn secret_files(
     parts: &mcp::McpParts,
     rustls: Option<RustlsConfig>,
     state: &AppState,
+    docs: Option<Arc<DocsIndex>>,
 ) -> Vec<Reloadable> {
     let mut secrets: Vec<Reloadable> = Vec::new();
     if config.auth.mode.api_keys()
@@ -532,6 +508,9 @@ fn secret_files(
             auth: auth.clone(),
         }));
     }
+    if let Some(jwks) = RemoteJwks::new(auth) {
+        secrets.push(Arc::new(jwks));
+    }
     if let (
         TlsConfig::Files {
             cert_file,
@@ -552,6 +531,10 @@ fn secret_files(
             path: path.clone(),
             cluster: state.cluster.clone(),
         }));
+    }
+    // Last: a forced rescan of the docs is the slowest.
+    if let Some(index) = docs {
+        secrets.push(Arc::new(crate::docs::IndexReload::new(index)));
     }
     secrets
 }
@@ -617,7 +600,16 @@ fn observe_certificate(
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).
 pub async fn serve_stdio(config: Config) -> Result<(), StartError> {
     use rmcp::ServiceExt;
-    let (backend, _watcher) = backend(&config).await?;
+    let (backend, docs) = backend(&config).await?;
+    // No reloader over stdio (nothing else to reload, and SIGHUP keeps its default).
+    let _watcher = docs.and_then(|index| {
+        index
+            .watch()
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot follow docs changes; the index will not update")
+            })
+            .ok()
+    });
     let _reaper = mcp::backends::process::start_pid1_reaper();
     let service = backend
         .instance()
