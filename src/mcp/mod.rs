@@ -121,6 +121,25 @@ pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationT
     }
 }
 
+/// How often sessions rmcp has dropped are forgotten.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl McpParts {
+    /// Sweep the session registry in the background (see [`sweep_sessions`]);
+    /// abort the task to stop.
+    pub fn spawn_session_sweeps(&self) -> tokio::task::JoinHandle<()> {
+        let registry = self.registry.clone();
+        let manager = self.session_manager.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SESSION_SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                sweep_sessions(&registry, &manager).await;
+            }
+        })
+    }
+}
+
 /// Forget sessions rmcp has already dropped (idle timeout, transport closed), so
 /// they stop counting against the caps.
 pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) {

@@ -3,15 +3,15 @@
 //! [`start`] returns once the listener is bound and the backend is ready, with the
 //! real bound address, so tests run the real server on port 0.
 
+mod running;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use secrecy::SecretString;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{self, JwtKeyError};
@@ -24,6 +24,9 @@ use crate::ratelimit::RateLimits;
 use crate::reload::{Reloadable, Reloader};
 use crate::server::{self, AppState};
 use crate::tls::{self, TlsError};
+
+pub use running::Running;
+use running::{Background, DevCredentials, Listeners};
 
 /// Why the server could not start. Each names the file or address involved.
 #[derive(Debug, thiserror::Error)]
@@ -98,189 +101,185 @@ pub async fn docs_backend(config: &Config) -> Result<(DocsBackend, Arc<DocsIndex
     Ok((DocsBackend::new(index.clone()), index))
 }
 
-/// A running edge server.
-pub struct Running {
-    addr: SocketAddr,
-    tls: bool,
-    dev_key: Option<SecretString>,
-    dev_cert_pem: Option<String>,
-    admin_addr: Option<SocketAddr>,
-    redirect_addr: Option<SocketAddr>,
-    /// The peer listener (several replicas): its bound address and its handle.
-    peer: Option<(SocketAddr, Handle<SocketAddr>)>,
-    state: AppState,
-    handle: Handle<SocketAddr>,
-    cancel: CancellationToken,
-    serve: JoinHandle<std::io::Result<()>>,
-    background: Vec<JoinHandle<()>>,
-    acme_writes: Option<crate::acme::CacheWrites>,
-    secrets: Option<Reloader>,
-    backend: Backend,
-}
-
-impl Running {
-    /// The bound address (the real port when configured with port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `https://localhost:<port>/mcp` (or http:// when TLS is off).
-    pub fn mcp_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://localhost:{}/mcp", self.addr.port())
-    }
-
-    /// The API key generated for the dev profile, if any.
-    pub fn dev_key(&self) -> Option<&SecretString> {
-        self.dev_key.as_ref()
-    }
-
-    /// The generated dev certificate (PEM), if any, for clients to trust.
-    pub fn dev_cert_pem(&self) -> Option<&str> {
-        self.dev_cert_pem.as_deref()
-    }
-
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// The backend behind `/mcp` (e.g. to read its live child-process count).
-    pub fn backend(&self) -> &Backend {
-        &self.backend
-    }
-
-    /// The secret-file watcher, if any secret files are configured.
-    pub fn secrets(&self) -> Option<&Reloader> {
-        self.secrets.as_ref()
-    }
-
-    /// The admin listener's address (`/metrics`), when `metrics.mode = "admin"`.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// The plain-HTTP redirect listener's address, when configured.
-    pub fn redirect_addr(&self) -> Option<SocketAddr> {
-        self.redirect_addr
-    }
-
-    /// The peer listener's bound address, when `cluster.peer_listen` is set.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer.as_ref().map(|(addr, _)| *addr)
-    }
-
-    /// Stop accepting, let in-flight calls finish within the grace period, then close
-    /// open streams and sessions. Returns when the server has stopped.
-    pub async fn shutdown(self) {
-        let grace = self.state.config.server.shutdown_grace;
-        tracing::info!(grace = ?grace, "shutting down: draining in-flight calls");
-        self.state.ready.store(false, Ordering::Release);
-        self.handle.graceful_shutdown(Some(grace));
-        if let Some((_, peer)) = &self.peer {
-            peer.graceful_shutdown(Some(grace));
-        }
-        self.state.in_flight.close();
-        if tokio::time::timeout(grace, self.state.in_flight.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over with calls still running; closing them");
-        }
-        // Closes rmcp sessions and their open SSE streams, which would otherwise
-        // hold their connections until the grace period ends.
-        self.cancel.cancel();
-        match tokio::time::timeout(grace + Duration::from_secs(1), self.serve).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
-            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!("connections still open after the grace period"),
-        }
-        for task in self.background {
-            task.abort();
-        }
-        if let Some(writes) = &self.acme_writes {
-            // A certificate being cached now would otherwise be ordered again next start.
-            let _ = tokio::time::timeout(Duration::from_secs(10), writes.finished()).await;
-        }
-        self.backend.shutdown(grace).await;
-        // The records of the calls just drained.
-        let audit = self.state.audit.clone();
-        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
-        tracing::info!("stopped");
-    }
-}
-
 /// Bind and serve `/mcp`, `/health` and `/ready` over HTTPS (or loopback HTTP).
+/// Components start in order; every listener is bound before anything is served,
+/// so a bind failure returns an error with nothing left running.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     if config.server.transport != Transport::StreamableHttp {
         return Err(StartError::NotHttp);
     }
     tls::install_crypto_provider();
     let loaded = crate::preflight::check_to_serve(&config)?;
+    let (listener, config) = bind_main(config)?;
+    let (auth, dev_key) = start_auth(&config, loaded.api_keys, loaded.jwt_keys).await?;
+    let tls = Tls::start(&config, loaded.tls)?;
+    let (cluster, peer_listener) = cluster(&config, loaded.ring)?;
+    let (backend, docs) = backend(&config).await?;
+    let mut background = Background::new();
+    let routes = McpRoutes::build(&config, &backend, &cluster, &background.cancel);
+    let state = shared_state(&config, auth, &routes.parts, tls.cert.clone(), cluster)?;
+    let side = SideListeners::bind(&config)?;
+
+    let (mut listeners, dev_cert_pem, rustls) =
+        serve_main(listener, &state, &routes, tls, &mut background).await?;
+    listeners.peer = serve_peer(peer_listener, &state, routes.peer, &mut background)?;
+    background
+        .tasks
+        .extend(mcp::backends::process::start_pid1_reaper());
+    (listeners.admin, listeners.redirect) = side.serve(&state, &mut background);
+    background.tasks.push(routes.parts.spawn_session_sweeps());
+    background.tasks.push(state.limits.spawn_sweeps());
+    let reloadables = reloadables(&state, &routes.parts, rustls, docs);
+    background.reloads = (!reloadables.is_empty())
+        .then(|| Reloader::spawn(reloadables, config.secrets_poll_interval));
+
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(addr = %listeners.addr, tls = listeners.tls, "listening");
+    Ok(Running {
+        listeners,
+        dev: DevCredentials {
+            key: dev_key,
+            cert_pem: dev_cert_pem,
+        },
+        state,
+        backend,
+        background,
+    })
+}
+
+/// Bind the main listener; on an ephemeral port (tests), URIs derived from the
+/// configuration use the real port.
+fn bind_main(mut config: Config) -> Result<(std::net::TcpListener, Arc<Config>), StartError> {
     let listen = config.server.listen;
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
-        addr: listen,
-        source,
-    })?;
     let bind_err = |source| StartError::Bind {
         addr: listen,
         source,
     };
+    let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    let mut config = config;
     if listen.port() == 0 {
-        // Bound to an ephemeral port (tests): derived URIs use the real one.
         config.auth.adopt_port(addr.port());
     }
-    let config = Arc::new(config);
+    Ok((listener, Arc::new(config)))
+}
 
-    let key_ctx = KeyContext::from_config(&config);
-    let (auth, dev_key) = build_auth(&config, loaded.api_keys, loaded.jwt_keys)?;
+/// Authentication, with the JWKS URL's keys fetched once.
+async fn start_auth(
+    config: &Config,
+    api_keys: Option<KeyStore>,
+    jwt_keys: Option<jwt::KeySet>,
+) -> Result<(Arc<Authenticator>, Option<SecretString>), StartError> {
+    let (auth, dev_key) = build_auth(config, api_keys, jwt_keys)?;
     let auth = Arc::new(auth);
     if let Some(jwks) = RemoteJwks::new(&auth) {
         jwks.fetch_at_start().await;
     }
+    Ok((auth, dev_key))
+}
 
-    let tls_config = loaded.tls;
-    let cert = crate::certs::CertStatus::new();
-    let acme = match &config.tls {
-        crate::config::TlsConfig::Acme(settings) => {
-            Some(crate::acme::start(settings, cert.clone())?)
+/// The serving certificate: from files or self-signed (`serving`), or from ACME.
+struct Tls {
+    serving: Option<tls::ServingTls>,
+    acme: Option<crate::acme::Acme>,
+    cert: Arc<crate::certs::CertStatus>,
+}
+
+impl Tls {
+    fn start(config: &Config, serving: Option<tls::ServingTls>) -> Result<Tls, StartError> {
+        let cert = crate::certs::CertStatus::new();
+        let acme = match &config.tls {
+            TlsConfig::Acme(settings) => Some(crate::acme::start(settings, cert.clone())?),
+            _ => None,
+        };
+        observe_certificate(config, serving.as_ref(), &cert);
+        let tls = Tls {
+            serving,
+            acme,
+            cert,
+        };
+        if !tls.enabled() {
+            tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
         }
-        _ => None,
-    };
-    observe_certificate(&config, tls_config.as_ref(), &cert);
-    let tls_enabled = tls_config.is_some() || acme.is_some();
-    if !tls_enabled {
-        tracing::warn!("TLS is OFF: serving plain HTTP on loopback; put a TLS proxy in front");
+        Ok(tls)
     }
 
-    let (cluster, peer_listener) = cluster(&config, loaded.ring)?;
-    let (backend, docs) = backend(&config).await?;
-    let cancel = CancellationToken::new();
-    let parts = mcp::build(&config, backend.clone(), cancel.clone());
-    let legacy = config.legacy_sse.then(|| {
-        tracing::info!("legacy HTTP+SSE transport enabled at /sse and /messages");
-        server::legacy_sse::LegacySse::new(
-            backend.clone(),
-            parts.registry.clone(),
-            cancel.clone(),
-            config.server.max_body_bytes,
-            cluster.clone(),
-        )
-    });
-    let peer_routes = {
-        let routes = axum::Router::new().nest_service("/mcp", parts.service.clone());
-        match &legacy {
-            Some(l) => routes.merge(server::legacy_sse::router(l.clone())),
-            None => routes,
-        }
-    };
-    let legacy = legacy.map(server::legacy_sse::router);
+    fn enabled(&self) -> bool {
+        self.serving.is_some() || self.acme.is_some()
+    }
 
-    // Shared limiter and session-cap state; connects lazily, so a replica starts
-    // (on its fallback) while Redis is still coming up.
+    /// The acceptor's TLS mode (ACME starts ordering in the background), the dev
+    /// certificate, and the reloadable rustls config of certificate files.
+    fn into_mode(
+        self,
+        config: &Config,
+        background: &mut Background,
+    ) -> (crate::conn::TlsMode, Option<String>, Option<RustlsConfig>) {
+        match (self.serving, self.acme) {
+            (_, Some(acme)) => {
+                let acceptor = acme.acceptor(config.server.handshake_timeout);
+                background.acme_writes = Some(acme.writes());
+                background.tasks.push(acme.spawn());
+                (crate::conn::TlsMode::Acme(acceptor), None, None)
+            }
+            (Some(serving), None) => {
+                let rustls = RustlsConfig::from_config(serving.config);
+                let mode = crate::conn::TlsMode::Files(rustls.clone());
+                (mode, serving.dev_cert_pem, Some(rustls))
+            }
+            (None, None) => (crate::conn::TlsMode::Plain, None, None),
+        }
+    }
+}
+
+/// The MCP service and the other routes to the backend: legacy SSE, and what the
+/// peer listener serves to other replicas.
+struct McpRoutes {
+    parts: mcp::McpParts,
+    legacy: Option<axum::Router<AppState>>,
+    peer: axum::Router<AppState>,
+}
+
+impl McpRoutes {
+    fn build(
+        config: &Config,
+        backend: &Backend,
+        cluster: &Arc<crate::cluster::Cluster>,
+        cancel: &CancellationToken,
+    ) -> McpRoutes {
+        let parts = mcp::build(config, backend.clone(), cancel.clone());
+        let legacy = config.legacy_sse.then(|| {
+            tracing::info!("legacy HTTP+SSE transport enabled at /sse and /messages");
+            server::legacy_sse::LegacySse::new(
+                backend.clone(),
+                parts.registry.clone(),
+                cancel.clone(),
+                config.server.max_body_bytes,
+                cluster.clone(),
+            )
+        });
+        let peer = axum::Router::new().nest_service("/mcp", parts.service.clone());
+        let peer = match &legacy {
+            Some(l) => peer.merge(server::legacy_sse::router(l.clone())),
+            None => peer,
+        };
+        McpRoutes {
+            legacy: legacy.map(server::legacy_sse::router),
+            parts,
+            peer,
+        }
+    }
+}
+
+/// The state every handler shares. The Redis store (limits, session caps) connects
+/// lazily, so a replica starts on its fallback while Redis is still coming up.
+fn shared_state(
+    config: &Arc<Config>,
+    auth: Arc<Authenticator>,
+    parts: &mcp::McpParts,
+    cert: Arc<crate::certs::CertStatus>,
+    cluster: Arc<crate::cluster::Cluster>,
+) -> Result<AppState, StartError> {
     let redis = match &config.redis {
         Some(settings) => Some(crate::ratelimit::redis::RedisStore::connect(settings)?),
         None => None,
@@ -290,142 +289,127 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .registry
             .share_caps(redis.clone(), config.sessions.idle_timeout);
     }
-    let state = server::app_state(server::StateParts {
+    Ok(server::app_state(server::StateParts {
         config: config.clone(),
-        auth: auth.clone(),
-        limits: Arc::new(RateLimits::with_store(&config.rate_limit, redis.clone())),
+        auth,
+        limits: Arc::new(RateLimits::with_store(&config.rate_limit, redis)),
         sessions: parts.registry.clone(),
         cert,
-        cluster: cluster.clone(),
+        cluster,
         audit: Arc::new(crate::telemetry::audit::Audit::start(&config.audit)?),
-    });
+    }))
+}
+
+/// The admin (`/metrics`) and redirect listeners, bound but not yet served.
+struct SideListeners {
+    admin: Option<(SocketAddr, std::net::TcpListener)>,
+    redirect: Option<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl SideListeners {
+    fn bind(config: &Config) -> Result<SideListeners, StartError> {
+        let bind_err = |(addr, source)| StartError::Bind { addr, source };
+        Ok(SideListeners {
+            admin: crate::server::admin::bind(config).map_err(bind_err)?,
+            redirect: crate::redirect::bind(config).map_err(bind_err)?,
+        })
+    }
+
+    /// Serve both; returns their addresses.
+    fn serve(
+        self,
+        state: &AppState,
+        background: &mut Background,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let admin = self.admin.map(|(addr, listener)| {
+            background
+                .tasks
+                .push(crate::server::admin::serve(addr, listener, state));
+            addr
+        });
+        let redirect = self.redirect.map(|(addr, listener)| {
+            background.tasks.push(crate::redirect::serve(
+                addr,
+                listener,
+                &state.config,
+                state.allowed_hosts.clone(),
+            ));
+            addr
+        });
+        (admin, redirect)
+    }
+}
+
+/// Serve the main listener through one acceptor chain for every TLS mode:
+/// caps → PROXY header → TLS → timeouts. Returns once it accepts.
+async fn serve_main(
+    listener: std::net::TcpListener,
+    state: &AppState,
+    routes: &McpRoutes,
+    tls: Tls,
+    background: &mut Background,
+) -> Result<(Listeners, Option<String>, Option<RustlsConfig>), StartError> {
+    let config = &state.config;
+    let tls_enabled = tls.enabled();
     let app = crate::redirect::with_hsts(
-        server::router_with(state.clone(), parts.service.clone(), legacy),
-        &config,
+        server::router_with(
+            state.clone(),
+            routes.parts.service.clone(),
+            routes.legacy.clone(),
+        ),
+        config,
         tls_enabled,
     )
     .into_make_service_with_connect_info::<SocketAddr>();
-
-    // The side listeners are bound before anything is served or spawned, so a bind
-    // failure returns an error with nothing left running.
-    let side_bind_err = |(addr, source)| StartError::Bind { addr, source };
-    let admin = crate::server::admin::bind(&config).map_err(side_bind_err)?;
-    let redirect = crate::redirect::bind(&config).map_err(side_bind_err)?;
-
-    let handle = Handle::new();
-    let first_request_timeout = config.server.first_request_timeout;
-    let mut dev_cert_pem = None;
-    let mut rustls_config = None;
-    let mut background = Vec::new();
-    let mut acme_writes = None;
-    // One acceptor chain for every TLS mode: caps → PROXY header → TLS → timeouts.
-    let tls_mode = match (tls_config, acme) {
-        (_, Some(acme)) => {
-            let acceptor = acme.acceptor(config.server.handshake_timeout);
-            acme_writes = Some(acme.writes());
-            background.push(acme.spawn());
-            crate::conn::TlsMode::Acme(acceptor)
-        }
-        (Some(serving), None) => {
-            dev_cert_pem = serving.dev_cert_pem;
-            let rustls = RustlsConfig::from_config(serving.config);
-            rustls_config = Some(rustls.clone());
-            crate::conn::TlsMode::Files(rustls)
-        }
-        (None, None) => crate::conn::TlsMode::Plain,
+    let bind_err = |source| StartError::Bind {
+        addr: config.server.listen,
+        source,
     };
+    let addr = listener.local_addr().map_err(bind_err)?;
+    let (mode, dev_cert_pem, rustls) = tls.into_mode(config, background);
+    let handle = Handle::new();
     let mut server = axum_server::from_tcp(listener)
         .map_err(bind_err)?
-        .acceptor(crate::conn::EdgeAcceptor::new(&config.server, tls_mode))
-        .first_request_timeout(first_request_timeout)
+        .acceptor(crate::conn::EdgeAcceptor::new(&config.server, mode))
+        .first_request_timeout(config.server.first_request_timeout)
         .handle(handle.clone());
     crate::conn::tune(server.http_builder(), &config.server.connections);
     let serve = tokio::spawn(server.serve(app));
     // `from_tcp` is already bound; this only waits for the accept loop to start.
     let _ = handle.listening().await;
-
-    let peer = match peer_listener {
-        Some((peer_addr, listener)) => {
-            let peer_handle = Handle::new();
-            let app = server::peer_router(state.clone(), peer_routes);
-            background.push(
-                crate::cluster::peer::serve(listener, app, peer_handle.clone()).map_err(
-                    |source| StartError::Bind {
-                        addr: peer_addr,
-                        source,
-                    },
-                )?,
-            );
-            tracing::info!(%peer_addr, advertise = cluster.advertise().unwrap_or_default(), "peer listener up");
-            Some((peer_addr, peer_handle))
-        }
-        None => None,
-    };
-    background.extend(mcp::backends::process::start_pid1_reaper());
-    let admin_addr = admin.map(|(addr, listener)| {
-        background.push(crate::server::admin::serve(addr, listener, &state));
-        addr
-    });
-    let redirect_addr = redirect.map(|(addr, listener)| {
-        background.push(crate::redirect::serve(
-            addr,
-            listener,
-            &config,
-            state.allowed_hosts.clone(),
-        ));
-        addr
-    });
-    {
-        let registry = parts.registry.clone();
-        let manager = parts.session_manager.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                mcp::sweep_sessions(&registry, &manager).await;
-            }
-        }));
-        let limits = state.limits.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                limits.sweep();
-            }
-        }));
-    }
-
-    let secrets = secret_files(
-        &config,
-        &key_ctx,
-        &auth,
-        &parts,
-        rustls_config,
-        &state,
-        docs,
-    );
-    let secrets =
-        (!secrets.is_empty()).then(|| Reloader::spawn(secrets, config.secrets_poll_interval));
-
-    state.ready.store(true, Ordering::Release);
-    tracing::info!(%addr, tls = tls_enabled, "listening");
-    Ok(Running {
+    let listeners = Listeners {
         addr,
         tls: tls_enabled,
-        dev_key,
-        dev_cert_pem,
-        admin_addr,
-        redirect_addr,
-        peer,
-        state,
         handle,
-        cancel,
         serve,
-        background,
-        acme_writes,
-        secrets,
-        backend,
-    })
+        admin: None,
+        redirect: None,
+        peer: None,
+    };
+    Ok((listeners, dev_cert_pem, rustls))
+}
+
+/// Serve the peer routes to the other replicas, when `cluster.peer_listen` is set.
+fn serve_peer(
+    listener: Option<(SocketAddr, std::net::TcpListener)>,
+    state: &AppState,
+    routes: axum::Router<AppState>,
+    background: &mut Background,
+) -> Result<Option<(SocketAddr, Handle<SocketAddr>)>, StartError> {
+    let Some((peer_addr, listener)) = listener else {
+        return Ok(None);
+    };
+    let handle = Handle::new();
+    let app = server::peer_router(state.clone(), routes);
+    let task = crate::cluster::peer::serve(listener, app, handle.clone()).map_err(|source| {
+        StartError::Bind {
+            addr: peer_addr,
+            source,
+        }
+    })?;
+    background.tasks.push(task);
+    tracing::info!(%peer_addr, advertise = state.cluster.advertise().unwrap_or_default(), "peer listener up");
+    Ok(Some((peer_addr, handle)))
 }
 
 fn build_auth(
@@ -479,22 +463,20 @@ fn build_auth(
 
 /// Everything reloaded while the edge runs, each with the component that validates
 /// and publishes it (see [`crate::reload::Reload`]).
-fn secret_files(
-    config: &Arc<Config>,
-    key_ctx: &KeyContext,
-    auth: &Arc<Authenticator>,
+fn reloadables(
+    state: &AppState,
     parts: &mcp::McpParts,
     rustls: Option<RustlsConfig>,
-    state: &AppState,
     docs: Option<Arc<DocsIndex>>,
 ) -> Vec<Reloadable> {
-    let mut secrets: Vec<Reloadable> = Vec::new();
+    let (config, auth) = (&state.config, &state.auth);
+    let mut all: Vec<Reloadable> = Vec::new();
     if config.auth.mode.api_keys()
         && let Some(path) = &config.auth.api_keys_file
     {
-        secrets.push(Arc::new(mcp::ApiKeysFile {
+        all.push(Arc::new(mcp::ApiKeysFile {
             path: path.clone(),
-            ctx: key_ctx.clone(),
+            ctx: KeyContext::from_config(config),
             auth: auth.clone(),
             registry: parts.registry.clone(),
             manager: parts.session_manager.clone(),
@@ -503,13 +485,13 @@ fn secret_files(
     if let Some(jwt_config) = &config.auth.jwt
         && !jwt::local_key_files(jwt_config).is_empty()
     {
-        secrets.push(Arc::new(crate::auth::JwtKeyFiles {
+        all.push(Arc::new(crate::auth::JwtKeyFiles {
             config: jwt_config.clone(),
             auth: auth.clone(),
         }));
     }
     if let Some(jwks) = RemoteJwks::new(auth) {
-        secrets.push(Arc::new(jwks));
+        all.push(Arc::new(jwks));
     }
     if let (
         TlsConfig::Files {
@@ -519,7 +501,7 @@ fn secret_files(
         Some(rustls),
     ) = (&config.tls, rustls)
     {
-        secrets.push(Arc::new(tls::CertFiles {
+        all.push(Arc::new(tls::CertFiles {
             cert: cert_file.clone(),
             key: key_file.clone(),
             rustls,
@@ -527,16 +509,16 @@ fn secret_files(
         }));
     }
     if let Some(path) = &config.cluster.key_ring_file {
-        secrets.push(Arc::new(crate::cluster::RingFile {
+        all.push(Arc::new(crate::cluster::RingFile {
             path: path.clone(),
             cluster: state.cluster.clone(),
         }));
     }
     // Last: a forced rescan of the docs is the slowest.
     if let Some(index) = docs {
-        secrets.push(Arc::new(crate::docs::IndexReload::new(index)));
+        all.push(Arc::new(crate::docs::IndexReload::new(index)));
     }
-    secrets
+    all
 }
 
 /// The session key ring and, with `cluster.peer_listen`, the bound peer listener and
