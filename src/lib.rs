@@ -17,7 +17,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod ratelimit;
 pub mod redirect;
-pub mod secrets;
+pub mod reload;
 pub mod server;
 pub mod sync;
 pub mod telemetry;

@@ -328,9 +328,10 @@ pub fn set_child_processes(n: usize) {
         .set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
-/// A reload of secret material. `kind`: e.g. `"tls_certificate"`, `"acme_certificate"`,
-/// `"api_keys"`, `"jwt_keys"`; `ok`: whether the new material was published (a failed
-/// reload keeps the last good value).
+/// A reload of secret material or of the docs index (see [`crate::reload`]). `kind`:
+/// e.g. `"tls_certificate"`, `"acme_certificate"`, `"api_keys"`, `"jwt_keys"`, `"jwks"`,
+/// `"session_keys"`, `"docs_index"`; `ok`: whether the new content was published (a
+/// failed reload keeps the last good value).
 pub fn secret_reload(kind: &'static str, ok: bool) {
     METRICS
         .secret_reloads

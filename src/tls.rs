@@ -152,18 +152,18 @@ pub struct CertFiles {
 }
 
 #[async_trait::async_trait]
-impl crate::secrets::Reload for CertFiles {
+impl crate::reload::Reload for CertFiles {
     fn kind(&self) -> &'static str {
         "tls_certificate"
     }
 
-    fn files(&self) -> Vec<PathBuf> {
-        vec![self.cert.clone(), self.key.clone()]
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Files(vec![self.cert.clone(), self.key.clone()])
     }
 
-    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
         let config =
-            config_from_files(&self.cert, &self.key).map_err(crate::secrets::ReloadError::new)?;
+            config_from_files(&self.cert, &self.key).map_err(crate::reload::ReloadError::new)?;
         self.rustls.reload_from_config(Arc::new(config));
         if let Ok(pem) = std::fs::read(&self.cert) {
             self.status.set_from_pem("files", &pem);

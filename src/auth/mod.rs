@@ -208,22 +208,76 @@ pub struct JwtKeyFiles {
 }
 
 #[async_trait::async_trait]
-impl crate::secrets::Reload for JwtKeyFiles {
+impl crate::reload::Reload for JwtKeyFiles {
     fn kind(&self) -> &'static str {
         "jwt_keys"
     }
 
-    fn files(&self) -> Vec<std::path::PathBuf> {
-        jwt::local_key_files(&self.config)
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Files(jwt::local_key_files(&self.config))
     }
 
-    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
-        let keys = jwt::load_local_keys(&self.config).map_err(crate::secrets::ReloadError::new)?;
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        let keys = jwt::load_local_keys(&self.config).map_err(crate::reload::ReloadError::new)?;
         let n = keys.len();
         if let Some(verifier) = self.auth.jwt() {
             verifier.replace_local(keys);
         }
         Ok(format!("{n} JWT key(s) in force"))
+    }
+}
+
+/// The keys published at `auth.jwt.jwks_url`, refetched every `auth.jwt.jwks_refresh`
+/// (and, throttled, when a token names an unknown `kid`). A failed fetch keeps the
+/// last keys.
+pub struct RemoteJwks {
+    auth: Arc<Authenticator>,
+    every: std::time::Duration,
+}
+
+impl RemoteJwks {
+    /// `None` unless JWTs are verified against a JWKS URL.
+    pub fn new(auth: &Arc<Authenticator>) -> Option<RemoteJwks> {
+        let every = auth.jwt()?.jwks_refresh_interval()?;
+        Some(RemoteJwks {
+            auth: auth.clone(),
+            every,
+        })
+    }
+
+    /// The first fetch, at start. A failure does not stop the start: API keys may
+    /// still work, the timer tries again, and an unknown `kid` triggers a refetch.
+    pub async fn fetch_at_start(&self) {
+        let Some(jwt) = self.auth.jwt() else {
+            return;
+        };
+        match jwt.refresh_remote().await {
+            Some(Ok(n)) => tracing::info!(keys = n, "JWKS fetched"),
+            Some(Err(e)) => tracing::error!(error = %e, "JWKS fetch failed at start"),
+            None => {}
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::reload::Reload for RemoteJwks {
+    fn kind(&self) -> &'static str {
+        "jwks"
+    }
+
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Every(self.every)
+    }
+
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        match self.auth.jwt() {
+            Some(jwt) => match jwt.refresh_remote().await {
+                Some(Ok(n)) => Ok(format!("{n} JWKS key(s) in force")),
+                Some(Err(e)) => Err(crate::reload::ReloadError::new(e)),
+                None => Ok("no JWKS URL".into()),
+            },
+            None => Ok("no JWT verifier".into()),
+        }
     }
 }
 

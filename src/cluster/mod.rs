@@ -133,17 +133,17 @@ pub struct RingFile {
 }
 
 #[async_trait::async_trait]
-impl crate::secrets::Reload for RingFile {
+impl crate::reload::Reload for RingFile {
     fn kind(&self) -> &'static str {
         "session_keys"
     }
 
-    fn files(&self) -> Vec<std::path::PathBuf> {
-        vec![self.path.clone()]
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Files(vec![self.path.clone()])
     }
 
-    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
-        let ring = KeyRing::load_file(&self.path).map_err(crate::secrets::ReloadError::new)?;
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        let ring = KeyRing::load_file(&self.path).map_err(crate::reload::ReloadError::new)?;
         let n = ring.len();
         self.cluster.replace_ring(ring);
         Ok(format!("{n} session key(s) in force"))

@@ -264,15 +264,16 @@ impl DocsIndex {
 
     /// Re-sync the given absolute paths with the disk. `walk_dirs` says
     /// whether a directory path should be rescanned (creation/rename) or can
-    /// be ignored (metadata change).
-    pub(super) fn sync_paths(&self, paths: &BTreeMap<PathBuf, bool>) -> Result<(), DocsError> {
+    /// be ignored (metadata change). Returns how many documents were
+    /// indexed or removed; on an error the index keeps its last content.
+    pub(super) fn sync_paths(&self, paths: &BTreeMap<PathBuf, bool>) -> Result<usize, DocsError> {
         let mut writer = lock(&self.writer);
         let mut ops = Vec::new();
         for (abs, &walk_dirs) in paths {
             self.ops_for_path(abs, walk_dirs, &mut ops);
         }
         if ops.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let result = (|| -> Result<(), DocsError> {
             for op in &ops {
@@ -294,6 +295,7 @@ impl DocsIndex {
             return Err(e);
         }
         self.reader.reload()?;
+        let changes = ops.len();
         let mut entries = sync::write(&self.entries);
         for op in ops {
             match op {
@@ -308,7 +310,7 @@ impl DocsIndex {
                 }
             }
         }
-        Ok(())
+        Ok(changes)
     }
 
     /// Work out what one changed path means for the index. Must be called

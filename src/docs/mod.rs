@@ -27,7 +27,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use index::DocsIndex;
-pub use watch::DocsWatcher;
+pub use watch::{DocsWatcher, IndexReload};
 
 /// Files larger than this are neither indexed nor returned by `read`.
 pub const MAX_DOC_BYTES: u64 = 2 * 1024 * 1024;

@@ -30,6 +30,20 @@ impl DocsIndex {
     /// (the thread exits after finishing any batch in progress). The thread
     /// only holds a weak reference, so it never keeps the index alive.
     pub fn watch(self: &Arc<Self>) -> Result<DocsWatcher, DocsError> {
+        self.follow(|applied| {
+            if let Err(e) = applied {
+                warn!(error = %e, "docs: failed to apply file changes");
+            }
+        })
+    }
+
+    /// [`DocsIndex::watch`], handing the outcome of each batch that changed something
+    /// to `report`: a summary, or why it was not applied (the index then keeps its
+    /// last content).
+    pub fn follow(
+        self: &Arc<Self>,
+        report: impl Fn(Result<String, DocsError>) + Send + 'static,
+    ) -> Result<DocsWatcher, DocsError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let event_tx = tx.clone();
         // Don't let the watcher follow symlinked directories out of the root.
@@ -46,7 +60,7 @@ impl DocsIndex {
         let weak = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("docs-watch".into())
-            .spawn(move || watch_loop(weak, rx))?;
+            .spawn(move || watch_loop(weak, rx, report))?;
         debug!(root = %self.root().display(), "watching docs directory");
         Ok(DocsWatcher {
             _watcher: watcher,
@@ -54,15 +68,22 @@ impl DocsIndex {
         })
     }
 
-    fn apply_batch(&self, batch: Batch) {
-        let result = if batch.rescan {
+    /// `None` when the batch changed nothing in the index.
+    fn apply_batch(&self, batch: Batch) -> Option<Result<String, DocsError>> {
+        if batch.rescan {
             info!("docs: full rescan");
-            self.reindex_all()
-        } else {
-            self.sync_paths(&batch.paths)
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "docs: failed to apply file changes");
+            return Some(
+                self.reindex_all()
+                    .map(|()| format!("rescanned: {} document(s) indexed", self.len())),
+            );
+        }
+        match self.sync_paths(&batch.paths) {
+            Ok(0) => None,
+            Ok(changes) => Some(Ok(format!(
+                "{changes} change(s) applied: {} document(s) indexed",
+                self.len()
+            ))),
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -135,7 +156,11 @@ impl Batch {
     }
 }
 
-fn watch_loop(index: Weak<DocsIndex>, rx: mpsc::Receiver<Msg>) {
+fn watch_loop(
+    index: Weak<DocsIndex>,
+    rx: mpsc::Receiver<Msg>,
+    report: impl Fn(Result<String, DocsError>),
+) {
     let Some(root) = index.upgrade().map(|i| i.root().to_path_buf()) else {
         return;
     };
@@ -163,6 +188,56 @@ fn watch_loop(index: Weak<DocsIndex>, rx: mpsc::Receiver<Msg>) {
         let Some(index) = index.upgrade() else {
             return;
         };
-        index.apply_batch(batch);
+        if let Some(applied) = index.apply_batch(batch) {
+            report(applied);
+        }
+    }
+}
+
+/// The docs index as one of the edge's reloadable things (`docs_index`): it follows
+/// the directory itself, and `SIGHUP` rescans it whole. An update or a rescan that
+/// fails (the root gone or unreadable) leaves the last index in force.
+pub struct IndexReload {
+    index: Arc<DocsIndex>,
+}
+
+impl IndexReload {
+    pub fn new(index: Arc<DocsIndex>) -> IndexReload {
+        IndexReload { index }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::reload::Reload for IndexReload {
+    fn kind(&self) -> &'static str {
+        "docs_index"
+    }
+
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Follows
+    }
+
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        use crate::reload::ReloadError;
+        let index = self.index.clone();
+        let indexed =
+            tokio::task::spawn_blocking(move || index.reindex_all().map(|()| index.len()))
+                .await
+                .map_err(ReloadError::new)?
+                .map_err(ReloadError::new)?;
+        Ok(format!("rescanned: {indexed} document(s) indexed"))
+    }
+
+    fn follow(&self, report: crate::reload::Report) -> Option<crate::reload::Follower> {
+        let follower = self.index.follow(move |applied| {
+            report.outcome(applied.map_err(crate::reload::ReloadError::new));
+        });
+        match follower {
+            Ok(watcher) => Some(Box::new(watcher)),
+            Err(e) => {
+                warn!(error = %e, "cannot follow docs changes; the index will not update");
+                None
+            }
+        }
     }
 }

@@ -106,6 +106,25 @@ pub fn build(config: &Config, backend: impl Into<Backend>, cancel: CancellationT
     }
 }
 
+/// How often sessions rmcp has dropped are forgotten.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl McpParts {
+    /// Sweep the session registry in the background (see [`sweep_sessions`]);
+    /// abort the task to stop.
+    pub fn spawn_session_sweeps(&self) -> tokio::task::JoinHandle<()> {
+        let registry = self.registry.clone();
+        let manager = self.session_manager.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SESSION_SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                sweep_sessions(&registry, &manager).await;
+            }
+        })
+    }
+}
+
 /// Forget sessions rmcp has already dropped (idle timeout, transport closed), so
 /// they stop counting against the caps.
 pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) {
@@ -189,17 +208,17 @@ pub struct ApiKeysFile {
 }
 
 #[async_trait::async_trait]
-impl crate::secrets::Reload for ApiKeysFile {
+impl crate::reload::Reload for ApiKeysFile {
     fn kind(&self) -> &'static str {
         "api_keys"
     }
 
-    fn files(&self) -> Vec<std::path::PathBuf> {
-        vec![self.path.clone()]
+    fn trigger(&self) -> crate::reload::Trigger {
+        crate::reload::Trigger::Files(vec![self.path.clone()])
     }
 
-    async fn reload(&self) -> Result<String, crate::secrets::ReloadError> {
-        use crate::secrets::ReloadError;
+    async fn reload(&self) -> Result<String, crate::reload::ReloadError> {
+        use crate::reload::ReloadError;
         let (path, ctx) = (self.path.clone(), self.ctx.clone());
         let store =
             tokio::task::spawn_blocking(move || crate::auth::KeyStore::load_file(&path, &ctx))

@@ -292,6 +292,19 @@ impl RateLimits {
         }
     }
 
+    /// Sweep (see [`RateLimits::sweep`]) every 30 s in the background; abort the
+    /// task to stop.
+    pub fn spawn_sweeps(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let limits = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                limits.sweep();
+            }
+        })
+    }
+
     /// Drop state that is indistinguishable from a fresh key, bounding memory.
     pub fn sweep(&self) {
         self.local.sweep();

@@ -131,3 +131,56 @@ pub fn claims(resource: &str, sub: &str, scope: &str) -> Value {
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// A P-256 public key as a JWK (x and y from the uncompressed SEC1 point).
+pub fn ec_jwk(kp: &KeyPair, kid: &str) -> Value {
+    let raw = kp.public_key_raw();
+    json!({"kty":"EC","crv":"P-256","kid":kid,"alg":"ES256","use":"sig",
+           "x": b64(&raw[1..33]), "y": b64(&raw[33..65])})
+}
+
+/// A local stand-in for an IdP's JWKS endpoint: serves `document`, and answers 500
+/// while it is `None`. Stops when dropped.
+pub struct JwksServer {
+    pub url: String,
+    pub document: std::sync::Arc<std::sync::Mutex<Option<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    pub async fn start(document: Value) -> JwksServer {
+        let served = std::sync::Arc::new(std::sync::Mutex::new(Some(document)));
+        let app = {
+            let served = served.clone();
+            axum::Router::new().route(
+                "/jwks.json",
+                axum::routing::get(move || {
+                    let doc = served.lock().unwrap().clone();
+                    async move {
+                        match doc {
+                            Some(doc) => Ok(axum::Json(doc)),
+                            None => Err(http::StatusCode::INTERNAL_SERVER_ERROR),
+                        }
+                    }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/jwks.json",
+            listener.local_addr().unwrap().port()
+        );
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        JwksServer {
+            url,
+            document: served,
+            task,
+        }
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

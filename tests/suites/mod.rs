@@ -17,6 +17,7 @@ mod notify_order;
 mod observability;
 mod otel;
 mod python_sdk;
+mod reloads;
 mod replicas;
 mod rotation;
 mod sessions;
