@@ -31,7 +31,15 @@ fn schema(value: Value) -> Arc<serde_json::Map<String, Value>> {
     }
 }
 
-fn tools() -> Vec<Tool> {
+/// The tools, built once: rmcp asks for a tool's schema on every stateless call
+/// (`Mcp-Param-*` header checks), and building the JSON schemas each time cost
+/// more than the rest of a `tools/list`.
+fn tools() -> &'static [Tool] {
+    static TOOLS: std::sync::LazyLock<Vec<Tool>> = std::sync::LazyLock::new(build_tools);
+    &TOOLS
+}
+
+fn build_tools() -> Vec<Tool> {
     vec![
         Tool::new(
             "search_docs",
@@ -176,14 +184,15 @@ impl ServerHandler for DocsBackend {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let visible = tools()
-            .into_iter()
+            .iter()
             .filter(|t| super::tool_allowed(&context, &t.name).is_ok())
+            .cloned()
             .collect();
         Ok(ListToolsResult::with_all_items(visible))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools().into_iter().find(|t| t.name == name)
+        tools().iter().find(|t| t.name == name).cloned()
     }
 
     async fn call_tool(

@@ -192,9 +192,9 @@ impl ServerHandler for Backend {
     ) -> Result<CallToolResponse, ErrorData> {
         match self {
             Backend::Docs(d) => {
-                use tracing::Instrument;
+                // Held, not entered, for the call (see `server::access_log`).
                 let span = traced::backend_span(&context, "tools/call", "docs", "docs");
-                let result = d.call_tool(request, context).instrument(span.clone()).await;
+                let result = d.call_tool(request, context).await;
                 if let Err(e) = &result {
                     traced::failed(&span, e);
                 }

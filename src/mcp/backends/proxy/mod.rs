@@ -21,7 +21,6 @@ mod upstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
-use tracing::Instrument;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
@@ -239,7 +238,6 @@ impl Proxy {
             let timeout = self.shared.config.call_timeout;
             forward::send(&conn, &member.name, request, context, &span, timeout).await
         }
-        .instrument(span.clone())
         .await;
         result.map_err(|e| {
             tracing::debug!(backend = %member.name, fault = ?e.fault(), error = %e, "backend call failed");
@@ -439,10 +437,7 @@ impl ServerHandler for Proxy {
             MemberKind::Docs(d) => {
                 let backend = &self.shared.members[index].name;
                 let span = super::traced::backend_span(&context, "tools/call", backend, "docs");
-                let result = d
-                    .call_tool(request, access_checked(context))
-                    .instrument(span.clone())
-                    .await;
+                let result = d.call_tool(request, access_checked(context)).await;
                 if let Err(e) = &result {
                     super::traced::failed(&span, e);
                 }
