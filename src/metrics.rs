@@ -85,6 +85,7 @@ struct Metrics {
     open_connections: Gauge,
     refused_connections: Family<ReasonLabels, Counter>,
     trace_spans_dropped: Counter,
+    traces_shed: Counter,
     trace_export_failures: Counter,
     audit_records_dropped: Counter,
     audit_write_failures: Counter,
@@ -106,6 +107,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         open_connections: Gauge::default(),
         refused_connections: Family::default(),
         trace_spans_dropped: Counter::default(),
+        traces_shed: Counter::default(),
         trace_export_failures: Counter::default(),
         audit_records_dropped: Counter::default(),
         audit_write_failures: Counter::default(),
@@ -165,6 +167,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "trace_spans_dropped",
         "Spans not exported because the exporter queue was full (the collector is slow or down)",
         m.trace_spans_dropped.clone(),
+    );
+    registry.register(
+        "traces_shed",
+        "Traces not sampled because the exporter queue was nearly full (whole traces are shed, never parts)",
+        m.traces_shed.clone(),
     );
     registry.register(
         "trace_export_failures",
@@ -298,6 +305,11 @@ pub fn tool_call(tool: &str, backend: &str, outcome: ToolOutcome, latency: Durat
 /// Spans dropped at the exporter queue.
 pub fn trace_spans_dropped(n: u64) {
     METRICS.trace_spans_dropped.inc_by(n);
+}
+
+/// A trace not sampled because the exporter queue was nearly full.
+pub fn trace_shed() {
+    METRICS.traces_shed.inc();
 }
 
 /// A batch of spans the exporter could not send.

@@ -86,7 +86,7 @@ start_edge() {
     MCP_RATE_LIMIT=1000000/s MCP_RATE_BURST=1000000 \
     MCP_PROTOCOL_RATE=1000000/s MCP_PROTOCOL_BURST=1000000 \
     MCP_MAX_CONNECTIONS=100000 MCP_MAX_CONNECTIONS_PER_IP=100000 \
-    MCP_SESSION_IDLE_TIMEOUT=2h MCP_LOG_LEVEL=warn "$@" \
+    MCP_SESSION_IDLE_TIMEOUT=2h MCP_METRICS_LISTEN=127.0.0.1:0 MCP_LOG_LEVEL=warn "$@" \
     TMPDIR="$edge_dir" "$bin" serve >/dev/null 2>"$edge_dir/server.log") &
   edge_pid=$!
   pids+=("$edge_pid")

@@ -105,11 +105,15 @@ pub struct Spans {
     settled: bool,
     /// Opened before the root's parent was known: adopted by [`Spans::settle`].
     pending: Vec<Span>,
+    /// The trace will not be exported: no more spans are opened.
+    unsampled: bool,
 }
 
 macro_rules! step_span {
     ($spans:expr, $name:literal) => {{
-        let span = if $spans.settled {
+        let span = if $spans.unsampled {
+            Span::none()
+        } else if $spans.settled {
             tracing::info_span!(target: TARGET, parent: &$spans.root, $name,
                 otel.status_code = Empty, otel.status_description = Empty, error.type = Empty)
         } else {
@@ -126,15 +130,23 @@ macro_rules! step_span {
 impl Spans {
     pub fn of(extensions: &http::Extensions) -> Spans {
         match extensions.get::<RequestSpan>() {
-            Some(r) if !r.span.is_disabled() => Spans {
-                root: r.span.clone(),
-                settled: r.parented,
-                pending: Vec::new(),
-            },
+            Some(r) if !r.span.is_disabled() => {
+                let mut spans = Spans {
+                    root: r.span.clone(),
+                    settled: r.parented,
+                    pending: Vec::new(),
+                    unsampled: false,
+                };
+                if spans.settled {
+                    spans.check_sampled();
+                }
+                spans
+            }
             _ => Spans {
                 root: Span::none(),
                 settled: true,
                 pending: Vec::new(),
+                unsampled: false,
             },
         }
     }
@@ -158,11 +170,24 @@ impl Spans {
         for span in self.pending.drain(..) {
             otel::adopt(&span, &self.root);
         }
+        self.check_sampled();
+    }
+
+    /// A trace that will not be exported (not sampled, or shed while the exporter
+    /// queue is full) gets no further spans: they would cost their creation and
+    /// be thrown away.
+    fn check_sampled(&mut self) {
+        if !self.root.is_disabled() && !otel::sampled(&self.root) {
+            self.unsampled = true;
+        }
     }
 
     /// The MCP method's span (OpenTelemetry's MCP conventions), under the root.
     pub fn call(&mut self, call: &McpCall, principal: &Principal, session: Option<&str>) -> Span {
         self.settle(&TraceHeaders::default());
+        if self.unsampled {
+            return Span::none();
+        }
         let method = call.method.as_deref().unwrap_or("-");
         let target = call.audited.as_ref().and_then(|a| a.name.as_deref());
         let span = tracing::info_span!(

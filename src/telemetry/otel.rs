@@ -10,12 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::Context;
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Link, SpanKind, TraceId};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample, SpanData,
+    SpanExporter, SpanProcessor,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{OtelConfig, OtlpProtocol};
@@ -28,6 +33,9 @@ pub const TARGET: &str = "mcp_edge::otel";
 /// in `mcp_edge_trace_spans_dropped_total`: a slow collector never holds memory
 /// or requests.
 const MAX_QUEUED: usize = 8192;
+/// A new trace is shed (not sampled) while this many spans are waiting: room for
+/// the spans of traces already under way (a request makes about five).
+const SHED_ABOVE: usize = MAX_QUEUED - 1024;
 /// Spans per export request, and how often pending spans are sent.
 const BATCH: usize = 512;
 const EXPORT_EVERY: Duration = Duration::from_millis(500);
@@ -126,10 +134,13 @@ pub fn pipeline(
     let stop = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(export_loop(exporter, pending.clone(), stop.clone()));
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(Batcher { pending })
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
-        ))))
+        .with_span_processor(Batcher {
+            pending: pending.clone(),
+        })
+        .with_sampler(Shedding {
+            ratio: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))),
+            pending,
+        })
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("mcp-edge");
@@ -174,6 +185,45 @@ impl SpanProcessor for Batcher {
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
+    }
+}
+
+/// Whole traces are shed, never parts of them: while the export queue is nearly
+/// full (a slow collector, or more traffic than the exporter can encode and send)
+/// a new trace is not sampled, and counted. A trace is then either complete or
+/// absent, and no span is built only to be thrown away at the queue. Spans under
+/// a local parent follow its decision.
+#[derive(Debug, Clone)]
+struct Shedding {
+    ratio: Sampler,
+    pending: Pending,
+}
+
+impl ShouldSample for Shedding {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let local_parent = parent
+            .map(|cx| cx.span().span_context().clone())
+            .is_some_and(|sc| sc.is_valid() && !sc.is_remote());
+        if !local_parent && lock(&self.pending).len() >= SHED_ABOVE {
+            crate::metrics::trace_shed();
+            return SamplingResult {
+                decision: SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: parent
+                    .map(|cx| cx.span().span_context().trace_state().clone())
+                    .unwrap_or_default(),
+            };
+        }
+        self.ratio
+            .should_sample(parent, trace_id, name, kind, attributes, links)
     }
 }
 
@@ -282,6 +332,12 @@ pub fn adopt(span: &tracing::Span, parent: &tracing::Span) {
     }
 }
 
+/// Will `span` be exported? (Its trace was sampled, and not shed.) Starts the span
+/// if it had not started: call it once its parent is known.
+pub fn sampled(span: &tracing::Span) -> bool {
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
+}
+
 /// The trace id of `span`, for the audit record and logs.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     if span.is_disabled() {
@@ -319,5 +375,66 @@ mod tests {
             };
             assert!(h.context().is_none(), "{bad:?}");
         }
+    }
+
+    fn span() -> SpanData {
+        SpanData {
+            span_context: opentelemetry::trace::SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "s".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_nearly_full_queue_sheds_new_traces_but_not_the_spans_of_traces_under_way() {
+        let pending: Pending = Arc::new(Mutex::new(Vec::new()));
+        let sampler = Shedding {
+            ratio: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            pending: pending.clone(),
+        };
+        let decide = |parent: Option<&Context>| {
+            sampler
+                .should_sample(parent, TraceId::from(7), "s", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        let local =
+            Context::new().with_remote_span_context(opentelemetry::trace::SpanContext::new(
+                TraceId::from(7),
+                opentelemetry::trace::SpanId::from(9),
+                opentelemetry::trace::TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ));
+        let remote = TraceHeaders {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: None,
+        }
+        .context()
+        .unwrap();
+        assert_eq!(decide(None), SamplingDecision::RecordAndSample);
+        pending.lock().unwrap().resize_with(SHED_ABOVE, span);
+        assert_eq!(decide(None), SamplingDecision::Drop, "a new trace is shed");
+        assert_eq!(
+            decide(Some(&remote)),
+            SamplingDecision::Drop,
+            "a client's trace too"
+        );
+        assert_eq!(
+            decide(Some(&local)),
+            SamplingDecision::RecordAndSample,
+            "a span of a trace under way is kept"
+        );
+        pending.lock().unwrap().clear();
+        assert_eq!(decide(Some(&remote)), SamplingDecision::RecordAndSample);
     }
 }
