@@ -357,6 +357,16 @@ pub async fn spawn_edge(
 }
 
 /// A port free on loopback right now (for servers the tests start).
+/// The Prometheus text an admin listener serves at `/metrics`.
+pub async fn metrics_text(admin: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -254,12 +254,7 @@ async fn certificate_issued_by_pebble_served_and_reused_after_restart() {
         .await
         .unwrap();
     assert_eq!(ready["certificate"]["not_after_unix"], not_after);
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(admin).await;
     assert_eq!(
         sample(
             &text,
@@ -347,12 +342,7 @@ async fn not_ready_until_a_certificate_exists_and_failures_are_counted() {
         .is_err()
     );
     let failed = eventually(Duration::from_secs(10), async || {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(admin).await;
         sample(
             &text,
             "mcp_edge_secret_reloads_total",

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::redis::Redis;
-use crate::common::{ALICE_KEY, BOB_KEY, CAROL_KEY, Edge, eventually};
+use crate::common::{ALICE_KEY, BOB_KEY, CAROL_KEY, Edge, eventually, metrics_text};
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#;
 
@@ -99,12 +99,7 @@ async fn replicas(redis: &Redis, extra: &[(&str, &str)]) -> (Edge, Edge) {
 
 async fn metric(edge: &Edge, name: &str) -> f64 {
     let admin = edge.running.admin_addr().expect("admin listener");
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(admin).await;
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -19,12 +19,7 @@ const RESOURCE: &str = "https://mcp.example.test/mcp";
 /// (the registry is the process's: other tests may move it too, never down).
 async fn failures_metric(edge: &Edge, kind: &str) -> f64 {
     let admin = edge.running.admin_addr().expect("admin listener");
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(admin).await;
     sample(
         &text,
         "mcp_edge_secret_reloads_total",
