@@ -81,12 +81,13 @@ start_edge() {
   mkdir -p "$edge_dir"
   cp README.md "$edge_dir/" && cp -r config "$edge_dir/"
   edge_port=$(free_port)
+  edge_metrics=$(free_port)
   # exec: $! is the server itself, so cleanup stops it.
   (cd "$edge_dir" && exec env MCP_PORT="$edge_port" \
     MCP_RATE_LIMIT=1000000/s MCP_RATE_BURST=1000000 \
     MCP_PROTOCOL_RATE=1000000/s MCP_PROTOCOL_BURST=1000000 \
     MCP_MAX_CONNECTIONS=100000 MCP_MAX_CONNECTIONS_PER_IP=100000 \
-    MCP_SESSION_IDLE_TIMEOUT=2h MCP_METRICS_LISTEN=127.0.0.1:0 MCP_LOG_LEVEL=warn "$@" \
+    MCP_SESSION_IDLE_TIMEOUT=2h MCP_METRICS_LISTEN=127.0.0.1:$edge_metrics MCP_LOG_LEVEL=warn "$@" \
     TMPDIR="$edge_dir" "$bin" serve >/dev/null 2>"$edge_dir/server.log") &
   edge_pid=$!
   pids+=("$edge_pid")
@@ -272,6 +273,14 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
     start_edge "obs-$n" "${vars[@]}"
     export MCP_BENCH_KEY=$key WRK_KEY=$key
     WRK_MCP_METHOD=tools/call run_wrk "tools/call: $label" "$check_c" stateless.lua "https://localhost:$edge_port/mcp"
+    # How much of the traffic was traced: traces shed at the exporter queue, spans dropped.
+    case "$label" in *"traces on"*)
+      curl -s "http://127.0.0.1:$edge_metrics/metrics" | awk -v n="${REQS["tools/call: $label|$check_c"]}" '
+        /^mcp_edge_traces_shed_total / { shed = $2 }
+        /^mcp_edge_trace_spans_dropped_total / { dropped = $2 }
+        /^mcp_edge_trace_export_failures_total / { failed = $2 }
+        END { printf "  traces shed %d of %d measured calls (+ warm-up): %.0f %% traced; spans dropped %d; failed batches %d\n", shed, n, (n > 0 ? (1 - shed / n) * 100 : 0), dropped, failed }' ;;
+    esac
     stop_edge
   done
   base=${RPS["tools/call: audit off, traces off|$check_c"]}
