@@ -279,7 +279,11 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
         /^mcp_edge_traces_shed_total / { shed = $2 }
         /^mcp_edge_trace_spans_dropped_total / { dropped = $2 }
         /^mcp_edge_trace_export_failures_total / { failed = $2 }
-        END { printf "  traces shed %d of %d measured calls (+ warm-up): %.0f %% traced; spans dropped %d; failed batches %d\n", shed, n, (n > 0 ? (1 - shed / n) * 100 : 0), dropped, failed }' ;;
+        END {
+          traced = n > 0 ? (1 - shed / n) * 100 : 0
+          if (traced < 0) traced = 0 # the shed count includes the warm-up run
+          printf "  traces shed %d (measured calls %d, plus warm-up): about %.0f %% traced; spans dropped %d; failed batches %d\n", shed, n, traced, dropped, failed
+        }' ;;
     esac
     stop_edge
   done

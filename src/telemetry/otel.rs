@@ -209,9 +209,11 @@ impl ShouldSample for Shedding {
         attributes: &[KeyValue],
         links: &[Link],
     ) -> SamplingResult {
-        let local_parent = parent
-            .map(|cx| cx.span().span_context().clone())
-            .is_some_and(|sc| sc.is_valid() && !sc.is_remote());
+        let local_parent = parent.is_some_and(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_valid() && !sc.is_remote()
+        });
         if !local_parent && lock(&self.pending).len() >= SHED_ABOVE {
             crate::metrics::trace_shed();
             return SamplingResult {

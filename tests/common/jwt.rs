@@ -111,6 +111,32 @@ burst = 500
     }
 }
 
+/// An edge that takes only HS256 JWTs signed with the secret in `secret_file`
+/// (the key file the tests rewrite), for `resource`.
+pub async fn hs256_edge(secret_file: &Path, resource: &str) -> super::Edge {
+    let toml = format!(
+        "[auth]\nmode = \"jwt\"\nresource = \"{resource}\"\n[auth.jwt]\nissuer = \"{ISSUER}\"\nkey_file = \"{}\"\nalgorithms = [\"HS256\"]\n",
+        secret_file.display()
+    );
+    super::Edge::start_with_file(
+        |_| toml,
+        |env| {
+            env.remove("MCP_API_KEYS_FILE");
+        },
+    )
+    .await
+}
+
+/// An HS256 token for `sub` on `resource`, signed with `secret`.
+pub fn hs256_token(secret: &str, resource: &str, sub: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(resource, sub, "mcp"),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
 pub fn now() -> i64 {
     jsonwebtoken::get_current_timestamp() as i64
 }

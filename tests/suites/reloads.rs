@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use mcp_edge::metrics::sample;
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
@@ -76,23 +76,8 @@ async fn broken_jwt_key_file_keeps_the_last_key() {
     let keys = tempfile::tempdir().unwrap();
     let secret_file = keys.path().join("jwt_hs");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let toml = format!(
-        "[auth]\nmode = \"jwt\"\nresource = \"{RESOURCE}\"\n[auth.jwt]\nissuer = \"{ISSUER}\"\nkey_file = \"{}\"\nalgorithms = [\"HS256\"]\n",
-        secret_file.display()
-    );
-    let edge = Edge::start_with_file(
-        |_| toml,
-        |env| {
-            env.remove("MCP_API_KEYS_FILE");
-        },
-    )
-    .await;
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims(RESOURCE, "ana", "mcp"),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
+    let edge = hs256_edge(&secret_file, RESOURCE).await;
+    let token = hs256_token(SECRET, RESOURCE, "ana");
     assert_eq!(edge.initialize(&token).await.status(), 200);
     let before = failures_metric(&edge, "jwt_keys").await;
     // Too short for an HMAC secret.

@@ -257,30 +257,12 @@ async fn tls_certificate_swap_is_seen_by_new_handshakes_while_old_connections_co
 #[tokio::test]
 async fn jwt_key_file_rotation() {
     use crate::common::jwt::*;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     const RESOURCE: &str = "https://mcp.example.test/mcp";
     let fx_dir = tempfile::tempdir().unwrap();
     let secret_file = fx_dir.path().join("jwt_hs");
     std::fs::write(&secret_file, "first-shared-secret-0123456789-abcdef").unwrap();
-    let toml = format!(
-        "[auth]\nmode = \"jwt\"\nresource = \"{RESOURCE}\"\n[auth.jwt]\nissuer = \"{ISSUER}\"\nkey_file = \"{}\"\nalgorithms = [\"HS256\"]\n",
-        secret_file.display()
-    );
-    let edge = Edge::start_with_file(
-        |_| toml,
-        |env| {
-            env.remove("MCP_API_KEYS_FILE");
-        },
-    )
-    .await;
-    let sign = |secret: &str| {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims(RESOURCE, "ana", "mcp"),
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
-    };
+    let edge = hs256_edge(&secret_file, RESOURCE).await;
+    let sign = |secret: &str| hs256_token(secret, RESOURCE, "ana");
     let old = sign("first-shared-secret-0123456789-abcdef");
     let new = sign("second-shared-secret-0123456789-abcdef");
     assert_eq!(edge.initialize(&old).await.status(), 200);
