@@ -13,7 +13,6 @@ use tantivy::query::{AllQuery, Query, QueryParser};
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value as _,
 };
-use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tracing::{debug, info, warn};
 
@@ -23,7 +22,7 @@ use super::paths::{
 };
 use super::query::{MAX_QUERY_BYTES, body_terms, sanitize_query};
 use super::scan::{LoadedDoc, load_doc, resolve, scan_dir};
-use super::text::{SNIPPET_CHARS, head_snippet, render_snippet, snippet_window};
+use super::snippet::{DocText, QueryTerms};
 use super::{DOC_EXTENSIONS, DocEntry, DocsError, SearchHit};
 use crate::sync::{self, lock};
 
@@ -51,9 +50,29 @@ pub struct DocsIndex {
     reader: IndexReader,
     writer: Mutex<IndexWriter<TantivyDocument>>,
     parser: QueryParser,
-    /// path -> entry, mirrors the committed index; only modified while the
-    /// writer lock is held so it stays consistent with it.
-    entries: RwLock<BTreeMap<String, DocEntry>>,
+    /// path -> entry and text, mirrors the committed index; only modified while
+    /// the writer lock is held so it stays consistent with it. Titles and bodies
+    /// live here, not in tantivy's store: a hit then costs a lookup, not the
+    /// decoding of a whole stored document.
+    entries: RwLock<BTreeMap<String, Indexed>>,
+}
+
+struct Indexed {
+    entry: DocEntry,
+    text: DocText,
+}
+
+impl From<LoadedDoc> for Indexed {
+    fn from(doc: LoadedDoc) -> Self {
+        Indexed {
+            entry: DocEntry {
+                path: doc.rel,
+                title: doc.title,
+                bytes: doc.bytes,
+            },
+            text: DocText::new(doc.body),
+        }
+    }
 }
 
 impl fmt::Debug for DocsIndex {
@@ -79,14 +98,13 @@ impl DocsIndex {
         fs::read_dir(&root)?;
 
         let mut builder = Schema::builder();
-        // English stemming so "configure" also finds "configuration".
-        let text = TextOptions::default()
-            .set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer("en_stem")
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            )
-            .set_stored();
+        // English stemming so "configure" also finds "configuration". Only the
+        // path is stored: titles and bodies are kept in `entries`.
+        let text = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
         let fields = Fields {
             path: builder.add_text_field("path", STRING | STORED),
             title: builder.add_text_field("title", text.clone()),
@@ -148,28 +166,23 @@ impl DocsIndex {
         let parsed = self.parse(query);
         let searcher = self.reader.searcher();
         let top = searcher.search(&*parsed, &TopDocs::with_limit(limit))?;
-        let mut snippets = SnippetGenerator::create(&searcher, &*parsed, self.fields.body)?;
-        snippets.set_max_num_chars(SNIPPET_CHARS);
-        let terms = body_terms(&*parsed, self.fields.body);
-
+        let terms = QueryTerms::new(&body_terms(&*parsed, self.fields.body));
+        let entries = sync::read(&self.entries);
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr)?;
-            let path = stored_str(&doc, self.fields.path);
-            let title = stored_str(&doc, self.fields.title);
-            let body = doc
-                .get_first(self.fields.body)
+            let path = doc
+                .get_first(self.fields.path)
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            let snippet = snippets.snippet(snippet_window(body, &terms));
-            let snippet = if snippet.is_empty() {
-                head_snippet(body)
-            } else {
-                render_snippet(snippet.fragment(), snippet.highlighted())
+            // Absent only in the moment between a commit and the entries' update.
+            let Some(Indexed { entry, text }) = entries.get(path) else {
+                continue;
             };
+            let snippet = text.snippet(&terms);
             hits.push(SearchHit {
-                path,
-                title,
+                path: entry.path.clone(),
+                title: entry.title.clone(),
                 snippet,
                 score,
             });
@@ -232,7 +245,10 @@ impl DocsIndex {
 
     /// All indexed documents sorted by path.
     pub fn list(&self) -> Vec<DocEntry> {
-        sync::read(&self.entries).values().cloned().collect()
+        sync::read(&self.entries)
+            .values()
+            .map(|indexed| indexed.entry.clone())
+            .collect()
     }
 
     /// Rescan the whole root and rebuild the index. Blocking.
@@ -256,7 +272,7 @@ impl DocsIndex {
         self.reader.reload()?;
         let map = docs
             .into_iter()
-            .map(|d| (d.rel.clone(), entry_of(&d)))
+            .map(|d| (d.rel.clone(), Indexed::from(d)))
             .collect::<BTreeMap<_, _>>();
         *sync::write(&self.entries) = map;
         Ok(())
@@ -301,7 +317,7 @@ impl DocsIndex {
             match op {
                 Op::Upsert(doc) => {
                     debug!(path = %doc.rel, "docs: indexed");
-                    entries.insert(doc.rel.clone(), entry_of(&doc));
+                    entries.insert(doc.rel.clone(), Indexed::from(doc));
                 }
                 Op::Remove(rel) => {
                     if entries.remove(&rel).is_some() {
@@ -384,21 +400,6 @@ impl DocsIndex {
         d.add_text(self.fields.title, &doc.title);
         d.add_text(self.fields.body, &doc.body);
         d
-    }
-}
-
-fn stored_str(doc: &TantivyDocument, field: Field) -> String {
-    doc.get_first(field)
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn entry_of(doc: &LoadedDoc) -> DocEntry {
-    DocEntry {
-        path: doc.rel.clone(),
-        title: doc.title.clone(),
-        bytes: doc.bytes,
     }
 }
 

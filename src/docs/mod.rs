@@ -18,6 +18,7 @@ mod index;
 mod paths;
 mod query;
 mod scan;
+mod snippet;
 mod text;
 mod watch;
 

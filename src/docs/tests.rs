@@ -1,7 +1,8 @@
 //! Tests of the docs index: scanning, search, path safety and the watcher.
 
 use super::query::{MAX_QUERY_BYTES, sanitize_query};
-use super::text::{SNIPPET_CHARS, extract_title, snippet_window};
+use super::snippet::SNIPPET_CHARS;
+use super::text::extract_title;
 use super::watch::DEBOUNCE;
 use super::*;
 use std::fs;
@@ -9,23 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-
-#[test]
-fn a_long_documents_snippet_comes_from_where_the_terms_meet() {
-    let body = format!(
-        "Rates are mentioned here. {}\nThe rate limit applies per principal.\n{} limits.",
-        "Filler words here. ".repeat(400),
-        "More filler. ".repeat(400)
-    );
-    let terms = vec!["limit".to_string(), "rate".to_string()];
-    let window = snippet_window(&body, &terms);
-    assert!(window.len() <= SNIPPET_CHARS * 2, "{}", window.len());
-    assert!(window.contains("The rate limit applies"), "{window}");
-    // Short bodies, and terms found nowhere, keep the whole text.
-    assert_eq!(snippet_window("rate limit", &terms), "rate limit");
-    let none = vec!["zebra".to_string()];
-    assert_eq!(snippet_window(&body, &none).len(), body.len());
-}
 
 fn write(root: &Path, rel: &str, content: &str) {
     let p = root.join(rel);

@@ -37,9 +37,11 @@ pub mod trace;
 #[cfg(test)]
 mod tests;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::State;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -106,6 +108,14 @@ pub fn router(state: AppState, mcp: McpService) -> Router {
 /// [`router`] plus extra routes behind the same `/mcp` chain (the legacy HTTP+SSE
 /// transport's `/sse` and `/messages`).
 pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppState>>) -> Router {
+    // rmcp's service is called through an `Arc`: as a route it would be cloned on
+    // every request, twice (by the router, then by its own `call`), and its config
+    // holds the allowed hosts and origins.
+    let mcp = Arc::new(mcp);
+    let mcp = tower::service_fn(move |request: Request| {
+        let mcp = mcp.clone();
+        async move { Ok::<_, Infallible>(mcp.handle(request).await) }
+    });
     let mut protected = Router::new().nest_service("/mcp", mcp);
     if let Some(extra) = extra {
         protected = protected.merge(extra);
