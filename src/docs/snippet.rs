@@ -9,6 +9,8 @@
 //! them without tokenizing anything. The one common exception is Porter's y → i
 //! ("appli" for "apply"), handled by [`Needle`].
 
+use std::collections::VecDeque;
+
 use memchr::memmem::Finder;
 
 /// Snippet length in characters.
@@ -54,8 +56,9 @@ impl DocText {
             return head_snippet(&self.body);
         };
         let (start, end) = fragment_around(&self.body, spot);
-        let highlights: Vec<_> = occurrences(&lower[start..end], terms, usize::MAX)
-            .into_iter()
+        let highlights: Vec<_> = terms
+            .each_in(&lower[start..end])
+            .flatten()
             .map(|o| o.start..o.end)
             .collect();
         render_snippet(&self.body[start..end], &highlights)
@@ -102,49 +105,100 @@ struct Occurrence {
     term: usize,
 }
 
-/// Occurrences of `terms` at the start of words of `lower`, term by term, at most `cap`.
-fn occurrences(lower: &str, terms: &QueryTerms, cap: usize) -> Vec<Occurrence> {
-    let bytes = lower.as_bytes();
-    let mut found = Vec::new();
-    for (term, needle) in terms.needles.iter().enumerate() {
-        let mut from = 0;
-        while let Some(at) = needle.finder.find(&bytes[from..]) {
-            let start = from + at;
-            let after = start + needle.finder.needle().len();
-            from = after;
-            let starts_word = !lower[..start]
+/// The occurrences of one term at the start of words of `lower`, in order.
+struct Occurrences<'a> {
+    lower: &'a str,
+    needle: &'a Needle,
+    term: usize,
+    from: usize,
+}
+
+impl Iterator for Occurrences<'_> {
+    type Item = Occurrence;
+
+    fn next(&mut self) -> Option<Occurrence> {
+        let bytes = self.lower.as_bytes();
+        while let Some(at) = self.needle.finder.find(&bytes[self.from..]) {
+            let start = self.from + at;
+            let after = start + self.needle.finder.needle().len();
+            self.from = after;
+            let starts_word = !self.lower[..start]
                 .chars()
                 .next_back()
                 .is_some_and(char::is_alphanumeric);
-            let spelt = !needle.then_i_or_y || matches!(bytes.get(after), Some(b'i' | b'y'));
+            let spelt = !self.needle.then_i_or_y || matches!(bytes.get(after), Some(b'i' | b'y'));
             if starts_word && spelt {
-                let end = lower[after..]
+                let end = self.lower[after..]
                     .find(|c: char| !c.is_alphanumeric())
-                    .map_or(lower.len(), |n| after + n);
-                found.push(Occurrence { start, end, term });
-                if found.len() >= cap {
-                    return found;
-                }
+                    .map_or(self.lower.len(), |n| after + n);
+                return Some(Occurrence {
+                    start,
+                    end,
+                    term: self.term,
+                });
             }
         }
+        self.from = bytes.len();
+        None
     }
-    found
 }
 
-/// Where the snippet should start: the occurrence whose next [`SNIPPET_CHARS`]
-/// bytes hold the most distinct terms (the first such).
-fn best_spot(lower: &str, terms: &QueryTerms) -> Option<usize> {
-    let mut found = occurrences(lower, terms, MAX_OCCURRENCES);
-    found.sort_unstable_by_key(|o| o.start);
-    let mut best: Option<(u32, usize)> = None;
-    for (i, o) in found.iter().enumerate() {
-        let seen = found[i..]
+impl QueryTerms {
+    fn each_in<'a>(&'a self, lower: &'a str) -> impl Iterator<Item = Occurrences<'a>> {
+        self.needles
             .iter()
-            .take_while(|next| next.start < o.start + SNIPPET_CHARS)
-            .fold(0u64, |seen, next| seen | 1 << (next.term % 64));
-        let distinct = seen.count_ones();
+            .enumerate()
+            .map(move |(term, needle)| Occurrences {
+                lower,
+                needle,
+                term,
+                from: 0,
+            })
+    }
+}
+
+/// Where the snippet should start: the first place where [`SNIPPET_CHARS`] bytes
+/// hold the most distinct terms. Occurrences are merged in text order and the scan
+/// stops at the first window that holds every term, so a long document is read
+/// only up to there (or in full, at most [`MAX_OCCURRENCES`] occurrences, when
+/// some term is missing from it).
+fn best_spot(lower: &str, terms: &QueryTerms) -> Option<usize> {
+    let mut streams: Vec<_> = terms.each_in(lower).map(Iterator::peekable).collect();
+    let mut window: VecDeque<Occurrence> = VecDeque::new();
+    let mut counts = vec![0u32; streams.len()];
+    let mut distinct = 0;
+    let mut best: Option<(usize, usize)> = None;
+    for _ in 0..MAX_OCCURRENCES {
+        // The earliest next occurrence of any term.
+        let Some((i, _)) = streams
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.peek()?.start)))
+            .min_by_key(|&(_, start)| start)
+        else {
+            break;
+        };
+        let Some(o) = streams[i].next() else { break };
+        let next = o.start;
+        counts[o.term] += 1;
+        if counts[o.term] == 1 {
+            distinct += 1;
+        }
+        window.push_back(o);
+        while let Some(first) = window.front()
+            && first.start + SNIPPET_CHARS <= next
+        {
+            counts[first.term] -= 1;
+            if counts[first.term] == 0 {
+                distinct -= 1;
+            }
+            window.pop_front();
+        }
         if best.is_none_or(|(most, _)| distinct > most) {
-            best = Some((distinct, o.start));
+            best = window.front().map(|first| (distinct, first.start));
+        }
+        if distinct == counts.len() {
+            break;
         }
     }
     best.map(|(_, at)| at)
