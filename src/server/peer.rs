@@ -29,7 +29,8 @@ pub async fn forward(
 ) -> Response {
     let client_addr = client_ip(&request);
     let host = host_name(&request);
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    super::trace::carry_to_owner(&mut parts);
     let limit = state.config.server.max_body_bytes;
     // Bodies are at most `max_body_bytes` (JSON-RPC messages), so they are read
     // whole to be signed; responses, which may be endless streams, are not.

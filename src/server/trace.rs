@@ -72,6 +72,28 @@ pub fn root(request: &Request, request_id: &str) -> RequestSpan {
     RequestSpan { span, parented }
 }
 
+/// The peer hop: the owner's spans continue this request's trace, under its MCP
+/// span, instead of starting one of their own (or hanging from the client's span
+/// beside this replica's). With traces off, the client's headers pass as they came.
+pub fn carry_to_owner(parts: &mut http::request::Parts) {
+    let Some(TraceHeaders {
+        traceparent,
+        tracestate,
+    }) = parts
+        .extensions
+        .get::<CallSpan>()
+        .and_then(|CallSpan(span)| TraceHeaders::of(span))
+    else {
+        return;
+    };
+    for (name, value) in [("traceparent", traceparent), ("tracestate", tracestate)] {
+        match value.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+            Some(v) => parts.headers.insert(name, v),
+            None => parts.headers.remove(name),
+        };
+    }
+}
+
 /// After the response: its status, and why it was refused.
 pub fn answered(root: &Span, status: u16, refusal: Option<&str>, principal: Option<&str>) {
     if root.is_disabled() {

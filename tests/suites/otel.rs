@@ -395,3 +395,93 @@ async fn calls_are_traced_end_to_end_and_never_slowed_by_the_collector() {
     assert_eq!(health["resource"]["service.name"], "mcp-edge");
     edge2.kill().await.unwrap();
 }
+
+/// A call sent to a replica that does not own its session is forwarded over the
+/// peer hop; the owner's spans continue the same trace, under the entry replica's
+/// MCP span (the client sent no trace context of its own).
+#[tokio::test]
+async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
+    let fx = Fixture::new();
+    let dir = fx.dir.path().to_path_buf();
+    let out = dir.join("spans.jsonl");
+    let (_receiver, ready) = start_python(&[
+        &script("otlp_receiver.py"),
+        "--out",
+        out.to_str().unwrap(),
+        "--http-port",
+        "0",
+    ])
+    .await;
+    let endpoint = format!("http://127.0.0.1:{}", ready["http_port"]);
+    let ring = dir.join("session_keys");
+    std::fs::write(&ring, mcp_edge::cluster::seal::generate_key()).unwrap();
+    let ring = ring.display().to_string();
+    let replica = async |name: &str| {
+        spawn_edge(
+            &fx,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_SERVICE_NAME", name),
+                ("MCP_PEER_LISTEN", "127.0.0.1:0"),
+                ("MCP_SESSION_KEYS_FILE", &ring),
+            ],
+            None,
+        )
+        .await
+    };
+    let (_owner, owner_port) = replica("owner").await;
+    let (_entry, entry_port) = replica("entry").await;
+    let http = client_trusting(&fx.ca_pem);
+    let opened = Client::open(http.clone(), owner_port).await;
+    let entry = Client {
+        http,
+        url: format!("https://localhost:{entry_port}/mcp"),
+        session: opened.session.clone(),
+    };
+    let r = entry
+        .post(json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+            "params":{"name":"search_docs","arguments":{"query":"guide"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        messages(&body)
+            .iter()
+            .any(|m| m["id"] == 3 && m["result"].is_object()),
+        "{body}"
+    );
+
+    let service = |s: &Value| {
+        s["resource"]["service.name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let call = "tools/call search_docs";
+    let all = spans_until(&out, |all| {
+        all.iter()
+            .any(|s| service(s) == "owner" && s["name"] == call)
+            && all
+                .iter()
+                .any(|s| service(s) == "entry" && s["name"] == call)
+    })
+    .await;
+    let entry_call = all
+        .iter()
+        .find(|s| service(s) == "entry" && s["name"] == call)
+        .unwrap();
+    let owner_root = all
+        .iter()
+        .find(|s| {
+            service(s) == "owner"
+                && s["name"] == "POST /mcp"
+                && s["parent_span_id"] == entry_call["span_id"]
+        })
+        .unwrap_or_else(|| panic!("the owner's root under the entry's call span: {all:#?}"));
+    assert_eq!(owner_root["trace_id"], entry_call["trace_id"]);
+    let owner_call = by_parent(&all, owner_root["span_id"].as_str().unwrap(), call)
+        .unwrap_or_else(|| panic!("the owner's call span under its root: {all:#?}"));
+    assert_eq!(owner_call["trace_id"], entry_call["trace_id"]);
+}
