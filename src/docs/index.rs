@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{AllQuery, Query, QueryParser};
+use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value as _,
 };
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tracing::{debug, info, warn};
 
@@ -26,6 +27,8 @@ use super::snippet::{DocText, QueryTerms};
 use super::{DOC_EXTENSIONS, DocEntry, DocsError, SearchHit};
 use crate::sync::{self, lock};
 
+/// Title matches weigh double.
+const TITLE_BOOST: f32 = 2.0;
 /// Hard cap on `search` results.
 const MAX_LIMIT: usize = 50;
 /// Writer memory budget; tantivy requires at least 15 MB per thread.
@@ -50,6 +53,8 @@ pub struct DocsIndex {
     reader: IndexReader,
     writer: Mutex<IndexWriter<TantivyDocument>>,
     parser: QueryParser,
+    /// The body's tokenizer (stemming), for [`DocsIndex::plain_words`].
+    analyzer: TextAnalyzer,
     /// path -> entry and text, mirrors the committed index; only modified while
     /// the writer lock is held so it stays consistent with it. Titles and bodies
     /// live here, not in tantivy's store: a hit then costs a lookup, not the
@@ -118,7 +123,8 @@ impl DocsIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let mut parser = QueryParser::for_index(&index, vec![fields.title, fields.body]);
-        parser.set_field_boost(fields.title, 2.0);
+        parser.set_field_boost(fields.title, TITLE_BOOST);
+        let analyzer = index.tokenizer_for_field(fields.body)?;
 
         let this = Arc::new(DocsIndex {
             root,
@@ -126,6 +132,7 @@ impl DocsIndex {
             reader,
             writer: Mutex::new(writer),
             parser,
+            analyzer,
             entries: RwLock::new(BTreeMap::new()),
         });
         this.reindex_all()?;
@@ -194,6 +201,9 @@ impl DocsIndex {
     /// lenient parser, then (if the grammar panics, which tantivy 0.25 does
     /// on some inputs) the bare words of the query.
     fn parse(&self, query: &str) -> Box<dyn Query> {
+        if let Some(words) = self.plain_words(query) {
+            return words;
+        }
         let query = sanitize_query(query);
         let attempt =
             std::panic::catch_unwind(AssertUnwindSafe(|| match self.parser.parse_query(&query) {
@@ -217,6 +227,46 @@ impl DocsIndex {
                 q
             }
         }
+    }
+
+    /// A query of plain words (letters, digits, spaces: what most searches are), built
+    /// directly as the parser would read it — each word's stem in the title (weighing
+    /// double) or the body — but as one flat disjunction: the parser's grammar cost
+    /// more than the search, and its nesting (a union per word) made tantivy set up
+    /// a buffered union scorer per word. `None` for anything else.
+    fn plain_words(&self, query: &str) -> Option<Box<dyn Query>> {
+        if !query.chars().all(|c| c.is_alphanumeric() || c == ' ') {
+            return None;
+        }
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(query);
+        let mut words = BTreeSet::new();
+        while let Some(token) = stream.next() {
+            words.insert(token.text.clone());
+        }
+        if words.is_empty() {
+            return None;
+        }
+        let term = |field, word: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, word),
+                IndexRecordOption::WithFreqs,
+            ))
+        };
+        let clauses = words
+            .iter()
+            .flat_map(|word| {
+                [
+                    (
+                        Occur::Should,
+                        Box::new(BoostQuery::new(term(self.fields.title, word), TITLE_BOOST))
+                            as Box<dyn Query>,
+                    ),
+                    (Occur::Should, term(self.fields.body, word)),
+                ]
+            })
+            .collect();
+        Some(Box::new(BooleanQuery::new(clauses)))
     }
 
     /// Text of one document by its relative path as returned by

@@ -452,3 +452,31 @@ async fn dropping_watcher_stops_updates() {
     tokio::time::sleep(DEBOUNCE * 3).await;
     assert_eq!(idx.len(), 2);
 }
+
+#[test]
+fn plain_words_rank_as_the_query_parser_does() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.md",
+        "# Zebra herds\n\nZebras graze in herds.\n",
+    );
+    write(
+        dir.path(),
+        "b.md",
+        "# Grazing\n\nA zebra grazes alone; herds elsewhere.\n",
+    );
+    write(dir.path(), "c.md", "# Other\n\nNothing about it.\n");
+    let idx = DocsIndex::build(dir.path()).unwrap();
+    // The trailing `?` sends the same words through tantivy's query parser.
+    let plain = idx.search("zebra herds", 10).unwrap();
+    let parsed = idx.search("zebra herds?", 10).unwrap();
+    let ranked = |hits: &[SearchHit]| {
+        hits.iter()
+            .map(|h| (h.path.clone(), (h.score * 1000.0).round() as i64))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ranked(&plain), ranked(&parsed));
+    assert_eq!(plain.len(), 2);
+    assert_eq!(plain[0].path, "a.md", "the title match weighs double");
+}
