@@ -130,7 +130,11 @@ pub fn pipeline(
     let resource = resource.build();
     let mut exporter = exporter;
     exporter.set_resource(&resource);
-    let pending = Arc::new(Mutex::new(Vec::new()));
+    let pending: Pending = Arc::new(Mutex::new(Vec::new()));
+    // One exporter per process (the subscriber is global); a second install (tests
+    // starting several edges in one process) keeps the first queue, as the
+    // subscriber does.
+    let _ = EXPORT_QUEUE.set(pending.clone());
     let stop = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(export_loop(exporter, pending.clone(), stop.clone()));
     let provider = SdkTracerProvider::builder()
@@ -186,6 +190,23 @@ impl SpanProcessor for Batcher {
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
     }
+}
+
+/// The export queue, for [`shedding`].
+static EXPORT_QUEUE: std::sync::OnceLock<Pending> = std::sync::OnceLock::new();
+
+/// Is the export queue nearly full, so that a new trace would be shed? The edge
+/// asks before it opens a request's first span: a trace shed by the sampler still
+/// costs the spans opened before the body names its parent, and at saturation that
+/// was most of what traces cost. Counted as shed.
+pub fn shed_new_trace() -> bool {
+    let full = EXPORT_QUEUE
+        .get()
+        .is_some_and(|queue| lock(queue).len() >= SHED_ABOVE);
+    if full {
+        crate::metrics::trace_shed();
+    }
+    full
 }
 
 /// Whole traces are shed, never parts of them: while the export queue is nearly
