@@ -41,6 +41,19 @@ async fn start_python(args: &[&str]) -> (tokio::process::Child, Value) {
     (child, serde_json::from_str(&ready).unwrap())
 }
 
+/// The OTLP receiver writing the spans it decodes to `out`, listening on a free port
+/// for `port_flag` (`--http-port` or `--grpc-port`).
+async fn start_receiver(out: &Path, port_flag: &str) -> (tokio::process::Child, Value) {
+    start_python(&[
+        &script("otlp_receiver.py"),
+        "--out",
+        out.to_str().unwrap(),
+        port_flag,
+        "0",
+    ])
+    .await
+}
+
 fn spans(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -171,14 +184,7 @@ async fn calls_are_traced_end_to_end_and_never_slowed_by_the_collector() {
     let fx = Fixture::new();
     let dir = fx.dir.path().to_path_buf();
     let out = dir.join("spans.jsonl");
-    let (mut receiver, ready) = start_python(&[
-        &script("otlp_receiver.py"),
-        "--out",
-        out.to_str().unwrap(),
-        "--http-port",
-        "0",
-    ])
-    .await;
+    let (mut receiver, ready) = start_receiver(&out, "--http-port").await;
     let http_port = ready["http_port"].as_u64().unwrap();
     let headers_out = dir.join("upstream-headers.jsonl");
     let (_upstream, up) = start_python(&[
@@ -366,14 +372,7 @@ async fn calls_are_traced_end_to_end_and_never_slowed_by_the_collector() {
 
     // gRPC: another edge exporting to the receiver's gRPC port.
     let out2 = dir.join("spans-grpc.jsonl");
-    let (_receiver2, ready2) = start_python(&[
-        &script("otlp_receiver.py"),
-        "--out",
-        out2.to_str().unwrap(),
-        "--grpc-port",
-        "0",
-    ])
-    .await;
+    let (_receiver2, ready2) = start_receiver(&out2, "--grpc-port").await;
     let grpc = format!("http://127.0.0.1:{}", ready2["grpc_port"]);
     let (mut edge2, port2) = spawn_edge(
         &fx,
@@ -404,14 +403,7 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     let fx = Fixture::new();
     let dir = fx.dir.path().to_path_buf();
     let out = dir.join("spans.jsonl");
-    let (_receiver, ready) = start_python(&[
-        &script("otlp_receiver.py"),
-        "--out",
-        out.to_str().unwrap(),
-        "--http-port",
-        "0",
-    ])
-    .await;
+    let (_receiver, ready) = start_receiver(&out, "--http-port").await;
     let endpoint = format!("http://127.0.0.1:{}", ready["http_port"]);
     let ring = dir.join("session_keys");
     std::fs::write(&ring, mcp_edge::cluster::seal::generate_key()).unwrap();
