@@ -14,7 +14,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value as _,
 };
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use tracing::{debug, info, warn};
 
 use super::paths::{
@@ -170,8 +170,8 @@ impl DocsIndex {
             )));
         }
         let limit = limit.clamp(1, MAX_LIMIT);
-        let parsed = self.parse(query);
         let searcher = self.reader.searcher();
+        let parsed = self.parse(query, &searcher);
         let top = searcher.search(&*parsed, &TopDocs::with_limit(limit))?;
         let terms = QueryTerms::new(&body_terms(&*parsed, self.fields.body));
         let entries = sync::read(&self.entries);
@@ -200,8 +200,8 @@ impl DocsIndex {
     /// Parse user text, never failing: strict syntax first, then tantivy's
     /// lenient parser, then (if the grammar panics, which tantivy 0.25 does
     /// on some inputs) the bare words of the query.
-    fn parse(&self, query: &str) -> Box<dyn Query> {
-        if let Some(words) = self.plain_words(query) {
+    fn parse(&self, query: &str, searcher: &Searcher) -> Box<dyn Query> {
+        if let Some(words) = self.plain_words(query, searcher) {
             return words;
         }
         let query = sanitize_query(query);
@@ -233,8 +233,10 @@ impl DocsIndex {
     /// directly as the parser would read it — each word's stem in the title (weighing
     /// double) or the body — but as one flat disjunction: the parser's grammar cost
     /// more than the search, and its nesting (a union per word) made tantivy set up
-    /// a buffered union scorer per word. `None` for anything else.
-    fn plain_words(&self, query: &str) -> Option<Box<dyn Query>> {
+    /// a buffered union scorer per word. A stem found in no document of a field is
+    /// left out (it scores nothing): tantivy's block-WAND top-k only runs when every
+    /// clause has postings. `None` for anything else.
+    fn plain_words(&self, query: &str, searcher: &Searcher) -> Option<Box<dyn Query>> {
         if !query.chars().all(|c| c.is_alphanumeric() || c == ' ') {
             return None;
         }
@@ -247,24 +249,31 @@ impl DocsIndex {
         if words.is_empty() {
             return None;
         }
-        let term = |field, word: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, word),
-                IndexRecordOption::WithFreqs,
-            ))
+        let clause = |field, word: &str, boost: f32| -> Option<(Occur, Box<dyn Query>)> {
+            let term = Term::from_field_text(field, word);
+            // A lookup error keeps the clause: the search itself will report it.
+            if searcher.doc_freq(&term).is_ok_and(|n| n == 0) {
+                return None;
+            }
+            let query = TermQuery::new(term, IndexRecordOption::WithFreqs);
+            Some(if boost == 1.0 {
+                (Occur::Should, Box::new(query))
+            } else {
+                (
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(query), boost)),
+                )
+            })
         };
         let clauses = words
             .iter()
             .flat_map(|word| {
                 [
-                    (
-                        Occur::Should,
-                        Box::new(BoostQuery::new(term(self.fields.title, word), TITLE_BOOST))
-                            as Box<dyn Query>,
-                    ),
-                    (Occur::Should, term(self.fields.body, word)),
+                    clause(self.fields.title, word, TITLE_BOOST),
+                    clause(self.fields.body, word, 1.0),
                 ]
             })
+            .flatten()
             .collect();
         Some(Box::new(BooleanQuery::new(clauses)))
     }
