@@ -4,7 +4,7 @@
 //! may not have been parsed) so MCP clients can show the message.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use crate::auth::AuthFailure;
@@ -154,14 +154,20 @@ impl EdgeError {
     }
 }
 
+// Parsed once: a `&str` name is parsed again on every insert, on every answer.
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 /// `RateLimit-*` headers (IETF draft) for a decision; also set on allowed requests.
 pub fn rate_limit_headers(headers: &mut http::HeaderMap, d: &Decision) {
     let secs = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(secs(d.reset)));
+    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(d.limit));
+    headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
+    headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(secs(d.reset)));
     if let Ok(v) = HeaderValue::from_str(&format!("{};w={}", d.limit, secs(d.window).max(1))) {
-        headers.insert("ratelimit-policy", v);
+        headers.insert(RATELIMIT_POLICY.clone(), v);
     }
     if let Some(wait) = d.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs(wait).max(1)));
