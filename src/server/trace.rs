@@ -170,11 +170,13 @@ impl Spans {
                 }
                 spans
             }
+            // Traces off, or this one shed: no child either (with no root to
+            // hang from, each would start a trace of its own).
             _ => Spans {
                 root: Span::none(),
                 settled: true,
                 pending: Vec::new(),
-                unsampled: false,
+                unsampled: true,
             },
         }
     }

@@ -6,8 +6,9 @@
 //! configured no layer enables them, so a disabled span costs one cached check.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
 use opentelemetry::KeyValue;
@@ -39,6 +40,12 @@ const SHED_ABOVE: usize = MAX_QUEUED - 1024;
 /// Spans per export request, and how often pending spans are sent.
 const BATCH: usize = 512;
 const EXPORT_EVERY: Duration = Duration::from_millis(500);
+/// After a failed export no new trace starts until the collector answers again: a
+/// collector that is down costs no spans built only to be dropped. It is probed
+/// with an empty export after this long, doubling with each failure up to
+/// [`MAX_PROBE_EVERY`].
+const FIRST_PROBE_AFTER: Duration = Duration::from_secs(1);
+const MAX_PROBE_EVERY: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error)]
 #[error("otel.endpoint: cannot build the OTLP exporter: {0}")]
@@ -130,20 +137,20 @@ pub fn pipeline(
     let resource = resource.build();
     let mut exporter = exporter;
     exporter.set_resource(&resource);
-    let pending: Pending = Arc::new(Mutex::new(Vec::new()));
+    let queue = Arc::new(Queue::default());
     // One exporter per process (the subscriber is global); a second install (tests
     // starting several edges in one process) keeps the first queue, as the
     // subscriber does.
-    let _ = EXPORT_QUEUE.set(pending.clone());
+    let _ = EXPORT_QUEUE.set(queue.clone());
     let stop = Arc::new(tokio::sync::Notify::new());
-    let task = tokio::spawn(export_loop(exporter, pending.clone(), stop.clone()));
+    let task = tokio::spawn(export_loop(exporter, queue.clone(), stop.clone()));
     let provider = SdkTracerProvider::builder()
         .with_span_processor(Batcher {
-            pending: pending.clone(),
+            queue: queue.clone(),
         })
         .with_sampler(Shedding {
             ratio: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))),
-            pending,
+            queue,
         })
         .with_resource(resource)
         .build();
@@ -158,14 +165,55 @@ pub fn pipeline(
     ))
 }
 
-type Pending = Arc<Mutex<Vec<SpanData>>>;
+/// Finished spans waiting for the export loop, and whether new traces are shed.
+#[derive(Debug, Default)]
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    /// `spans.len()`, read without the lock: every request asks.
+    len: AtomicUsize,
+    /// The last export failed: no new trace until the collector answers again.
+    paused: AtomicBool,
+}
 
-/// Finished spans wait here for the export loop. Why not the SDK's batch processor:
-/// it hands every span to its task through a channel (a task wake-up per span);
-/// a push under a short lock is cheaper on the request path.
+impl Queue {
+    /// Is the queue nearly full, or the collector failing, so that a new trace
+    /// would only be built to be dropped?
+    fn sheds_new_traces(&self) -> bool {
+        self.len.load(Ordering::Relaxed) >= SHED_ABOVE || self.paused()
+    }
+
+    fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Queue `span`; false when the queue is full.
+    fn push(&self, span: SpanData) -> bool {
+        let mut spans = lock(&self.spans);
+        if spans.len() >= MAX_QUEUED {
+            return false;
+        }
+        spans.push(span);
+        self.len.store(spans.len(), Ordering::Relaxed);
+        true
+    }
+
+    fn take(&self) -> Vec<SpanData> {
+        let mut spans = lock(&self.spans);
+        self.len.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *spans)
+    }
+
+    fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+}
+
+/// Finished spans wait in the [`Queue`] for the export loop. Why not the SDK's batch
+/// processor: it hands every span to its task through a channel (a task wake-up
+/// per span); a push under a short lock is cheaper on the request path.
 #[derive(Debug)]
 struct Batcher {
-    pending: Pending,
+    queue: Arc<Queue>,
 }
 
 impl SpanProcessor for Batcher {
@@ -175,12 +223,9 @@ impl SpanProcessor for Batcher {
         if !span.span_context.is_sampled() {
             return;
         }
-        let mut pending = lock(&self.pending);
-        if pending.len() >= MAX_QUEUED {
-            drop(pending);
-            return crate::metrics::trace_spans_dropped(1);
+        if !self.queue.push(span) {
+            crate::metrics::trace_spans_dropped(1);
         }
-        pending.push(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -192,32 +237,30 @@ impl SpanProcessor for Batcher {
     }
 }
 
-/// The export queue, for [`shedding`].
-static EXPORT_QUEUE: std::sync::OnceLock<Pending> = std::sync::OnceLock::new();
+/// The export queue, for [`shed_new_trace`].
+static EXPORT_QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 
-/// Is the export queue nearly full, so that a new trace would be shed? The edge
-/// asks before it opens a request's first span: a trace shed by the sampler still
-/// costs the spans opened before the body names its parent, and at saturation that
-/// was most of what traces cost. Counted as shed.
+/// Would a new trace be shed (the export queue nearly full, or the collector
+/// failing)? The edge asks before it opens a request's first span: a trace shed by
+/// the sampler still costs the spans opened before the body names its parent, and
+/// at saturation that was most of what traces cost. Counted as shed.
 pub fn shed_new_trace() -> bool {
-    let full = EXPORT_QUEUE
-        .get()
-        .is_some_and(|queue| lock(queue).len() >= SHED_ABOVE);
-    if full {
+    let shed = EXPORT_QUEUE.get().is_some_and(|q| q.sheds_new_traces());
+    if shed {
         crate::metrics::trace_shed();
     }
-    full
+    shed
 }
 
 /// Whole traces are shed, never parts of them: while the export queue is nearly
-/// full (a slow collector, or more traffic than the exporter can encode and send)
-/// a new trace is not sampled, and counted. A trace is then either complete or
+/// full (a slow collector, or more traffic than the exporter can encode and send),
+/// or for a while after a failed export, a new trace is not sampled, and counted. A trace is then either complete or
 /// absent, and no span is built only to be thrown away at the queue. Spans under
 /// a local parent follow its decision.
 #[derive(Debug, Clone)]
 struct Shedding {
     ratio: Sampler,
-    pending: Pending,
+    queue: Arc<Queue>,
 }
 
 impl ShouldSample for Shedding {
@@ -235,7 +278,7 @@ impl ShouldSample for Shedding {
             let sc = span.span_context();
             sc.is_valid() && !sc.is_remote()
         });
-        if !local_parent && lock(&self.pending).len() >= SHED_ABOVE {
+        if !local_parent && self.queue.sheds_new_traces() {
             crate::metrics::trace_shed();
             return SamplingResult {
                 decision: SamplingDecision::Drop,
@@ -250,28 +293,56 @@ impl ShouldSample for Shedding {
     }
 }
 
-/// Every [`EXPORT_EVERY`], send what is pending in batches of [`BATCH`]; a batch
-/// that fails is counted and dropped (no retry queue to grow). On stop, one last
-/// round, then the exporter's shutdown.
+/// Every [`EXPORT_EVERY`], send what is pending in batches of [`BATCH`]. A batch
+/// that fails is counted and dropped with the rest of the round (no retry queue to
+/// grow; they would fail as well), and new traces pause until an empty export
+/// (the probe, backing off) succeeds. On stop, one last round, then the
+/// exporter's shutdown.
 async fn export_loop<E: SpanExporter>(
     exporter: E,
-    pending: Pending,
+    queue: Arc<Queue>,
     stop: Arc<tokio::sync::Notify>,
 ) {
     let mut tick = tokio::time::interval(EXPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe_every = FIRST_PROBE_AFTER;
+    let mut next_probe = Instant::now();
     loop {
         let last = tokio::select! {
             _ = tick.tick() => false,
             () = stop.notified() => true,
         };
-        let mut spans = std::mem::take(&mut *lock(&pending));
+        let mut spans = queue.take();
+        if queue.paused() {
+            // Spans of traces under way when the export failed: they would fail too.
+            crate::metrics::trace_spans_dropped(spans.len() as u64);
+            if !last && Instant::now() >= next_probe {
+                match exporter.export(Vec::new()).await {
+                    Ok(()) => {
+                        probe_every = FIRST_PROBE_AFTER;
+                        queue.set_paused(false);
+                        tracing::info!("trace collector reachable again: traces resume");
+                    }
+                    Err(_) => {
+                        crate::metrics::trace_export_failed();
+                        next_probe = Instant::now() + probe_every;
+                        probe_every = (probe_every * 2).min(MAX_PROBE_EVERY);
+                    }
+                }
+            }
+            spans.clear();
+        }
         while !spans.is_empty() {
             let rest = spans.split_off(spans.len().min(BATCH));
             let n = spans.len();
             if let Err(e) = exporter.export(spans).await {
                 crate::metrics::trace_export_failed();
-                tracing::debug!(error = %e, spans = n, "trace export failed");
+                crate::metrics::trace_spans_dropped(rest.len() as u64);
+                tracing::warn!(error = %e, spans = n, "trace export failed: new traces pause until the collector answers");
+                queue.set_paused(true);
+                next_probe = Instant::now() + probe_every;
+                probe_every = (probe_every * 2).min(MAX_PROBE_EVERY);
+                break;
             }
             spans = rest;
         }
@@ -419,11 +490,11 @@ mod tests {
     }
 
     #[test]
-    fn a_nearly_full_queue_sheds_new_traces_but_not_the_spans_of_traces_under_way() {
-        let pending: Pending = Arc::new(Mutex::new(Vec::new()));
+    fn new_traces_are_shed_while_the_queue_is_nearly_full_or_the_collector_fails() {
+        let queue = Arc::new(Queue::default());
         let sampler = Shedding {
             ratio: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-            pending: pending.clone(),
+            queue: queue.clone(),
         };
         let decide = |parent: Option<&Context>| {
             sampler
@@ -445,7 +516,9 @@ mod tests {
         .context()
         .unwrap();
         assert_eq!(decide(None), SamplingDecision::RecordAndSample);
-        pending.lock().unwrap().resize_with(SHED_ABOVE, span);
+        for _ in 0..SHED_ABOVE {
+            assert!(queue.push(span()));
+        }
         assert_eq!(decide(None), SamplingDecision::Drop, "a new trace is shed");
         assert_eq!(
             decide(Some(&remote)),
@@ -457,7 +530,17 @@ mod tests {
             SamplingDecision::RecordAndSample,
             "a span of a trace under way is kept"
         );
-        pending.lock().unwrap().clear();
+        assert_eq!(queue.take().len(), SHED_ABOVE);
         assert_eq!(decide(Some(&remote)), SamplingDecision::RecordAndSample);
+        // A failed export pauses new traces the same way, until the collector answers.
+        queue.set_paused(true);
+        assert_eq!(decide(None), SamplingDecision::Drop, "collector failing");
+        assert_eq!(decide(Some(&local)), SamplingDecision::RecordAndSample);
+        queue.set_paused(false);
+        assert_eq!(
+            decide(None),
+            SamplingDecision::RecordAndSample,
+            "answering again"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! protobuf): the span tree of a call through an HTTP and a stdio backend, the
 //! client's trace context as the root's parent (header or `_meta`), the context
 //! passed on to both backends, refusals recorded, no secret in any span, gRPC too,
-//! and calls unaffected when the collector is gone.
+//! calls unaffected when the collector is gone, and no spans built while it is.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -393,6 +393,82 @@ async fn calls_are_traced_end_to_end_and_never_slowed_by_the_collector() {
     assert_eq!(health["trace_id"], CLIENT_TRACE);
     assert_eq!(health["resource"]["service.name"], "mcp-edge");
     edge2.kill().await.unwrap();
+}
+
+/// A collector that is down costs no spans: after a failed export, new traces are
+/// shed for a while (backing off), and once the collector is back they arrive again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_is_down_sheds_new_traces_until_it_is_back() {
+    let fx = Fixture::new();
+    let collector_port = free_port();
+    let metrics_port = free_port();
+    let (endpoint, metrics_listen) = (
+        format!("http://127.0.0.1:{collector_port}"),
+        format!("127.0.0.1:{metrics_port}"),
+    );
+    let (mut edge, port) = spawn_edge(
+        &fx,
+        &[
+            ("MCP_OTEL_ENDPOINT", &endpoint),
+            ("MCP_METRICS_LISTEN", &metrics_listen),
+        ],
+        None,
+    )
+    .await;
+    let http = client_trusting(&fx.ca_pem);
+    let health = format!("https://localhost:{port}/health");
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let metric = async |name: &str| -> f64 {
+        let text = match reqwest::get(&metrics_url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        mcp_edge::metrics::sample(&text, name, &[]).unwrap_or(0.0)
+    };
+
+    // Requests (each one a trace) until the failed export pauses new traces.
+    let shed = eventually(Duration::from_secs(20), async || {
+        let r = http.get(&health).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        metric("mcp_edge_traces_shed_total").await >= 5.0
+    })
+    .await;
+    assert!(shed, "no trace shed while the collector is down");
+    assert!(metric("mcp_edge_trace_export_failures_total").await >= 1.0);
+
+    // A shed request opens no span at all: the chain's steps do not start traces of
+    // their own (each would be built, shed and counted again).
+    let client = Client::open(http.clone(), port).await;
+    let before = metric("mcp_edge_traces_shed_total").await;
+    for id in 0..10 {
+        let r = client
+            .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await;
+    }
+    let shed = metric("mcp_edge_traces_shed_total").await - before;
+    assert_eq!(shed, 10.0, "one trace shed per request");
+
+    // The collector back on its port: traces arrive again.
+    let out = fx.dir.path().join("spans.jsonl");
+    let (_receiver, _) = start_python(&[
+        &script("otlp_receiver.py"),
+        "--out",
+        out.to_str().unwrap(),
+        "--http-port",
+        &collector_port.to_string(),
+    ])
+    .await;
+    let back = eventually(Duration::from_secs(30), async || {
+        let _ = http.get(&health).send().await;
+        spans(&out).iter().any(|s| s["name"] == "GET /health")
+    })
+    .await;
+    assert!(back, "no trace exported once the collector was back");
+    edge.kill().await.unwrap();
 }
 
 /// A call sent to a replica that does not own its session is forwarded over the

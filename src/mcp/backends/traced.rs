@@ -32,7 +32,8 @@ pub fn backend_span(
         .extensions
         .get::<http::request::Parts>()
         .and_then(|p| p.extensions.get::<CallSpan>());
-    let Some(CallSpan(parent)) = parent else {
+    // No MCP span (traces off, or this trace shed): no orphan trace of its own.
+    let Some(CallSpan(parent)) = parent.filter(|CallSpan(p)| !p.is_disabled()) else {
         return Span::none();
     };
     tracing::info_span!(
