@@ -11,6 +11,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::header;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 pub use crate::metrics::ToolOutcome;
@@ -62,7 +64,79 @@ pub fn watch(response: Response, start: Instant, done: Done) -> Response {
     })
 }
 
-/// The outcome a JSON-RPC message reports, if it is a response.
+/// The outcome the JSON-RPC message (or batch) in `json` reports, if it is a
+/// response. Read by skimming: a tool's result is skipped, not built as a `Value`
+/// (that cost as much as a tenth of a session call); anything that does not fit the
+/// skim is read as a `Value` the slow way.
+fn outcome_in(json: &[u8]) -> Option<(ToolOutcome, Option<i64>)> {
+    let batch = json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let skimmed = if batch {
+        serde_json::from_slice::<Vec<Reply>>(json)
+            .map(|replies| replies.into_iter().find(|r| r.id.0))
+    } else {
+        serde_json::from_slice::<Reply>(json).map(Some)
+    };
+    match skimmed {
+        Ok(reply) => reply?.outcome(),
+        Err(_) => outcome_of(&serde_json::from_slice::<Value>(json).ok()?),
+    }
+}
+
+/// The parts of a JSON-RPC message that say how a call ended.
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    id: Present,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<ReplyError>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<ReplyResult>,
+}
+
+#[derive(Deserialize, Default)]
+struct ReplyError {
+    code: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct ReplyResult {
+    #[serde(rename = "isError")]
+    is_error: Option<bool>,
+}
+
+/// A member that is there, even as `null` (which `Option` would read as absent).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
+}
+
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d).map(|v| Some(v.unwrap_or_default()))
+}
+
+impl Reply {
+    fn outcome(self) -> Option<(ToolOutcome, Option<i64>)> {
+        match (self.error, self.result) {
+            (Some(error), _) => Some((ToolOutcome::RpcError, error.code)),
+            (
+                None,
+                Some(ReplyResult {
+                    is_error: Some(true),
+                }),
+            ) => Some((ToolOutcome::ToolError, None)),
+            (None, Some(_)) => Some((ToolOutcome::Ok, None)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// [`outcome_in`] for what the skim does not fit.
 fn outcome_of(message: &Value) -> Option<(ToolOutcome, Option<i64>)> {
     let message = match message {
         Value::Array(items) => items.iter().find(|m| m.get("id").is_some())?,
@@ -125,8 +199,7 @@ impl Watched {
                     let line = std::mem::take(&mut self.buf);
                     let line = line.strip_suffix(b"\r").unwrap_or(&line);
                     if let Some(payload) = line.strip_prefix(b"data:")
-                        && let Ok(v) = serde_json::from_slice::<Value>(payload)
-                        && let Some(outcome) = outcome_of(&v)
+                        && let Some(outcome) = outcome_in(payload)
                     {
                         self.saw(outcome);
                         return;
@@ -158,9 +231,7 @@ impl Watched {
         if self.seen.is_none() && !self.sse {
             let outcome = match self.overflow {
                 true => Some((ToolOutcome::Ok, None)),
-                false => serde_json::from_slice::<Value>(&self.buf)
-                    .ok()
-                    .and_then(|v| outcome_of(&v)),
+                false => outcome_in(&self.buf),
             };
             if let Some(outcome) = outcome {
                 self.saw(outcome);
@@ -218,6 +289,35 @@ impl Drop for Watched {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn skimming_reads_what_the_value_says() {
+        for message in [
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}]}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"isError":false}}),
+            json!({"jsonrpc":"2.0","id":1,"result":null}),
+            json!({"jsonrpc":"2.0","id":1,"result":5}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"isError":"yes"}}),
+            json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}),
+            json!({"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}),
+            json!({"jsonrpc":"2.0","id":1,"error":null}),
+            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{}}),
+            json!([{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":null,"error":{"code":-1}}]),
+            json!([{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":2,"result":{"isError":true}}]),
+            json!([{"jsonrpc":"2.0","method":"n"}]),
+            json!([]),
+            json!("text"),
+        ] {
+            let bytes = serde_json::to_vec(&message).unwrap();
+            assert_eq!(outcome_in(&bytes), outcome_of(&message), "{message}");
+        }
+        assert_eq!(outcome_in(b"not json"), None);
+        assert_eq!(
+            outcome_in(b" {\"id\":1,\"result\":{}} "),
+            Some((ToolOutcome::Ok, None))
+        );
+    }
 
     #[test]
     fn outcomes_from_responses() {
