@@ -356,7 +356,6 @@ pub async fn spawn_edge(
     (child, port)
 }
 
-/// A port free on loopback right now (for servers the tests start).
 /// The Prometheus text an admin listener serves at `/metrics`.
 pub async fn metrics_text(admin: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{admin}/metrics"))
@@ -367,6 +366,7 @@ pub async fn metrics_text(admin: std::net::SocketAddr) -> String {
         .unwrap()
 }
 
+/// A port free on loopback right now (for servers the tests start).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -417,13 +417,9 @@ async fn a_collector_that_is_down_sheds_new_traces_until_it_is_back() {
     .await;
     let http = client_trusting(&fx.ca_pem);
     let health = format!("https://localhost:{port}/health");
-    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let admin = metrics_listen.parse().unwrap();
     let metric = async |name: &str| -> f64 {
-        let text = match reqwest::get(&metrics_url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        mcp_edge::metrics::sample(&text, name, &[]).unwrap_or(0.0)
+        mcp_edge::metrics::sample(&metrics_text(admin).await, name, &[]).unwrap_or(0.0)
     };
 
     // Requests (each one a trace) until the failed export pauses new traces.
