@@ -84,10 +84,14 @@ fn is_protocol(method: &str) -> bool {
         || method.starts_with("notifications/")
 }
 
+/// Is this JSON text a batch (an array) rather than one message?
+pub fn is_batch(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
 /// What a body asks for; anything unreadable is left for rmcp to refuse.
 pub fn inspect(body: &[u8], keep_arguments: bool) -> McpCall {
-    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let messages = if batch {
+    let messages = if is_batch(body) {
         serde_json::from_slice::<Vec<Message<'_>>>(body).unwrap_or_default()
     } else {
         serde_json::from_slice::<Message<'_>>(body)

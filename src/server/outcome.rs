@@ -69,8 +69,7 @@ pub fn watch(response: Response, start: Instant, done: Done) -> Response {
 /// (that cost as much as a tenth of a session call); anything that does not fit the
 /// skim is read as a `Value` the slow way.
 fn outcome_in(json: &[u8]) -> Option<(ToolOutcome, Option<i64>)> {
-    let batch = json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let skimmed = if batch {
+    let skimmed = if super::inspect::is_batch(json) {
         serde_json::from_slice::<Vec<Reply>>(json)
             .map(|replies| replies.into_iter().find(|r| r.id.0))
     } else {
