@@ -85,7 +85,7 @@ struct Metrics {
     open_connections: Gauge,
     refused_connections: Family<ReasonLabels, Counter>,
     trace_spans_dropped: Counter,
-    traces_shed: Counter,
+    traces_shed: Family<ReasonLabels, Counter>,
     trace_export_failures: Counter,
     audit_records_dropped: Counter,
     audit_write_failures: Counter,
@@ -107,7 +107,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         open_connections: Gauge::default(),
         refused_connections: Family::default(),
         trace_spans_dropped: Counter::default(),
-        traces_shed: Counter::default(),
+        traces_shed: Family::default(),
         trace_export_failures: Counter::default(),
         audit_records_dropped: Counter::default(),
         audit_write_failures: Counter::default(),
@@ -170,7 +170,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "traces_shed",
-        "Traces not sampled because the exporter queue was nearly full (whole traces are shed, never parts)",
+        "New traces not sampled, by reason (queue_full: the exporter queue was nearly full; collector_down: exports were failing; budget: past otel.max_traces_per_second); whole traces are shed, never parts",
         m.traces_shed.clone(),
     );
     registry.register(
@@ -307,9 +307,12 @@ pub fn trace_spans_dropped(n: u64) {
     METRICS.trace_spans_dropped.inc_by(n);
 }
 
-/// A trace not sampled because the exporter queue was nearly full.
-pub fn trace_shed() {
-    METRICS.traces_shed.inc();
+/// A new trace not sampled, and why (`queue_full`, `collector_down`, `budget`).
+pub fn trace_shed(reason: &'static str) {
+    METRICS
+        .traces_shed
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
 }
 
 /// A batch of spans the exporter could not send.

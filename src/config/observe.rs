@@ -17,6 +17,7 @@ pub struct RawOtel {
     pub endpoint: Option<String>,
     pub protocol: Option<Choice<OtlpProtocol>>,
     pub sample_ratio: Option<f64>,
+    pub max_traces_per_second: Option<u32>,
     pub headers_file: Option<String>,
     pub service_name: Option<String>,
     pub resource_attributes: Option<Vec<String>>,
@@ -63,6 +64,9 @@ pub struct OtelConfig {
     pub protocol: OtlpProtocol,
     /// Of traces started here; a sampled (or unsampled) parent is followed.
     pub sample_ratio: f64,
+    /// New traces sampled per second at most (past it they are shed and counted);
+    /// 0 for no limit.
+    pub max_traces_per_second: u32,
     /// `name: value` lines sent with every export (a collector token): a secret file.
     pub headers_file: Option<PathBuf>,
     pub service_name: String,
@@ -121,6 +125,11 @@ const STANDARD_ENV: &[(&str, &str)] = &[
     ("otel.service_name", "OTEL_SERVICE_NAME"),
     ("otel.resource_attributes", "OTEL_RESOURCE_ATTRIBUTES"),
 ];
+
+/// `otel.max_traces_per_second` when unset: all traces of a typical team's traffic,
+/// and a bound on what tracing costs at saturation (a traced call costs about a
+/// third more CPU) and sends to the collector.
+pub const DEFAULT_MAX_TRACES_PER_SECOND: u32 = 1000;
 
 /// The generic endpoint is a base URL: the traces path is appended to it.
 const GENERIC_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -248,6 +257,9 @@ pub(super) fn validate_otel(e: &mut Errors<'_>, raw: &RawConfig) -> Option<OtelC
         endpoint,
         protocol,
         sample_ratio: sample_ratio.clamp(0.0, 1.0),
+        max_traces_per_second: o
+            .max_traces_per_second
+            .unwrap_or(DEFAULT_MAX_TRACES_PER_SECOND),
         headers_file,
         service_name,
         resource_attributes,

@@ -423,6 +423,11 @@ pub const KEYS: &[KeySpec] = &[
     key!(text, otel.endpoint, MCP_OTEL_ENDPOINT),
     key!(choice, otel.protocol, MCP_OTEL_PROTOCOL),
     key!(ratio, otel.sample_ratio, MCP_OTEL_SAMPLE_RATIO),
+    key!(
+        number,
+        otel.max_traces_per_second,
+        MCP_OTEL_MAX_TRACES_PER_SECOND
+    ),
     key!(text, otel.headers_file, MCP_OTEL_HEADERS_FILE),
     key!(text, otel.service_name, MCP_OTEL_SERVICE_NAME),
     // OTEL_RESOURCE_ATTRIBUTES' own format: key=value,key=value.
@@ -548,7 +553,8 @@ mod tests {
                     || k.ends_with("connections")
                     || k.ends_with("connections_per_ip")
                     || k.ends_with("replicas")
-                    || k.ends_with("max_files") =>
+                    || k.ends_with("max_files")
+                    || k.ends_with("per_second") =>
                 {
                     "10"
                 }

@@ -50,10 +50,10 @@ pub fn root(request: &Request, request_id: &str) -> RequestSpan {
         otel.name = %format_args!("{} {route}", request.method()),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %request.method(),
+        http.request.method = request.method().as_str(),
         http.route = route,
         url.path = request.uri().path(),
-        network.protocol.version = ?request.version(),
+        network.protocol.version = protocol_version(request.version()),
         client.address = Empty,
         http.response.status_code = Empty,
         error.type = Empty,
@@ -76,6 +76,17 @@ pub fn root(request: &Request, request_id: &str) -> RequestSpan {
     };
     let parented = otel::set_remote_parent(&span, &from_header);
     RequestSpan { span, parented }
+}
+
+/// `network.protocol.version` as the semantic conventions write it ("1.1", "2").
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 /// The peer hop: the owner's spans continue this request's trace, under its MCP
@@ -197,17 +208,22 @@ impl Spans {
         }
         self.settled = true;
         otel::set_remote_parent(&self.root, from_meta);
-        for span in self.pending.drain(..) {
-            otel::adopt(&span, &self.root);
+        if self.root.is_disabled() {
+            return;
         }
-        self.check_sampled();
+        // The root starts here (its parent now known) and decides the trace.
+        let cx = otel::context(&self.root);
+        for span in self.pending.drain(..) {
+            otel::adopt(&span, cx.clone());
+        }
+        self.unsampled = !otel::is_sampled(&cx);
     }
 
     /// A trace that will not be exported (not sampled, or shed while the exporter
     /// queue is full) gets no further spans: they would cost their creation and
     /// be thrown away.
     fn check_sampled(&mut self) {
-        if !self.root.is_disabled() && !otel::sampled(&self.root) {
+        if !self.root.is_disabled() && !otel::is_sampled(&otel::context(&self.root)) {
             self.unsampled = true;
         }
     }

@@ -6,7 +6,7 @@
 //! configured no layer enables them, so a disabled span costs one cached check.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,8 @@ const MAX_QUEUED: usize = 8192;
 /// A new trace is shed (not sampled) while this many spans are waiting: room for
 /// the spans of traces already under way (a request makes about five).
 const SHED_ABOVE: usize = MAX_QUEUED - 1024;
-/// Spans per export request, and how often pending spans are sent.
+/// Spans per export request. A full batch is sent at once; fewer wait at most
+/// [`EXPORT_EVERY`].
 const BATCH: usize = 512;
 const EXPORT_EVERY: Duration = Duration::from_millis(500);
 /// After a failed export no new trace starts until the collector answers again: a
@@ -142,8 +143,17 @@ pub fn pipeline(
     // starting several edges in one process) keeps the first queue, as the
     // subscriber does.
     let _ = EXPORT_QUEUE.set(queue.clone());
+    let budget = TraceBudget::per_second(config.max_traces_per_second);
+    if let Some(budget) = &budget {
+        let _ = TRACE_BUDGET.set(budget.clone());
+    }
     let stop = Arc::new(tokio::sync::Notify::new());
-    let task = tokio::spawn(export_loop(exporter, queue.clone(), stop.clone()));
+    let task = tokio::spawn(export_loop(
+        exporter,
+        queue.clone(),
+        stop.clone(),
+        EXPORT_EVERY,
+    ));
     let provider = SdkTracerProvider::builder()
         .with_span_processor(Batcher {
             queue: queue.clone(),
@@ -151,6 +161,7 @@ pub fn pipeline(
         .with_sampler(Shedding {
             ratio: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))),
             queue,
+            budget,
         })
         .with_resource(resource)
         .build();
@@ -173,13 +184,24 @@ struct Queue {
     len: AtomicUsize,
     /// The last export failed: no new trace until the collector answers again.
     paused: AtomicBool,
+    /// A full batch is waiting: the export loop sends it without waiting for its
+    /// tick (at a steady few thousand traces a second the tick alone let the queue
+    /// fill, and traces were shed while the collector kept up).
+    batch_ready: tokio::sync::Notify,
 }
 
 impl Queue {
-    /// Is the queue nearly full, or the collector failing, so that a new trace
-    /// would only be built to be dropped?
-    fn sheds_new_traces(&self) -> bool {
-        self.len.load(Ordering::Relaxed) >= SHED_ABOVE || self.paused()
+    /// Why a new trace would only be built to be dropped: the queue is nearly
+    /// full, or the collector is failing. The `reason` label of
+    /// `mcp_edge_traces_shed_total`.
+    fn shed_reason(&self) -> Option<&'static str> {
+        if self.paused() {
+            Some("collector_down")
+        } else if self.len.load(Ordering::Relaxed) >= SHED_ABOVE {
+            Some("queue_full")
+        } else {
+            None
+        }
     }
 
     fn paused(&self) -> bool {
@@ -194,6 +216,9 @@ impl Queue {
         }
         spans.push(span);
         self.len.store(spans.len(), Ordering::Relaxed);
+        if spans.len() == BATCH {
+            self.batch_ready.notify_one();
+        }
         true
     }
 
@@ -237,30 +262,95 @@ impl SpanProcessor for Batcher {
     }
 }
 
-/// The export queue, for [`shed_new_trace`].
+/// The export queue and the trace budget, for [`shed_new_trace`].
 static EXPORT_QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
+static TRACE_BUDGET: OnceLock<Arc<TraceBudget>> = OnceLock::new();
 
 /// Would a new trace be shed (the export queue nearly full, or the collector
 /// failing)? The edge asks before it opens a request's first span: a trace shed by
 /// the sampler still costs the spans opened before the body names its parent, and
 /// at saturation that was most of what traces cost. Counted as shed.
 pub fn shed_new_trace() -> bool {
-    let shed = EXPORT_QUEUE.get().is_some_and(|q| q.sheds_new_traces());
-    if shed {
-        crate::metrics::trace_shed();
+    let reason = EXPORT_QUEUE
+        .get()
+        .and_then(|q| q.shed_reason())
+        .or_else(|| {
+            TRACE_BUDGET
+                .get()
+                .is_some_and(|b| b.spent())
+                .then_some("budget")
+        });
+    match reason {
+        Some(reason) => {
+            crate::metrics::trace_shed(reason);
+            true
+        }
+        None => false,
     }
-    shed
+}
+
+/// `otel.max_traces_per_second`: new traces sampled beyond it are shed (reason
+/// `budget`). A traced call costs about a third more CPU than an untraced one
+/// (span building and OTLP encoding), so at saturation tracing every call would
+/// cost a third of the throughput; the budget bounds that cost, and the load on
+/// the collector, while every trace is kept below it.
+#[derive(Debug)]
+struct TraceBudget {
+    limiter: governor::DefaultDirectRateLimiter,
+    /// Until when (nanoseconds after `created`) the budget is known to be spent:
+    /// [`shed_new_trace`] sheds before the request's first span is built (a trace
+    /// shed at the sampler has already cost the spans opened before it).
+    spent_until: AtomicU64,
+    created: Instant,
+}
+
+impl TraceBudget {
+    /// None for 0 (no limit).
+    fn per_second(traces: u32) -> Option<Arc<TraceBudget>> {
+        let traces = std::num::NonZeroU32::new(traces)?;
+        Some(Arc::new(TraceBudget {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(traces)),
+            spent_until: AtomicU64::new(0),
+            created: Instant::now(),
+        }))
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Take one trace from the budget; false when this second's is spent.
+    fn take(&self) -> bool {
+        use governor::clock::Clock;
+        match self.limiter.check() {
+            Ok(()) => true,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                self.spent_until
+                    .store(self.now().saturating_add(wait), Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Is the budget spent (no trace could be taken now)?
+    fn spent(&self) -> bool {
+        self.now() < self.spent_until.load(Ordering::Relaxed)
+    }
 }
 
 /// Whole traces are shed, never parts of them: while the export queue is nearly
 /// full (a slow collector, or more traffic than the exporter can encode and send),
-/// or for a while after a failed export, a new trace is not sampled, and counted. A trace is then either complete or
-/// absent, and no span is built only to be thrown away at the queue. Spans under
-/// a local parent follow its decision.
+/// for a while after a failed export, or past the trace budget, a new trace is not
+/// sampled, and counted. A trace is then either complete or absent, and no span is
+/// built only to be thrown away at the queue. Spans under a local parent follow
+/// its decision.
 #[derive(Debug, Clone)]
 struct Shedding {
     ratio: Sampler,
     queue: Arc<Queue>,
+    budget: Option<Arc<TraceBudget>>,
 }
 
 impl ShouldSample for Shedding {
@@ -278,22 +368,39 @@ impl ShouldSample for Shedding {
             let sc = span.span_context();
             sc.is_valid() && !sc.is_remote()
         });
-        if !local_parent && self.queue.sheds_new_traces() {
-            crate::metrics::trace_shed();
-            return SamplingResult {
+        let shed = |reason| {
+            crate::metrics::trace_shed(reason);
+            SamplingResult {
                 decision: SamplingDecision::Drop,
                 attributes: Vec::new(),
                 trace_state: parent
                     .map(|cx| cx.span().span_context().trace_state().clone())
                     .unwrap_or_default(),
-            };
+            }
+        };
+        if local_parent {
+            return self
+                .ratio
+                .should_sample(parent, trace_id, name, kind, attributes, links);
         }
-        self.ratio
-            .should_sample(parent, trace_id, name, kind, attributes, links)
+        if let Some(reason) = self.queue.shed_reason() {
+            return shed(reason);
+        }
+        let decided = self
+            .ratio
+            .should_sample(parent, trace_id, name, kind, attributes, links);
+        // Only a trace the ratio keeps spends the budget.
+        if decided.decision == SamplingDecision::RecordAndSample
+            && self.budget.as_ref().is_some_and(|b| !b.take())
+        {
+            return shed("budget");
+        }
+        decided
     }
 }
 
-/// Every [`EXPORT_EVERY`], send what is pending in batches of [`BATCH`]. A batch
+/// Every `every`, or as soon as a batch is full, send what is pending in batches
+/// of [`BATCH`]. A batch
 /// that fails is counted and dropped with the rest of the round (no retry queue to
 /// grow; they would fail as well), and new traces pause until an empty export
 /// (the probe, backing off) succeeds. On stop, one last round, then the
@@ -302,14 +409,16 @@ async fn export_loop<E: SpanExporter>(
     exporter: E,
     queue: Arc<Queue>,
     stop: Arc<tokio::sync::Notify>,
+    every: Duration,
 ) {
-    let mut tick = tokio::time::interval(EXPORT_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probe_every = FIRST_PROBE_AFTER;
     let mut next_probe = Instant::now();
     loop {
         let last = tokio::select! {
             _ = tick.tick() => false,
+            () = queue.batch_ready.notified() => false,
             () = stop.notified() => true,
         };
         let mut spans = queue.take();
@@ -419,17 +528,22 @@ pub fn set_remote_parent(span: &tracing::Span, parent: &TraceHeaders) -> bool {
     }
 }
 
-/// Make `span` a child of `parent` (both edge spans; `span` not started yet).
-pub fn adopt(span: &tracing::Span, parent: &tracing::Span) {
-    if !span.is_disabled() && !parent.is_disabled() {
-        let _ = span.set_parent(parent.context());
+/// The OpenTelemetry context of `span` (an edge span, not disabled). Starts the
+/// span if it had not started: call it once its parent is known.
+pub fn context(span: &tracing::Span) -> Context {
+    span.context()
+}
+
+/// Make `span` (not started yet) a child of the span of `parent`.
+pub fn adopt(span: &tracing::Span, parent: Context) {
+    if !span.is_disabled() {
+        let _ = span.set_parent(parent);
     }
 }
 
-/// Will `span` be exported? (Its trace was sampled, and not shed.) Starts the span
-/// if it had not started: call it once its parent is known.
-pub fn sampled(span: &tracing::Span) -> bool {
-    !span.is_disabled() && span.context().span().span_context().is_sampled()
+/// Will the span of `cx` be exported? (Its trace was sampled, and not shed.)
+pub fn is_sampled(cx: &Context) -> bool {
+    cx.span().span_context().is_sampled()
 }
 
 /// The trace id of `span`, for the audit record and logs.
@@ -495,6 +609,7 @@ mod tests {
         let sampler = Shedding {
             ratio: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
             queue: queue.clone(),
+            budget: None,
         };
         let decide = |parent: Option<&Context>| {
             sampler
@@ -541,6 +656,99 @@ mod tests {
             decide(None),
             SamplingDecision::RecordAndSample,
             "answering again"
+        );
+    }
+
+    #[test]
+    fn past_the_budget_new_traces_are_shed_and_spans_of_traces_under_way_are_not() {
+        let sampler = |ratio| Shedding {
+            ratio: Sampler::ParentBased(Box::new(ratio)),
+            queue: Arc::new(Queue::default()),
+            budget: TraceBudget::per_second(3),
+        };
+        let decide = |s: &Shedding, parent: Option<&Context>| {
+            s.should_sample(parent, TraceId::from(7), "s", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        let local =
+            Context::new().with_remote_span_context(opentelemetry::trace::SpanContext::new(
+                TraceId::from(7),
+                opentelemetry::trace::SpanId::from(9),
+                opentelemetry::trace::TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ));
+        let kept = sampler(Sampler::AlwaysOn);
+        for n in 0..3 {
+            assert_eq!(
+                decide(&kept, None),
+                SamplingDecision::RecordAndSample,
+                "{n}"
+            );
+        }
+        assert!(!kept.budget.as_ref().unwrap().spent());
+        assert_eq!(decide(&kept, None), SamplingDecision::Drop, "budget spent");
+        assert!(
+            kept.budget.as_ref().unwrap().spent(),
+            "known spent: the next request is shed before its first span"
+        );
+        assert_eq!(
+            decide(&kept, Some(&local)),
+            SamplingDecision::RecordAndSample,
+            "a span of a trace under way is kept"
+        );
+        // Traces the ratio does not keep leave the budget alone.
+        let unsampled = sampler(Sampler::AlwaysOff);
+        for _ in 0..10 {
+            assert_eq!(decide(&unsampled, None), SamplingDecision::Drop);
+        }
+        assert!(unsampled.budget.as_ref().unwrap().take());
+        assert!(TraceBudget::per_second(0).is_none(), "0: no limit");
+    }
+
+    /// Records the size of each batch it is given.
+    #[derive(Debug, Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<usize>>>);
+
+    impl SpanExporter for Recording {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            lock(&self.0).push(batch.len());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_exported_without_waiting_for_the_tick() {
+        let queue = Arc::new(Queue::default());
+        let exporter = Recording::default();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let every = Duration::from_secs(3600);
+        let task = tokio::spawn(export_loop(
+            exporter.clone(),
+            queue.clone(),
+            stop.clone(),
+            every,
+        ));
+        // The interval's first tick is immediate: let it pass with nothing queued.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..BATCH + 1 {
+            assert!(queue.push(span()));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&exporter.0).iter().sum::<usize>() < BATCH && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sent: usize = lock(&exporter.0).iter().sum();
+        assert!(
+            sent >= BATCH,
+            "a full batch waited for the tick: {sent} sent"
+        );
+        stop.notify_one();
+        task.await.unwrap();
+        assert_eq!(
+            lock(&exporter.0).iter().sum::<usize>(),
+            BATCH + 1,
+            "the rest at stop"
         );
     }
 }

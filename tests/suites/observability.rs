@@ -123,6 +123,7 @@ fn record_one_of_each() {
     metrics::redis_call(t, Duration::ZERO, false);
     metrics::redis_skipped(t);
     metrics::redis_fallback_decision(t);
+    metrics::trace_shed(t);
 }
 
 /// The family names `src/metrics.rs` and `src/metrics/*.rs` register (`registry.register("name", …)`),

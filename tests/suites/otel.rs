@@ -269,6 +269,9 @@ async fn calls_are_traced_end_to_end_and_never_slowed_by_the_collector() {
     assert_eq!(root["kind"], "SPAN_KIND_SERVER");
     assert_eq!(root["attributes"]["http.response.status_code"], 200);
     assert_eq!(root["attributes"]["mcp_edge.principal"], "alice");
+    // The semantic conventions' form: "1.1" or "2", not "HTTP/1.1".
+    let version = &root["attributes"]["network.protocol.version"];
+    assert!(version == "1.1" || version == "2", "{version}");
     assert_eq!(root["resource"]["service.name"], "edge-under-test");
     let root_id = root["span_id"].as_str().unwrap();
     for step in ["auth", "rate_limit", "tools/call up__meta"] {
@@ -464,6 +467,71 @@ async fn a_collector_that_is_down_sheds_new_traces_until_it_is_back() {
     })
     .await;
     assert!(back, "no trace exported once the collector was back");
+    edge.kill().await.unwrap();
+}
+
+/// Past `otel.max_traces_per_second`, new traces are shed whole and counted by
+/// reason; the traces kept arrive complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_trace_budget_new_traces_are_shed_whole_and_counted() {
+    let fx = Fixture::new();
+    let out = fx.dir.path().join("spans.jsonl");
+    let (_receiver, ready) = start_receiver(&out, "--http-port").await;
+    let metrics_port = free_port();
+    let (endpoint, metrics_listen) = (
+        format!("http://127.0.0.1:{}", ready["http_port"]),
+        format!("127.0.0.1:{metrics_port}"),
+    );
+    let (mut edge, port) = spawn_edge(
+        &fx,
+        &[
+            ("MCP_OTEL_ENDPOINT", &endpoint),
+            ("MCP_OTEL_MAX_TRACES_PER_SECOND", "2"),
+            ("MCP_METRICS_LISTEN", &metrics_listen),
+        ],
+        None,
+    )
+    .await;
+    let admin = metrics_listen.parse().unwrap();
+    let shed_for = async |reason: &str| -> f64 {
+        mcp_edge::metrics::sample(
+            &metrics_text(admin).await,
+            "mcp_edge_traces_shed_total",
+            &[("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+
+    // initialize and notifications/initialized, then 20 calls.
+    let client = Client::open(client_trusting(&fx.ca_pem), port).await;
+    for id in 0..20 {
+        let r = client
+            .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await;
+    }
+    let roots = |all: &[Value]| -> Vec<Value> {
+        all.iter()
+            .filter(|s| s["name"] == "POST /mcp")
+            .cloned()
+            .collect()
+    };
+    let shed = shed_for("budget").await;
+    assert!(shed >= 10.0, "22 traces in well under 10 s: {shed} shed");
+    let all = spans_until(&out, |all| roots(all).len() as f64 + shed >= 22.0).await;
+    let kept = roots(&all);
+    assert_eq!(kept.len() as f64 + shed, 22.0, "each request kept or shed");
+    for root in &kept {
+        let id = root["span_id"].as_str().unwrap();
+        for step in ["auth", "rate_limit"] {
+            assert!(by_parent(&all, id, step).is_some(), "{step}: {all:#?}");
+        }
+    }
+    assert_eq!(shed_for("queue_full").await, 0.0);
+    assert_eq!(shed_for("collector_down").await, 0.0);
     edge.kill().await.unwrap();
 }
 
