@@ -109,7 +109,7 @@ stop_edge() {
 
 # --- wrk runs --------------------------------------------------------------------------
 # Results by "target|c": rps, p50/p99 (µs), failed, requests.
-declare -A RPS P50 P99 FAILED REQS
+declare -A RPS P50 P99 FAILED REQS CPU
 rows=()
 total_failed=0
 
@@ -122,6 +122,9 @@ run_wrk() {
     wrk -t"$t" -c"$c" -d"$warmup" --timeout 10s -s "$WRK_LUA_DIR/$script" "$url" >/dev/null 2>&1 || true
   fi
   out=$work/wrk-$(echo "$target-$c" | tr -c 'a-zA-Z0-9-' _).log
+  # With cpu_pid set: that process's CPU time (user + system) over the measured run.
+  local ticks0=
+  [ -z "${cpu_pid:-}" ] || ticks0=$(cpu_ticks "$cpu_pid")
   wrk -t"$t" -c"$c" -d"$duration" --timeout 10s -s "$WRK_LUA_DIR/$script" "$url" >"$out" 2>&1 || {
     cat "$out" >&2
     echo "bench-path: wrk failed for $target c=$c" >&2
@@ -131,8 +134,13 @@ run_wrk() {
   record "$target" "$c" \
     "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" \
     "$(field failed "$line")" "$(field requests "$line")"
+  if [ -n "$ticks0" ]; then
+    CPU["$target|$c"]=$(awk -v t="$(($(cpu_ticks "$cpu_pid") - ticks0))" -v hz="$(getconf CLK_TCK)" \
+      -v n="$(field requests "$line")" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+  fi
   grep '^wrk: first failed reply' "$out" >&2 || true
 }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 record() { # target c rps p50_us p99_us failed requests
@@ -248,13 +256,14 @@ stop_edge
 
 # --- 3b. the cost of traces and the audit trail ------------------------------------------
 # Stateless tools/call at c=$check_c on fresh edges: audit off; audit to stdout (the
-# default; /dev/null here); audit plus traces at sample_ratio 1.0 exported over OTLP/HTTP
-# to a cheap sink (nginx answering 200, so the edge's exporter is what is measured),
-# within the default trace budget (otel.max_traces_per_second = 1000) and with no
-# budget (every call traced); the same with the collector down (a closed port). The
-# variants alternate over BENCH_OBS_ROUNDS rounds (default 3) of BENCH_OBS_DURATION
-# (default 5s) and each cost is the median of its per-round ratios: this shared machine
-# drifts by more than the costs measured. Not in the table of section 4. BENCH_OTEL=0 skips this part.
+# default; /dev/null here); traces (audit off, so each cost is its own) at sample_ratio
+# 1.0 exported over OTLP/HTTP to a cheap sink (nginx answering 200, so the edge's
+# exporter is what is measured), within the default trace budget
+# (otel.max_traces_per_second = 1000) and with no budget (every call traced); the same
+# with the collector down (a closed port). The variants alternate over BENCH_OBS_ROUNDS
+# rounds (default 3) of BENCH_OBS_DURATION (default 5s) and each cost is the median of
+# its per-round ratios: this shared machine drifts by more than the costs measured. Not
+# in the table of section 4. BENCH_OTEL=0 skips this part.
 if [ "${BENCH_OTEL:-1}" != 0 ]; then
   obs_rounds=${BENCH_OBS_ROUNDS:-3}
   echo
@@ -269,9 +278,9 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
   obs_variants=(
     "audit off, traces off|MCP_AUDIT_OUTPUT=off"
     "audit on (stdout), traces off|MCP_AUDIT_OUTPUT=stdout"
-    "audit on, traces on (ratio 1.0)|MCP_OTEL_ENDPOINT=http://127.0.0.1:$sink_port MCP_OTEL_SAMPLE_RATIO=1.0"
-    "audit on, traces on, no budget|MCP_OTEL_ENDPOINT=http://127.0.0.1:$sink_port MCP_OTEL_SAMPLE_RATIO=1.0 MCP_OTEL_MAX_TRACES_PER_SECOND=0"
-    "audit on, traces on, collector down|MCP_OTEL_ENDPOINT=http://127.0.0.1:$closed_port MCP_OTEL_SAMPLE_RATIO=1.0"
+    "traces on (ratio 1.0), audit off|MCP_AUDIT_OUTPUT=off MCP_OTEL_ENDPOINT=http://127.0.0.1:$sink_port MCP_OTEL_SAMPLE_RATIO=1.0"
+    "traces on, no budget, audit off|MCP_AUDIT_OUTPUT=off MCP_OTEL_ENDPOINT=http://127.0.0.1:$sink_port MCP_OTEL_SAMPLE_RATIO=1.0 MCP_OTEL_MAX_TRACES_PER_SECOND=0"
+    "traces on, collector down, audit off|MCP_AUDIT_OUTPUT=off MCP_OTEL_ENDPOINT=http://127.0.0.1:$closed_port MCP_OTEL_SAMPLE_RATIO=1.0"
   )
   table_rows=("${rows[@]}")
   main_duration=$duration
@@ -284,7 +293,8 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
       n=$((n + 1))
       start_edge "obs-$r-$n" "${vars[@]}"
       export MCP_BENCH_KEY=$key WRK_KEY=$key
-      WRK_MCP_METHOD=tools/call run_wrk "tools/call: $label #$r" "$check_c" stateless.lua "https://localhost:$edge_port/mcp"
+      cpu_pid=$edge_pid WRK_MCP_METHOD=tools/call run_wrk "tools/call: $label #$r" "$check_c" stateless.lua "https://localhost:$edge_port/mcp"
+      echo "  edge CPU per request: ${CPU["tools/call: $label #$r|$check_c"]} µs"
       # How much of the traffic was traced (warm-up included on both sides): traces
       # shed (one per request) past the budget, at the exporter queue or while the
       # collector fails.
@@ -304,19 +314,22 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
   done
   duration=$main_duration
   rows=("${table_rows[@]}")
+  # Two measures of each cost, as medians of per-round ratios to "audit off, traces
+  # off": throughput (req/s), and the edge's CPU time per request, which the load
+  # generator and the machine's drift move less.
+  median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
   for v in "${obs_variants[@]:1}"; do
     label=${v%%|*}
-    ratios=()
+    ratios=() cpus=()
     for r in $(seq "$obs_rounds"); do
-      ratios+=("$(awk -v a="${RPS["tools/call: $label #$r|$check_c"]}" \
-        -v b="${RPS["tools/call: audit off, traces off #$r|$check_c"]}" 'BEGIN { printf "%.2f", a / b }')")
+      base="tools/call: audit off, traces off #$r|$check_c" this="tools/call: $label #$r|$check_c"
+      ratios+=("$(awk -v a="${RPS[$this]}" -v b="${RPS[$base]}" 'BEGIN { printf "%.2f", a / b }')")
+      cpus+=("$(awk -v a="${CPU[$this]}" -v b="${CPU[$base]}" 'BEGIN { printf "%.2f", a / b }')")
     done
-    printf '%s\n' "${ratios[@]}" | sort -n | awk -v l="$label" -v all="${ratios[*]}" '
-      { v[NR] = $1 }
-      END {
-        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "  %-42s median %.2f of audit off, traces off (cost %.0f %%; rounds: %s)\n", l, m, (1 - m) * 100, all
-      }'
+    m=$(printf '%s\n' "${ratios[@]}" | median) mc=$(printf '%s\n' "${cpus[@]}" | median)
+    awk -v l="$label" -v m="$m" -v mc="$mc" -v r="${ratios[*]}" -v rc="${cpus[*]}" 'BEGIN {
+      printf "  %-42s throughput %.2f (cost %.0f %%; rounds %s), CPU per request %.2f (+%.0f %%; rounds %s)\n",
+        l, m, (1 - m) * 100, r, mc, (mc - 1) * 100, rc }'
   done
   kill "$(cat "$sink/nginx.pid")" 2>/dev/null || true
 fi
