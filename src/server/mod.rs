@@ -170,6 +170,7 @@ pub fn peer_router(state: AppState, routes: Router<AppState>) -> Router {
             state,
             access_log::log_requests,
         ))
+        .layer(axum::Extension(trace::OnPeerListener))
 }
 
 async fn health() -> Response {

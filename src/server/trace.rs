@@ -35,9 +35,15 @@ fn header(request: &Request, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Marks a request that came in on the peer listener: its trace is under way on the
+/// replica that forwarded it, which decided whether to sample it.
+#[derive(Debug, Clone, Copy)]
+pub struct OnPeerListener;
+
 /// The server span of `request` (disabled when traces are off).
 pub fn root(request: &Request, request_id: &str) -> RequestSpan {
-    if otel::shed_new_trace() {
+    let from_peer = request.extensions().get::<OnPeerListener>().is_some();
+    if !from_peer && otel::shed_new_trace() {
         return RequestSpan {
             span: Span::none(),
             parented: true,
@@ -59,6 +65,7 @@ pub fn root(request: &Request, request_id: &str) -> RequestSpan {
         error.type = Empty,
         mcp_edge.request_id = request_id,
         mcp_edge.principal = Empty,
+        mcp_edge.hop = Empty,
     );
     if span.is_disabled() {
         return RequestSpan {
@@ -70,6 +77,11 @@ pub fn root(request: &Request, request_id: &str) -> RequestSpan {
         "client.address",
         super::request::client_ip(request).to_string(),
     );
+    if from_peer {
+        // Before the span starts: the sampler sees it, and follows the forwarding
+        // replica's decision instead of shedding part of a trace under way.
+        span.record(otel::HOP, otel::FROM_PEER);
+    }
     let from_header = TraceHeaders {
         traceparent: header(request, "traceparent"),
         tracestate: header(request, "tracestate"),

@@ -30,6 +30,12 @@ use crate::sync::lock;
 /// The `tracing` target of every span exported as a trace.
 pub const TARGET: &str = "mcp_edge::otel";
 
+/// The root span's attribute for a request forwarded by another replica, and its
+/// value: such a root continues a trace under way, and [`Shedding`] treats its
+/// remote parent as it does a local one.
+pub const HOP: &str = "mcp_edge.hop";
+pub const FROM_PEER: &str = "from peer";
+
 /// Spans waiting for export (or being exported) beyond this are dropped and counted
 /// in `mcp_edge_trace_spans_dropped_total`: a slow collector never holds memory
 /// or requests.
@@ -363,10 +369,14 @@ impl ShouldSample for Shedding {
         attributes: &[KeyValue],
         links: &[Link],
     ) -> SamplingResult {
-        let local_parent = parent.is_some_and(|cx| {
+        let under_way = parent.is_some_and(|cx| {
             let span = cx.span();
             let sc = span.span_context();
-            sc.is_valid() && !sc.is_remote()
+            sc.is_valid()
+                && (!sc.is_remote()
+                    || attributes
+                        .iter()
+                        .any(|kv| kv.key.as_str() == HOP && kv.value.as_str() == FROM_PEER))
         });
         let shed = |reason| {
             crate::metrics::trace_shed(reason);
@@ -378,7 +388,7 @@ impl ShouldSample for Shedding {
                     .unwrap_or_default(),
             }
         };
-        if local_parent {
+        if under_way {
             return self
                 .ratio
                 .should_sample(parent, trace_id, name, kind, attributes, links);
@@ -697,6 +707,27 @@ mod tests {
             SamplingDecision::RecordAndSample,
             "a span of a trace under way is kept"
         );
+        // A request forwarded by another replica continues that replica's trace.
+        let remote = TraceHeaders {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: None,
+        }
+        .context()
+        .unwrap();
+        let forwarded = [KeyValue::new(HOP, FROM_PEER)];
+        let with = |attributes: &[KeyValue]| {
+            kept.should_sample(
+                Some(&remote),
+                TraceId::from(7),
+                "s",
+                &SpanKind::Server,
+                attributes,
+                &[],
+            )
+            .decision
+        };
+        assert_eq!(with(&[]), SamplingDecision::Drop, "a client's trace is new");
+        assert_eq!(with(&forwarded), SamplingDecision::RecordAndSample);
         // Traces the ratio does not keep leave the budget alone.
         let unsampled = sampler(Sampler::AlwaysOff);
         for _ in 0..10 {

@@ -537,7 +537,8 @@ async fn past_the_trace_budget_new_traces_are_shed_whole_and_counted() {
 
 /// A call sent to a replica that does not own its session is forwarded over the
 /// peer hop; the owner's spans continue the same trace, under the entry replica's
-/// MCP span (the client sent no trace context of its own).
+/// MCP span (the client sent no trace context of its own), even past the owner's
+/// trace budget (a trace under way is never cut in parts).
 #[tokio::test]
 async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     let fx = Fixture::new();
@@ -548,23 +549,45 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     let ring = dir.join("session_keys");
     std::fs::write(&ring, mcp_edge::cluster::seal::generate_key()).unwrap();
     let ring = ring.display().to_string();
-    let replica = async |name: &str| {
-        spawn_edge(
-            &fx,
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-                ("OTEL_SERVICE_NAME", name),
-                ("MCP_PEER_LISTEN", "127.0.0.1:0"),
-                ("MCP_SESSION_KEYS_FILE", &ring),
-            ],
-            None,
-        )
-        .await
+    // The owner's trace budget is spent by its own clients when the forwarded call
+    // arrives: the call's trace is under way, so the owner's spans are kept anyway.
+    let owner_metrics = format!("127.0.0.1:{}", free_port());
+    let replica = async |name: &str, extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", name),
+            ("MCP_PEER_LISTEN", "127.0.0.1:0"),
+            ("MCP_SESSION_KEYS_FILE", ring.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        spawn_edge(&fx, &env, None).await
     };
-    let (_owner, owner_port) = replica("owner").await;
-    let (_entry, entry_port) = replica("entry").await;
+    let (_owner, owner_port) = replica(
+        "owner",
+        &[
+            ("MCP_OTEL_MAX_TRACES_PER_SECOND", "1"),
+            ("MCP_METRICS_LISTEN", &owner_metrics),
+        ],
+    )
+    .await;
+    let (_entry, entry_port) = replica("entry", &[]).await;
     let http = client_trusting(&fx.ca_pem);
     let opened = Client::open(http.clone(), owner_port).await;
+    for id in 0..3 {
+        let r = opened
+            .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await;
+    }
+    let shed = mcp_edge::metrics::sample(
+        &metrics_text(owner_metrics.parse().unwrap()).await,
+        "mcp_edge_traces_shed_total",
+        &[("reason", "budget")],
+    );
+    assert!(shed >= Some(3.0), "the owner's budget is spent: {shed:?}");
     let entry = Client {
         http,
         url: format!("https://localhost:{entry_port}/mcp"),
