@@ -613,6 +613,27 @@ mod tests {
         }
     }
 
+    /// A sampled span of this process (a trace under way).
+    fn local_parent() -> Context {
+        Context::new().with_remote_span_context(opentelemetry::trace::SpanContext::new(
+            TraceId::from(7),
+            opentelemetry::trace::SpanId::from(9),
+            opentelemetry::trace::TraceFlags::SAMPLED,
+            false,
+            Default::default(),
+        ))
+    }
+
+    /// A client's sampled `traceparent`.
+    fn client_parent() -> Context {
+        TraceHeaders {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: None,
+        }
+        .context()
+        .unwrap()
+    }
+
     #[test]
     fn new_traces_are_shed_while_the_queue_is_nearly_full_or_the_collector_fails() {
         let queue = Arc::new(Queue::default());
@@ -626,20 +647,8 @@ mod tests {
                 .should_sample(parent, TraceId::from(7), "s", &SpanKind::Server, &[], &[])
                 .decision
         };
-        let local =
-            Context::new().with_remote_span_context(opentelemetry::trace::SpanContext::new(
-                TraceId::from(7),
-                opentelemetry::trace::SpanId::from(9),
-                opentelemetry::trace::TraceFlags::SAMPLED,
-                false,
-                Default::default(),
-            ));
-        let remote = TraceHeaders {
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-            tracestate: None,
-        }
-        .context()
-        .unwrap();
+        let local = local_parent();
+        let remote = client_parent();
         assert_eq!(decide(None), SamplingDecision::RecordAndSample);
         for _ in 0..SHED_ABOVE {
             assert!(queue.push(span()));
@@ -680,14 +689,7 @@ mod tests {
             s.should_sample(parent, TraceId::from(7), "s", &SpanKind::Server, &[], &[])
                 .decision
         };
-        let local =
-            Context::new().with_remote_span_context(opentelemetry::trace::SpanContext::new(
-                TraceId::from(7),
-                opentelemetry::trace::SpanId::from(9),
-                opentelemetry::trace::TraceFlags::SAMPLED,
-                false,
-                Default::default(),
-            ));
+        let local = local_parent();
         let kept = sampler(Sampler::AlwaysOn);
         for n in 0..3 {
             assert_eq!(
@@ -708,12 +710,7 @@ mod tests {
             "a span of a trace under way is kept"
         );
         // A request forwarded by another replica continues that replica's trace.
-        let remote = TraceHeaders {
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-            tracestate: None,
-        }
-        .context()
-        .unwrap();
+        let remote = client_parent();
         let forwarded = [KeyValue::new(HOP, FROM_PEER)];
         let with = |attributes: &[KeyValue]| {
             kept.should_sample(

@@ -119,6 +119,19 @@ impl Client {
         rb
     }
 
+    /// `count` `tools/list` calls, each answered 200.
+    async fn tools_list(&self, count: u64) {
+        for id in 0..count {
+            let r = self
+                .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let _ = r.text().await;
+        }
+    }
+
     /// `tools/call`, and the `meta` tool's answer (the `_meta` the backend saw).
     async fn meta(&self, tool: &str, meta: Option<Value>, traceparent: Option<&str>) -> Value {
         let mut params = json!({"name": tool, "arguments": {}});
@@ -439,15 +452,7 @@ async fn a_collector_that_is_down_sheds_new_traces_until_it_is_back() {
     // their own (each would be built, shed and counted again).
     let client = Client::open(http.clone(), port).await;
     let before = metric("mcp_edge_traces_shed_total").await;
-    for id in 0..10 {
-        let r = client
-            .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let _ = r.text().await;
-    }
+    client.tools_list(10).await;
     let shed = metric("mcp_edge_traces_shed_total").await - before;
     assert_eq!(shed, 10.0, "one trace shed per request");
 
@@ -504,15 +509,7 @@ async fn past_the_trace_budget_new_traces_are_shed_whole_and_counted() {
 
     // initialize and notifications/initialized, then 20 calls.
     let client = Client::open(client_trusting(&fx.ca_pem), port).await;
-    for id in 0..20 {
-        let r = client
-            .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let _ = r.text().await;
-    }
+    client.tools_list(20).await;
     let roots = |all: &[Value]| -> Vec<Value> {
         all.iter()
             .filter(|s| s["name"] == "POST /mcp")
@@ -573,15 +570,7 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     let (_entry, entry_port) = replica("entry", &[]).await;
     let http = client_trusting(&fx.ca_pem);
     let opened = Client::open(http.clone(), owner_port).await;
-    for id in 0..3 {
-        let r = opened
-            .post(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let _ = r.text().await;
-    }
+    opened.tools_list(3).await;
     let shed = mcp_edge::metrics::sample(
         &metrics_text(owner_metrics.parse().unwrap()).await,
         "mcp_edge_traces_shed_total",
