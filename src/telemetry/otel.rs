@@ -272,8 +272,8 @@ impl SpanProcessor for Batcher {
 static EXPORT_QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 static TRACE_BUDGET: OnceLock<Arc<TraceBudget>> = OnceLock::new();
 
-/// Would a new trace be shed (the export queue nearly full, or the collector
-/// failing)? The edge asks before it opens a request's first span: a trace shed by
+/// Would a new trace be shed (the export queue nearly full, the collector failing,
+/// or the trace budget spent)? The edge asks before it opens a request's first span: a trace shed by
 /// the sampler still costs the spans opened before the body names its parent, and
 /// at saturation that was most of what traces cost. Counted as shed.
 pub fn shed_new_trace() -> bool {
