@@ -263,13 +263,50 @@ fn read_file(path: &Path) -> Result<(RawConfig, Vec<&'static str>), Vec<ConfigEr
     if !errors.is_empty() {
         return Err(errors);
     }
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-        vec![file_err(
-            "(file)",
-            format!("invalid value: {}", e.message().trim()),
-        )]
-    })?;
-    Ok((raw, known))
+    // Every value of the wrong type, by key: serde stops at the first, so each one
+    // found is reported, left out, and the rest read again.
+    let mut table = table;
+    loop {
+        match serde_path_to_error::deserialize::<_, RawConfig>(toml::Value::Table(table.clone())) {
+            Ok(raw) if errors.is_empty() => return Ok((raw, known)),
+            Ok(_) => return Err(errors),
+            Err(e) => {
+                let key = match e.path().iter().next() {
+                    Some(_) => e.path().to_string(),
+                    None => "(file)".to_owned(),
+                };
+                // serde's own words: "invalid type: …", "invalid value: …".
+                errors.push(file_err(&key, e.inner().message().trim().to_owned()));
+                if !remove_path(&mut table, e.path()) {
+                    return Err(errors);
+                }
+            }
+        }
+    }
+}
+
+/// Remove the key `path` names from `table` (inside an array of tables, the whole
+/// array); false when there is none to remove.
+fn remove_path(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let keys: Vec<&str> = path
+        .iter()
+        .map_while(|segment| match segment {
+            Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut table = table;
+    for key in parents {
+        match table.get_mut(*key) {
+            Some(toml::Value::Table(inner)) => table = inner,
+            _ => return false,
+        }
+    }
+    table.remove(*last).is_some()
 }
 
 /// Read, layer and validate the configuration.
@@ -562,6 +599,30 @@ mod tests {
         let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["server.prot", "tls.cert"]);
         assert!(err.to_string().contains("edge.toml"));
+    }
+
+    #[test]
+    fn every_file_value_of_the_wrong_type_is_reported_with_its_key() {
+        let err = load_with(
+            Some(
+                "[server]\nport = \"abc\"\n[otel]\nendpoint = \"http://c:4318\"\n\
+                 max_traces_per_second = -1\n[[backends]]\nname = 3\n",
+            ),
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "backends[0].name",
+                "otel.max_traces_per_second",
+                "server.port"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("expected u16"), "{text}");
+        assert!(text.contains("edge.toml"), "{text}");
     }
 
     #[test]
