@@ -508,8 +508,11 @@ async fn past_the_trace_budget_new_traces_are_shed_whole_and_counted() {
     };
 
     // initialize and notifications/initialized, then 20 calls.
+    let started = std::time::Instant::now();
     let client = Client::open(client_trusting(&fx.ca_pem), port).await;
     client.tools_list(20).await;
+    // A burst of 2, then 2 a second.
+    let allowed = 2.0 + (started.elapsed().as_secs_f64() * 2.0).ceil();
     let roots = |all: &[Value]| -> Vec<Value> {
         all.iter()
             .filter(|s| s["name"] == "POST /mcp")
@@ -517,7 +520,7 @@ async fn past_the_trace_budget_new_traces_are_shed_whole_and_counted() {
             .collect()
     };
     let shed = shed_for("budget").await;
-    assert!(shed >= 10.0, "22 traces in well under 10 s: {shed} shed");
+    assert!(shed >= 22.0 - allowed, "{shed} shed, {allowed} allowed");
     let all = spans_until(&out, |all| roots(all).len() as f64 + shed >= 22.0).await;
     let kept = roots(&all);
     assert_eq!(kept.len() as f64 + shed, 22.0, "each request kept or shed");
@@ -570,13 +573,15 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     let (_entry, entry_port) = replica("entry", &[]).await;
     let http = client_trusting(&fx.ca_pem);
     let opened = Client::open(http.clone(), owner_port).await;
-    opened.tools_list(3).await;
-    let shed = mcp_edge::metrics::sample(
-        &metrics_text(owner_metrics.parse().unwrap()).await,
-        "mcp_edge_traces_shed_total",
-        &[("reason", "budget")],
-    );
-    assert!(shed >= Some(3.0), "the owner's budget is spent: {shed:?}");
+    let admin = owner_metrics.parse().unwrap();
+    let spent = eventually(Duration::from_secs(20), async || {
+        opened.tools_list(1).await;
+        let text = metrics_text(admin).await;
+        mcp_edge::metrics::sample(&text, "mcp_edge_traces_shed_total", &[("reason", "budget")])
+            >= Some(2.0)
+    })
+    .await;
+    assert!(spent, "the owner's budget is spent by its own clients");
     let entry = Client {
         http,
         url: format!("https://localhost:{entry_port}/mcp"),
