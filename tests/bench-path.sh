@@ -328,7 +328,7 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
     done
     m=$(printf '%s\n' "${ratios[@]}" | median) mc=$(printf '%s\n' "${cpus[@]}" | median)
     awk -v l="$label" -v m="$m" -v mc="$mc" -v r="${ratios[*]}" -v rc="${cpus[*]}" 'BEGIN {
-      printf "  %-42s throughput %.2f (cost %.0f %%; rounds %s), CPU per request %.2f (+%.0f %%; rounds %s)\n",
+      printf "  %-42s throughput %.2f (cost %.0f %%; rounds %s), CPU per request %.2f (%+.0f %%; rounds %s)\n",
         l, m, (1 - m) * 100, r, mc, (mc - 1) * 100, rc }'
   done
   kill "$(cat "$sink/nginx.pid")" 2>/dev/null || true
