@@ -120,8 +120,9 @@ async fn admitted(
 pub async fn peer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let log = request.extensions().get::<RequestLog>().cloned();
     let served = async {
-        let mut spans = Spans::of(request.extensions());
         let (request, principal) = peer::verified(&state, request).await?;
+        trace::forwarded_by_peer(request.extensions());
+        let mut spans = Spans::of(request.extensions());
         let inspect::Read {
             request,
             call,

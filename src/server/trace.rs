@@ -35,8 +35,10 @@ fn header(request: &Request, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Marks a request that came in on the peer listener: its trace is under way on the
-/// replica that forwarded it, which decided whether to sample it.
+/// Marks a request that came in on the peer listener: its trace may be under way on
+/// the replica that forwarded it, so it is not shed before its root is built; once
+/// the request is verified ([`forwarded_by_peer`]) the root follows that replica's
+/// decision.
 #[derive(Debug, Clone, Copy)]
 pub struct OnPeerListener;
 
@@ -77,17 +79,24 @@ pub fn root(request: &Request, request_id: &str) -> RequestSpan {
         "client.address",
         super::request::client_ip(request).to_string(),
     );
-    if from_peer {
-        // Before the span starts: the sampler sees it, and follows the forwarding
-        // replica's decision instead of shedding part of a trace under way.
-        span.record(otel::HOP, otel::FROM_PEER);
-    }
     let from_header = TraceHeaders {
         traceparent: header(request, "traceparent"),
         tracestate: header(request, "tracestate"),
     };
     let parented = otel::set_remote_parent(&span, &from_header);
     RequestSpan { span, parented }
+}
+
+/// The peer listener verified this request (its HMAC): its root continues the trace
+/// of the replica that forwarded it. Recorded before the root starts, so the
+/// sampler sees it and follows that replica's decision instead of shedding part of a
+/// trace under way. An unverified request's root is a new trace like any other.
+pub fn forwarded_by_peer(extensions: &http::Extensions) {
+    if let Some(root) = extensions.get::<RequestSpan>()
+        && !root.span.is_disabled()
+    {
+        root.span.record(otel::HOP, otel::FROM_PEER);
+    }
 }
 
 /// `network.protocol.version` as the semantic conventions write it ("1.1", "2").

@@ -552,6 +552,7 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     // The owner's trace budget is spent by its own clients when the forwarded call
     // arrives: the call's trace is under way, so the owner's spans are kept anyway.
     let owner_metrics = format!("127.0.0.1:{}", free_port());
+    let owner_peer = format!("127.0.0.1:{}", free_port());
     let replica = async |name: &str, extra: &[(&str, &str)]| {
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -567,6 +568,7 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
         &[
             ("MCP_OTEL_MAX_TRACES_PER_SECOND", "1"),
             ("MCP_METRICS_LISTEN", &owner_metrics),
+            ("MCP_PEER_LISTEN", &owner_peer),
         ],
     )
     .await;
@@ -633,4 +635,41 @@ async fn a_forwarded_call_continues_its_trace_on_the_session_owner() {
     let owner_call = by_parent(&all, owner_root["span_id"].as_str().unwrap(), call)
         .unwrap_or_else(|| panic!("the owner's call span under its root: {all:#?}"));
     assert_eq!(owner_call["trace_id"], entry_call["trace_id"]);
+    assert_eq!(owner_root["attributes"]["mcp_edge.hop"], "from peer");
+
+    // A request to the peer port that no replica signed is refused, and its root is
+    // a new trace like any other: no `mcp_edge.hop`, the owner's budget applies.
+    let forged = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("http://{owner_peer}/mcp"))
+        .header("traceparent", format!("00-{forged}-{CLIENT_SPAN}-01"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // One more forwarded call: its spans are exported after the refused request's.
+    let r = entry
+        .post(json!({"jsonrpc":"2.0","id":4,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let all = spans_until(&out, |all| {
+        all.iter()
+            .filter(|s| service(s) == "owner" && s["attributes"]["mcp_edge.hop"] == "from peer")
+            .count()
+            >= 2
+    })
+    .await;
+    let forged_hops: Vec<&Value> = all
+        .iter()
+        .filter(|s| s["trace_id"] == forged && !s["attributes"]["mcp_edge.hop"].is_null())
+        .collect();
+    assert!(forged_hops.is_empty(), "{forged_hops:#?}");
 }
