@@ -261,6 +261,11 @@ impl HttpBody for Watched {
                         }
                     }
                 }
+                // hyper stops polling a body that says it has ended (a complete
+                // JSON answer), so its end is read here, not from a final `None`.
+                if self.inner.is_end_stream() {
+                    self.end();
+                }
             }
             Poll::Ready(Some(Err(_))) => self.finish(ToolOutcome::Aborted),
             Poll::Ready(None) => self.end(),
@@ -280,7 +285,11 @@ impl HttpBody for Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        self.finish(ToolOutcome::Aborted);
+        // A body that had nothing left to send was not cut short.
+        match self.inner.is_end_stream() {
+            true => self.end(),
+            false => self.finish(ToolOutcome::Aborted),
+        }
     }
 }
 

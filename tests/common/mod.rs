@@ -268,6 +268,77 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// A POST of `body` as a 2026-07-28 stateless request, with the headers that
+    /// version asks for (`Mcp-Method`, and `Mcp-Name` for a call).
+    pub fn stateless(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::RequestBuilder {
+        let mut rb = client
+            .post(self.url())
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", body["method"].as_str().unwrap_or_default());
+        if let Some(name) = body["params"]["name"].as_str() {
+            rb = rb.header("mcp-name", name);
+        }
+        rb.json(body)
+    }
+
+    /// A stateless `tools/call` of `name` by `key`'s principal; the text of its result
+    /// (or of its error).
+    pub async fn stateless_text(
+        &self,
+        key: &str,
+        name: &str,
+        arguments: serde_json::Value,
+    ) -> String {
+        let body = stateless_call(1, name, arguments, false);
+        let r = self
+            .stateless(&self.http(), key, &body)
+            .send()
+            .await
+            .unwrap();
+        let text = r.text().await.unwrap();
+        let reply = messages(&text)
+            .into_iter()
+            .find(|m| m["id"] == 1)
+            .unwrap_or_else(|| panic!("no answer: {text}"));
+        match reply["result"]["content"][0]["text"].as_str() {
+            Some(t) => t.to_owned(),
+            None => reply["error"]["message"]
+                .as_str()
+                .unwrap_or(&text)
+                .to_owned(),
+        }
+    }
+}
+
+/// A 2026-07-28 stateless `tools/call` as a client sends it by hand; with
+/// `progress`, it asks for progress (token `p<id>`).
+pub fn stateless_call(
+    id: u64,
+    name: &str,
+    arguments: serde_json::Value,
+    progress: bool,
+) -> serde_json::Value {
+    let mut meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "curl-like", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    if progress {
+        meta["progressToken"] = serde_json::json!(format!("p{id}"));
+    }
+    serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+           "params":{"name":name,"arguments":arguments,"_meta":meta}})
+}
+
 pub fn client_trusting(ca_pem: &str) -> reqwest::Client {
     mcp_edge::tls::install_crypto_provider();
     reqwest::Client::builder()

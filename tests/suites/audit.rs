@@ -213,3 +213,82 @@ async fn arguments_are_logged_only_when_asked_and_the_file_rotates() {
     assert_eq!(last["arguments"], json!({"query":"tls","n":11}));
     assert_eq!(last["backend"], "docs");
 }
+
+#[tokio::test]
+async fn stateless_calls_through_a_backend_are_recorded_as_they_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_text = audit.display().to_string();
+    let server = format!(
+        "{}/tests/python/stateful_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let toml = format!("[[backends]]\nname = \"state\"\ncommand = [\"python3\", \"{server}\"]\n");
+    let (edge, _config) = edge_with_config(&toml, move |env| {
+        env.insert("MCP_AUDIT_OUTPUT".into(), "file".into());
+        env.insert("MCP_AUDIT_FILE".into(), audit_text);
+    })
+    .await;
+    let h1 = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(edge.fx.ca_pem.as_bytes()).unwrap()])
+        .http1_only()
+        .build()
+        .unwrap();
+    let h2 = edge.http();
+    // (tool, arguments, progress first → SSE, outcome)
+    let cases = [
+        ("recall", json!({}), false, "ok", "application/json"),
+        ("fail", json!({}), false, "tool_error", "application/json"),
+        ("nope", json!({}), false, "rpc_error", "application/json"),
+        ("progress", json!({}), true, "ok", "text/event-stream"),
+    ];
+    let mut id = 0;
+    let mut expected = Vec::new();
+    for (version, client) in [("1.1", &h1), ("2", &h2)] {
+        for (tool, arguments, progress, outcome, content_type) in &cases {
+            id += 1;
+            let body = stateless_call(id, tool, arguments.clone(), *progress);
+            let r = edge
+                .stateless(client, ALICE_KEY, &body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{tool} over HTTP/{version}");
+            let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+            assert!(ct.starts_with(content_type), "{tool}: {ct}");
+            let text = r.text().await.unwrap();
+            assert!(
+                messages(&text).iter().any(|m| m["id"] == id),
+                "{tool}: {text}"
+            );
+            expected.push((id, *outcome, *tool, version));
+        }
+    }
+    // A client that goes away mid-answer (progress came, the result has not).
+    for client in [&h1, &h2] {
+        id += 1;
+        let body = stateless_call(id, "slow_stream", json!({"seconds": 2}), true);
+        let mut r = edge
+            .stateless(client, ALICE_KEY, &body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let first = r.chunk().await.unwrap().expect("the progress event");
+        assert!(String::from_utf8_lossy(&first).contains("progress"));
+        drop(r);
+        expected.push((id, "aborted", "slow_stream", "-"));
+    }
+    let got = wait_for(&audit, expected.len()).await;
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (i, (_, outcome, tool, version)) in expected.iter().enumerate() {
+        let record = &got[i];
+        assert_eq!(record["name"], *tool, "{record}");
+        assert_eq!(record["session_kind"], "stateless", "{record}");
+        assert_eq!(
+            record["outcome"], *outcome,
+            "{tool} over HTTP/{version}: {record}"
+        );
+    }
+    edge.running.shutdown().await;
+}
