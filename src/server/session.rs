@@ -108,11 +108,11 @@ pub fn finish(
     {
         reservation.commit(id.to_owned());
     }
-    if ticket.method == Method::DELETE
-        && response.status().is_success()
-        && let Some(id) = &ticket.session
-    {
-        state.sessions.remove(id);
+    if ticket.method == Method::DELETE && response.status().is_success() {
+        if let Some(id) = &ticket.session {
+            state.sessions.remove(id);
+        }
+        closed_session_answer(&mut response);
     }
     seal_response(
         &state.cluster,
@@ -130,6 +130,17 @@ pub fn finish(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     response
+}
+
+/// A session closed by `DELETE` is answered `204 No Content`: rmcp says `202`, which
+/// the official Python SDK takes for a failure and warns about at every exit (it
+/// accepts 200 and 204; the TypeScript SDK, and so mcp-remote and the Inspector,
+/// accept any 2xx).
+fn closed_session_answer(response: &mut Response) {
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    *response.body_mut() = axum::body::Body::empty();
+    response.headers_mut().remove(header::CONTENT_TYPE);
+    response.headers_mut().remove(header::CONTENT_LENGTH);
 }
 
 /// Where a request's session lives, as decided by [`route`].

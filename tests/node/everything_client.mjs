@@ -34,6 +34,9 @@ const first = resources.resources[0];
 const read = await client.readResource({ uri: first.uri });
 const prompts = await client.listPrompts();
 const prompt = await client.getPrompt({ name: "simple-prompt" });
+// The SDK's DELETE: any 2xx is a success to it (the Python SDK wants 200 or 204).
+let terminated = "ok";
+await transport.terminateSession().catch((e) => { terminated = String(e); });
 console.log(JSON.stringify({
   tools: tools.tools.length,
   echo: echo.content[0].text,
@@ -45,6 +48,6 @@ console.log(JSON.stringify({
   resource: read.contents[0].text ?? read.contents[0].blob ?? "",
   prompts: prompts.prompts.length,
   prompt: prompt.messages[0].content.text,
+  terminated,
 }));
-await transport.terminateSession().catch(() => {});
 await client.close();

@@ -362,6 +362,7 @@ async fn server_everything_behind_the_edge() {
     );
     assert!(!seen["resource"].as_str().unwrap().is_empty(), "{seen}");
     assert!(!seen["prompt"].as_str().unwrap().is_empty(), "{seen}");
+    assert_eq!(seen["terminated"], "ok", "the SDK's DELETE succeeded");
     edge.running.shutdown().await;
     assert!(processes_with_marker(&m).is_empty());
 }

@@ -32,6 +32,12 @@ async fn python_sdk_calls_search_docs_over_https() {
         "python client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The SDK sends DELETE on exit and warns unless the answer is 200 or 204.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Session termination failed"),
+        "the SDK took the session's close for a failure:\n{stderr}"
+    );
     let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(seen["server"], "mcp-edge");
     assert_eq!(
