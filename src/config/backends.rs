@@ -41,6 +41,22 @@ pub struct RawBackend {
     pub credential_file: Option<String>,
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
+    pub share: Option<Choice<Share>>,
+}
+
+/// `backends[].share`: which callers one child (or upstream connection) may serve.
+/// The edge never lets two principals reach the same child unless told to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Share {
+    /// Nobody shares: each session has its own child, and each principal's stateless
+    /// calls have that principal's own child.
+    #[default]
+    None,
+    /// Everybody's stateless calls share one pool of `proxy.pool_size` children (for
+    /// servers that keep no state between calls; one person's calls can see what
+    /// another's left behind in a stateful one).
+    All,
 }
 
 /// `backends[].kind`, as written (with its settings, [`BackendKind`]).
@@ -120,6 +136,7 @@ pub struct BackendConfig {
     pub name: String,
     #[serde(flatten)]
     pub kind: BackendKind,
+    pub share: Share,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,9 +149,9 @@ pub struct ProxyConfig {
     pub spawn_timeout: Duration,
     /// Live child processes at most (all backends, sessions and pools together).
     pub max_children: usize,
-    /// Shared connections per backend for stateless (sessionless) requests.
+    /// Connections in the one pool of a `share = "all"` backend (stateless requests).
     pub pool_size: usize,
-    /// A pooled connection unused for this long is closed.
+    /// A pooled or per-principal connection unused for this long is closed.
     #[serde(serialize_with = "ser_duration")]
     pub pool_idle_timeout: Duration,
     /// SIGTERM → SIGKILL delay when a child is stopped.
@@ -253,6 +270,14 @@ fn backend(
             return None;
         }
     };
+    let share = match &b.share {
+        None => Share::default(),
+        Some(Choice::Known(share)) => *share,
+        Some(Choice::Unknown(unknown)) => {
+            e.push(&key("share"), unknown.to_string());
+            Share::default()
+        }
+    };
     let kind = match kind {
         RawBackendKind::Stdio => stdio_backend(e, &key, b),
         RawBackendKind::Http => http_backend(e, &key, b),
@@ -264,13 +289,14 @@ fn backend(
                     ("command", b.command.is_some()),
                     ("url", b.url.is_some()),
                     ("credential_file", b.credential_file.is_some()),
+                    ("share", b.share.is_some()),
                 ],
                 "docs",
             );
             BackendKind::Docs
         }
     };
-    Some(BackendConfig { name, kind })
+    Some(BackendConfig { name, kind, share })
 }
 
 /// Fields of another kind are errors, not silently ignored.
@@ -399,6 +425,7 @@ mod tests {
         assert!(matches!(c.backends[0].kind, BackendKind::Stdio { .. }));
         assert!(matches!(c.backends[1].kind, BackendKind::Http { .. }));
         assert_eq!(c.backends[2].kind, BackendKind::Docs);
+        assert!(c.backends.iter().all(|b| b.share == Share::None));
         assert!(c.legacy_sse);
         assert_eq!(c.proxy.max_children, 7);
         let printed = c.to_pretty_json();
@@ -412,7 +439,9 @@ mod tests {
             "[[backends]]\nname = \"Bad Name\"\ncommand = [\"x\"]\n\n\
              [[backends]]\nname = \"a\"\n\n\
              [[backends]]\nname = \"a\"\nkind = \"http\"\nurl = \"ftp://x\"\ncommand = [\"y\"]\n\n\
-             [[backends]]\nname = \"b\"\nkind = \"grpc\"\n\n[proxy]\ncall_timeout = \"soon\"\npool_size = 0\n",
+             [[backends]]\nname = \"b\"\nkind = \"grpc\"\n\n\
+             [[backends]]\nname = \"c\"\ncommand = [\"z\"]\nshare = \"everyone\"\n\n\
+             [[backends]]\nname = \"d\"\nkind = \"docs\"\nshare = \"all\"\n\n[proxy]\ncall_timeout = \"soon\"\npool_size = 0\n",
         )
         .unwrap_err();
         let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
@@ -427,11 +456,17 @@ mod tests {
                 "backends[2].command",
                 "backends[2].url",
                 "backends[3].kind",
+                "backends[4].share",
+                "backends[5].share",
             ],
             "{err}"
         );
         let text = err.to_string();
         assert!(text.contains("backends[1].command in "), "{text}");
+        assert!(
+            text.contains(r#"must be "none" or "all", got "everyone""#),
+            "{text}"
+        );
         assert!(text.contains("edge.toml"), "{text}");
     }
 

@@ -626,14 +626,16 @@ async fn several_backends_are_namespaced() {
 }
 
 #[tokio::test]
-async fn stateless_requests_use_the_bounded_pool() {
+async fn stateless_requests_of_a_shared_backend_use_the_bounded_pool() {
     let m = marker();
-    let (edge, _dir) = edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |env| {
+    let toml = py_backend("tiny", "tiny_server.py", &m, "") + "share = \"all\"\n";
+    let (edge, _dir) = edge_with_config(&toml, |env| {
         env.insert("MCP_POOL_SIZE".into(), "2".into());
     })
     .await;
     let live = edge.running.backend().live_children().unwrap();
-    // 2026-07-28 stateless clients: no session, so their calls share the pool.
+    // 2026-07-28 stateless clients of a `share = "all"` backend: no session, so their
+    // calls share the pool.
     let mut clients = Vec::new();
     for _ in 0..3 {
         let transport = StreamableHttpClientTransport::with_client(
@@ -1035,9 +1037,11 @@ async fn child_stderr_is_logged_with_its_session_and_cancel_reaches_the_child() 
 
 #[tokio::test]
 async fn child_cap_spawn_timeout_and_pool_idle_reaping() {
-    // Cap: the start-up probe keeps one pooled child; one session fits, the next does not.
+    // Cap: the start-up probe keeps one pooled child (`share = "all"`); one session
+    // fits, the next does not.
     let m = marker();
-    let (edge, _dir) = edge_with_config(&py_backend("tiny", "tiny_server.py", &m, ""), |env| {
+    let toml = py_backend("tiny", "tiny_server.py", &m, "") + "share = \"all\"\n";
+    let (edge, _dir) = edge_with_config(&toml, |env| {
         env.insert("MCP_MAX_CHILDREN".into(), "2".into());
         // Long enough that the probe's pooled child is still there when bob comes,
         // even on a loaded machine (500 ms was not).

@@ -16,6 +16,7 @@ mod metrics;
 mod notify_order;
 mod observability;
 mod otel;
+mod per_principal;
 mod python_sdk;
 mod reloads;
 mod replicas;

@@ -285,6 +285,8 @@ impl Running {
         // Stragglers of the tree (grandchildren that outlived the leader) go too.
         signal_group(pid, Signal::SIGKILL);
         drop(self.counted);
+        // The place is free before anyone waiting for the exit hears of it.
+        drop(self._permit);
         let _ = exit_tx.send(true);
         match status {
             Some(s) if s.success() => {
@@ -371,6 +373,12 @@ impl ChildProc {
 
     pub fn has_exited(&self) -> bool {
         *self.exited.borrow()
+    }
+
+    /// Becomes true once the child has exited and been reaped, and its place under
+    /// `proxy.max_children` is free again.
+    pub fn exit_watch(&self) -> watch::Receiver<bool> {
+        self.exited.clone()
     }
 }
 

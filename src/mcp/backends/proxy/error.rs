@@ -107,6 +107,18 @@ impl CallError {
         }
     }
 
+    /// The edge runs `proxy.max_children` already (room may be made, and it is no
+    /// reason to back off restarting the backend).
+    pub fn is_at_child_cap(&self) -> bool {
+        matches!(
+            self,
+            CallError::Spawn {
+                source: SpawnError::TooMany(_),
+                ..
+            }
+        )
+    }
+
     pub fn fault(&self) -> Fault {
         use CallError::*;
         match self {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::super::process::StdioSpec;
 use super::http::HttpSpec;
 use super::upstream::{Upstream, UpstreamSpec};
-use crate::config::{BackendConfig, BackendKind};
+use crate::config::{BackendConfig, BackendKind, Share};
 use crate::mcp::DocsBackend;
 
 /// A `[[backends]]` entry the proxy cannot be built with.
@@ -53,26 +53,32 @@ pub fn build(
                 env,
                 env_allowlist,
                 cwd,
-            } => upstream(UpstreamSpec::Stdio(StdioSpec {
-                command: command.clone(),
-                env: env.clone(),
-                env_allowlist: env_allowlist.clone(),
-                cwd: cwd.clone(),
-            })),
+            } => upstream(
+                UpstreamSpec::Stdio(StdioSpec {
+                    command: command.clone(),
+                    env: env.clone(),
+                    env_allowlist: env_allowlist.clone(),
+                    cwd: cwd.clone(),
+                }),
+                b.share,
+            ),
             BackendKind::Http {
                 url,
                 credential_file,
                 ca_file,
                 connect_timeout,
-            } => upstream(UpstreamSpec::Http(
-                HttpSpec::new(
-                    url,
-                    credential_file.as_deref(),
-                    ca_file.as_deref(),
-                    *connect_timeout,
-                )
-                .map_err(err)?,
-            )),
+            } => upstream(
+                UpstreamSpec::Http(
+                    HttpSpec::new(
+                        url,
+                        credential_file.as_deref(),
+                        ca_file.as_deref(),
+                        *connect_timeout,
+                    )
+                    .map_err(err)?,
+                ),
+                b.share,
+            ),
         };
         members.push(Member {
             name: b.name.as_str().into(),
@@ -82,6 +88,6 @@ pub fn build(
     Ok(members)
 }
 
-fn upstream(spec: UpstreamSpec) -> MemberKind {
-    MemberKind::Upstream(Box::new(Upstream::new(spec)))
+fn upstream(spec: UpstreamSpec, share: Share) -> MemberKind {
+    MemberKind::Upstream(Box::new(Upstream::new(spec, share)))
 }

@@ -40,7 +40,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::link::Conn;
 use super::process::Supervisor;
-use crate::config::{BackendConfig, ProxyConfig};
+use crate::config::{BackendConfig, ProxyConfig, Share};
 use crate::mcp::{DocsBackend, tool_allowed, tool_denied_error};
 use crate::sync::lock;
 pub use error::{CallError, Fault};
@@ -84,6 +84,17 @@ fn principal_label(context: &RequestContext<RoleServer>) -> Option<String> {
         .get::<::http::request::Parts>()
         .and_then(|p| p.extensions.get::<Arc<crate::auth::Principal>>())
         .map(|p| p.name.to_string())
+}
+
+/// Whom a stateless request's principal connection serves. A request with no
+/// principal (the stdio transport, `auth.mode = "none"`) is the anonymous one.
+fn principal_name(context: &RequestContext<RoleServer>) -> Arc<str> {
+    context
+        .extensions
+        .get::<::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Arc<crate::auth::Principal>>())
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "anonymous".into())
 }
 
 fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
@@ -202,7 +213,10 @@ impl Proxy {
         };
         let dial = self.dial(index);
         let Some(client) = self.session.client.get() else {
-            return up.pooled_conn(&dial).await;
+            return match up.share() {
+                Share::All => up.pooled_conn(&dial).await,
+                Share::None => self.principal_conn(up, &dial, context).await,
+            };
         };
         if let Some(id) = session_id(context) {
             let mut label = lock(&self.session.label);
@@ -213,8 +227,54 @@ impl Proxy {
         let mut slots = self.session.slots.lock().await;
         let slot = slots.entry(index).or_default();
         let label = self.session.label.clone();
-        up.session_conn(&dial, slot, context.peer.clone(), label, client)
+        up.slot_conn(&dial, slot, Some(context.peer.clone()), label, client)
             .await
+    }
+
+    /// The connection of the request's principal to `up`. At `proxy.max_children`,
+    /// the principal connection idle longest (of any member) is stopped to make room;
+    /// one with a request in flight never is.
+    async fn principal_conn(
+        &self,
+        up: &Upstream,
+        dial: &Dial<'_>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Arc<Conn>, CallError> {
+        let principal = principal_name(context);
+        match up.principal_conn(dial, &principal).await {
+            Err(e) if e.is_at_child_cap() && self.make_room().await => {
+                up.principal_conn(dial, &principal).await
+            }
+            other => other,
+        }
+    }
+
+    /// Stop the principal connection idle longest, and wait (bounded) until its child
+    /// is gone. False when there was none to stop.
+    async fn make_room(&self) -> bool {
+        let upstreams = || {
+            self.shared.members.iter().filter_map(|m| match &m.kind {
+                MemberKind::Upstream(up) => Some((&m.name, up)),
+                MemberKind::Docs(_) => None,
+            })
+        };
+        let oldest = upstreams()
+            .filter_map(|(name, up)| Some((name, up, up.least_recently_used()?)))
+            .max_by_key(|(_, _, idle)| idle.idle_for);
+        let Some((backend, up, idle)) = oldest else {
+            return false;
+        };
+        let Some(conn) = up.evict(&idle.principal) else {
+            return false;
+        };
+        tracing::info!(backend = %backend, principal = %idle.principal, idle_for = ?idle.idle_for, "stopping the least recently used principal's backend process to make room (proxy.max_children)");
+        let exited = conn.child.as_ref().map(|c| c.exit_watch());
+        drop(conn);
+        if let Some(mut exited) = exited {
+            let wait = self.shared.config.kill_grace + Duration::from_secs(1);
+            let _ = tokio::time::timeout(wait, exited.wait_for(|gone| *gone)).await;
+        }
+        true
     }
 
     /// Send `request` to member `index` on behalf of the downstream `context`:

@@ -1,10 +1,13 @@
 //! The connections to one upstream server: a session's own (restarted after a crash,
-//! with backoff) and the stateless pool (at most `proxy.pool_size`, round robin, idle
-//! ones closed). Connecting itself is the upstream kind's: [`stdio`] or [`http`].
+//! with backoff), each principal's own for its stateless requests (`share = "none"`,
+//! the default), or one pool for everybody's (`share = "all"`: at most
+//! `proxy.pool_size`, round robin). Idle ones are closed. Connecting itself is the
+//! upstream kind's: [`stdio`] or [`http`].
 //!
 //! [`stdio`]: super::stdio
 //! [`http`]: super::http
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,8 @@ use super::super::link::{Conn, Forwarder, Link};
 use super::super::process::{StdioSpec, Supervisor};
 use super::error::{CallError, Fault};
 use super::http::HttpSpec;
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, Share};
+use crate::sync::lock;
 
 /// How to reach an upstream MCP server.
 #[derive(Clone)]
@@ -28,7 +32,29 @@ pub enum UpstreamSpec {
 
 pub struct Upstream {
     spec: UpstreamSpec,
+    share: Share,
+    /// `share = "all"`: everybody's stateless requests.
     pool: AsyncMutex<Pool>,
+    /// `share = "none"`: each principal's stateless requests, on that principal's own
+    /// connection. The outer lock is held only to look an entry up, never across an
+    /// await; the entry's own lock serialises starting its connection.
+    tenants: Mutex<HashMap<Arc<str>, Arc<AsyncMutex<Tenant>>>>,
+}
+
+/// One principal's connection and its restart backoff.
+#[derive(Default)]
+struct Tenant {
+    slot: Slot,
+    /// Taken out of the map (evicted or reaped): a request that was waiting for this
+    /// entry looks the principal up again.
+    gone: bool,
+}
+
+/// A principal's idle connection that may be stopped to make room (see
+/// [`Upstream::least_recently_used`]).
+pub struct Idle {
+    pub principal: Arc<str>,
+    pub idle_for: Duration,
 }
 
 #[derive(Default)]
@@ -100,11 +126,17 @@ pub struct Dial<'a> {
 }
 
 impl Upstream {
-    pub fn new(spec: UpstreamSpec) -> Upstream {
+    pub fn new(spec: UpstreamSpec, share: Share) -> Upstream {
         Upstream {
             spec,
+            share,
             pool: AsyncMutex::new(Pool::default()),
+            tenants: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn share(&self) -> Share {
+        self.share
     }
 
     /// `stdio` or `http` (for spans).
@@ -134,13 +166,15 @@ impl Upstream {
         }
     }
 
-    /// A session's connection from its `slot`, started (or restarted after a crash,
-    /// once the backoff allows) as needed. `client` is the session's `initialize`.
-    pub async fn session_conn(
+    /// The connection in `slot` (a session's, or a principal's), started (or restarted
+    /// after a crash, once the backoff allows) as needed. `client` is the session's
+    /// `initialize` (the edge's own for a principal's); `peer` the session's client
+    /// (none for a principal's: only progress reaches its callers).
+    pub async fn slot_conn(
         &self,
         dial: &Dial<'_>,
         slot: &mut Slot,
-        peer: Peer<RoleServer>,
+        peer: Option<Peer<RoleServer>>,
         label: Arc<Mutex<String>>,
         client: &ClientConfig,
     ) -> Result<Arc<Conn>, CallError> {
@@ -162,7 +196,7 @@ impl Upstream {
         let link = Link::new(
             dial.backend.clone(),
             dial.prefix.clone(),
-            Some(peer),
+            peer,
             dial.config.call_timeout,
             label,
         );
@@ -177,7 +211,10 @@ impl Upstream {
                 Ok(conn)
             }
             Err(e) => {
-                slot.backoff.failed_with(backoff_max, &e);
+                // The edge's own cap is no fault of the backend's: no restart backoff.
+                if !e.is_at_child_cap() {
+                    slot.backoff.failed_with(backoff_max, &e);
+                }
                 Err(e)
             }
         }
@@ -223,26 +260,134 @@ impl Upstream {
         Ok(pool.conns[i].clone())
     }
 
-    /// Keep `conn` (the start-up probe's) as the first pooled connection.
+    /// `principal`'s own connection for its stateless requests, started as needed.
+    /// It serves nobody else: no state, output or notification of one principal's
+    /// child reaches another principal.
+    pub async fn principal_conn(
+        &self,
+        dial: &Dial<'_>,
+        principal: &Arc<str>,
+    ) -> Result<Arc<Conn>, CallError> {
+        loop {
+            let tenant = lock(&self.tenants)
+                .entry(principal.clone())
+                .or_default()
+                .clone();
+            let mut tenant = tenant.lock().await;
+            if tenant.gone {
+                continue;
+            }
+            let label = Arc::new(Mutex::new(format!("principal {principal}")));
+            let conn = self
+                .slot_conn(dial, &mut tenant.slot, None, label, &edge_client_info())
+                .await?;
+            conn.touch();
+            return Ok(conn);
+        }
+    }
+
+    /// The principal whose connection has gone unused longest and has no request in
+    /// flight (a candidate to stop when `proxy.max_children` is reached).
+    pub fn least_recently_used(&self) -> Option<Idle> {
+        let tenants = lock(&self.tenants);
+        tenants
+            .iter()
+            .filter_map(|(principal, tenant)| {
+                let tenant = tenant.try_lock().ok()?;
+                let conn = tenant.slot.conn.as_ref()?;
+                (Arc::strong_count(conn) == 1).then(|| Idle {
+                    principal: principal.clone(),
+                    idle_for: conn.idle_for(),
+                })
+            })
+            .max_by_key(|idle| idle.idle_for)
+    }
+
+    /// Stop `principal`'s connection if it is still idle (no request in flight, and
+    /// nobody starting or using it now). Returns it, to wait for its child's exit.
+    pub fn evict(&self, principal: &str) -> Option<Arc<Conn>> {
+        let mut tenants = lock(&self.tenants);
+        let tenant = tenants.get(principal)?.clone();
+        let mut tenant = tenant.try_lock().ok()?;
+        if tenant
+            .slot
+            .conn
+            .as_ref()
+            .is_some_and(|c| Arc::strong_count(c) > 1)
+        {
+            return None;
+        }
+        tenant.gone = true;
+        tenants.remove(principal);
+        tenant.slot.conn.take()
+    }
+
+    /// Keep `conn` (the start-up probe's) as the first pooled connection of a
+    /// `share = "all"` backend; any other closes it (it would serve nobody).
     pub async fn keep(&self, conn: Conn) {
+        if self.share != Share::All {
+            return;
+        }
         let mut pool = self.pool.lock().await;
         conn.touch();
         pool.conns.push(Arc::new(conn));
     }
 
-    /// Close every pooled connection (on shutdown).
+    /// Close every pooled and per-principal connection (on shutdown).
     pub async fn close_pool(&self) {
         self.pool.lock().await.conns.clear();
+        let tenants: Vec<_> = lock(&self.tenants).drain().map(|(_, t)| t).collect();
+        for tenant in tenants {
+            let mut tenant = tenant.lock().await;
+            tenant.gone = true;
+            tenant.slot.conn = None;
+        }
     }
 
-    /// Close pooled connections that are dead, or unused for `idle` and not in use
-    /// now. Returns how many were closed.
+    /// Close pooled and per-principal connections that are dead, or unused for `idle`
+    /// and not in use now. Returns how many were closed.
     pub async fn close_idle(&self, idle: Duration) -> usize {
+        let closable =
+            |c: &Arc<Conn>| !c.is_alive() || (Arc::strong_count(c) == 1 && c.idle_for() >= idle);
         let mut pool = self.pool.lock().await;
         let before = pool.conns.len();
-        pool.conns
-            .retain(|c| c.is_alive() && (Arc::strong_count(c) > 1 || c.idle_for() < idle));
-        before - pool.conns.len()
+        pool.conns.retain(|c| !closable(c));
+        let mut closed = before - pool.conns.len();
+        drop(pool);
+        let mut tenants = lock(&self.tenants);
+        tenants.retain(|_, tenant| {
+            // One being started or used now (locked) is not idle.
+            let Ok(mut tenant) = tenant.try_lock() else {
+                return true;
+            };
+            // A principal whose child exited keeps its entry while the restart
+            // backs off, so a crashing server is not restarted at once.
+            let remove = match &tenant.slot.conn {
+                Some(c) => Arc::strong_count(c) == 1 && c.idle_for() >= idle,
+                None => tenant
+                    .slot
+                    .backoff
+                    .retry_at
+                    .is_none_or(|at| Instant::now() >= at),
+            };
+            if remove {
+                closed += usize::from(tenant.slot.conn.is_some());
+                tenant.gone = true;
+                tenant.slot.conn = None;
+            }
+            !remove
+        });
+        closed
+    }
+
+    /// Principals with a connection of their own now (for tests and status).
+    pub fn principals(&self) -> Vec<Arc<str>> {
+        let tenants = lock(&self.tenants);
+        tenants
+            .iter()
+            .filter(|(_, t)| t.try_lock().map_or(true, |t| t.slot.conn.is_some()))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 }
 
