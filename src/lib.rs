@@ -14,6 +14,7 @@ pub mod host;
 pub mod init_secrets;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 pub mod preflight;
 pub mod ratelimit;
 pub mod redirect;

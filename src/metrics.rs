@@ -61,6 +61,23 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignInLabels {
+    method: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrantLabels {
+    grant: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    endpoint: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertLabels {
     source: &'static str,
 }
@@ -89,6 +106,9 @@ struct Metrics {
     trace_export_failures: Counter,
     audit_records_dropped: Counter,
     audit_write_failures: Counter,
+    oauth_sign_ins: Family<SignInLabels, Counter>,
+    oauth_tokens: Family<GrantLabels, Counter>,
+    oauth_refusals: Family<RefusalLabels, Counter>,
     tool_names: Mutex<HashSet<String>>,
 }
 
@@ -111,6 +131,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         trace_export_failures: Counter::default(),
         audit_records_dropped: Counter::default(),
         audit_write_failures: Counter::default(),
+        oauth_sign_ins: Family::default(),
+        oauth_tokens: Family::default(),
+        oauth_refusals: Family::default(),
         tool_names: Mutex::new(HashSet::new()),
     };
     registry.register(
@@ -188,9 +211,45 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Audit records whose write (or file rotation) failed",
         m.audit_write_failures.clone(),
     );
+    registry.register(
+        "oauth_sign_ins",
+        "Sign-ins at the edge's authorization server, by method (api_key) and result (ok, failed, locked_out, denied: the person refused consent)",
+        m.oauth_sign_ins.clone(),
+    );
+    registry.register(
+        "oauth_tokens_issued",
+        "Access tokens issued, by grant (authorization_code, refresh_token)",
+        m.oauth_tokens.clone(),
+    );
+    registry.register(
+        "oauth_refusals",
+        "Requests the authorization server refused, by endpoint and reason (the OAuth error code, or refresh_reuse, code_replay, rate_limited, bad_document)",
+        m.oauth_refusals.clone(),
+    );
     redis::register(&mut registry);
     Metrics { registry, ..m }
 });
+
+pub fn oauth_sign_in(method: &'static str, result: &'static str) {
+    METRICS
+        .oauth_sign_ins
+        .get_or_create(&SignInLabels { method, result })
+        .inc();
+}
+
+pub fn oauth_token(grant: &'static str) {
+    METRICS
+        .oauth_tokens
+        .get_or_create(&GrantLabels { grant })
+        .inc();
+}
+
+pub fn oauth_refused(endpoint: &'static str, reason: &'static str) {
+    METRICS
+        .oauth_refusals
+        .get_or_create(&RefusalLabels { endpoint, reason })
+        .inc();
+}
 
 /// The label value for a request path: known routes by name, everything else `other`
 /// (paths come from clients and must not become unbounded label values).
@@ -200,6 +259,10 @@ pub fn route_label(path: &str) -> &'static str {
         "/health" => "/health",
         "/ready" => "/ready",
         "/metrics" => "/metrics",
+        "/authorize" | "/authorize/key" | "/authorize/consent" => "/authorize",
+        "/token" => "/token",
+        "/register" => "/register",
+        "/revoke" => "/revoke",
         p if p.starts_with("/.well-known/") => "/.well-known",
         _ => "other",
     }

@@ -19,6 +19,8 @@ pub struct Loaded {
     pub api_keys: Option<KeyStore>,
     pub jwt_keys: Option<KeySet>,
     pub ring: KeyRing,
+    /// `auth.oauth.signing_key_file` (random when `[auth.oauth]` names none).
+    pub oauth_keys: Option<crate::auth::SigningKeys>,
     /// One line per thing loaded, for `check-config`.
     pub notes: Vec<String>,
 }
@@ -103,6 +105,7 @@ fn check_with(config: &Config, serving: bool) -> Result<Loaded, Problems> {
     }
     check_docs(config, &mut problems);
     check_audit(config, &mut problems);
+    let oauth_keys = check_oauth(config, &mut problems, &mut notes);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -111,8 +114,47 @@ fn check_with(config: &Config, serving: bool) -> Result<Loaded, Problems> {
         api_keys,
         jwt_keys,
         ring,
+        oauth_keys,
         notes,
     })
+}
+
+/// The authorization server's signing keys and the metadata documents' CA.
+fn check_oauth(
+    config: &Config,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<crate::auth::SigningKeys> {
+    let oauth = config.auth.oauth.as_ref()?;
+    if let Some(path) = &oauth.metadata_ca_file
+        && let Err(e) = std::fs::read(path)
+    {
+        problems.push(format!(
+            "oauth: auth.oauth.metadata_ca_file {}: {e}",
+            path.display()
+        ));
+    }
+    let Some(path) = &oauth.signing_key_file else {
+        notes.push(
+            "oauth: no signing_key_file: a random key for this process (tokens end at restart)"
+                .into(),
+        );
+        return Some(crate::auth::SigningKeys::random());
+    };
+    match crate::auth::SigningKeys::load_file(path) {
+        Ok(keys) => {
+            notes.push(format!(
+                "oauth: {} signing key(s) in {}",
+                keys.len(),
+                path.display()
+            ));
+            Some(keys)
+        }
+        Err(e) => {
+            problems.push(format!("oauth: {e}"));
+            None
+        }
+    }
 }
 
 fn check_tls(config: &Config, problems: &mut Vec<String>) -> Option<ServingTls> {

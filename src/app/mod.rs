@@ -64,6 +64,8 @@ pub enum StartError {
     SessionKeys(#[from] crate::cluster::RingError),
     #[error(transparent)]
     Audit(#[from] crate::telemetry::audit::AuditError),
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthSetupError),
 }
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
@@ -111,13 +113,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tls::install_crypto_provider();
     let loaded = crate::preflight::check_to_serve(&config)?;
     let (listener, config) = bind_main(config)?;
-    let (auth, dev_key) = start_auth(&config, loaded.api_keys, loaded.jwt_keys).await?;
+    let edge_tokens = loaded.oauth_keys.map(|keys| {
+        let issuer = config.auth.oauth.as_ref().map(|o| o.issuer.clone());
+        crate::auth::EdgeTokens::new(issuer.unwrap_or_default(), keys)
+    });
+    let (auth, dev_key) = start_auth(
+        &config,
+        loaded.api_keys,
+        loaded.jwt_keys,
+        edge_tokens.clone(),
+    )
+    .await?;
     let tls = Tls::start(&config, loaded.tls)?;
     let (cluster, peer_listener) = cluster(&config, loaded.ring)?;
     let (backend, docs) = backend(&config).await?;
     let mut background = Background::new();
     let routes = McpRoutes::build(&config, &backend, &cluster, &background.cancel);
-    let state = shared_state(&config, auth, &routes.parts, tls.cert.clone(), cluster)?;
+    let state = shared_state(
+        &config,
+        auth,
+        &routes.parts,
+        tls.cert.clone(),
+        cluster,
+        edge_tokens,
+    )?;
     let side = SideListeners::bind(&config)?;
 
     let (mut listeners, dev_cert_pem, rustls) =
@@ -169,8 +188,14 @@ async fn start_auth(
     config: &Config,
     api_keys: Option<KeyStore>,
     jwt_keys: Option<jwt::KeySet>,
+    edge_tokens: Option<Arc<crate::auth::EdgeTokens>>,
 ) -> Result<(Arc<Authenticator>, Option<SecretString>), StartError> {
-    let (auth, dev_key) = build_auth(config, api_keys, jwt_keys)?;
+    let (mut auth, dev_key) = build_auth(config, api_keys, jwt_keys)?;
+    if let Some(tokens) = edge_tokens {
+        let audiences = config.auth.resources.iter().map(|(_, r)| r.clone());
+        auth = auth.with_edge_tokens(tokens, audiences.collect());
+        tracing::info!(issuer = %config.auth.oauth.as_ref().map(|o| o.issuer.as_str()).unwrap_or_default(), "OAuth authorization server on");
+    }
     let auth = Arc::new(auth);
     if let Some(jwks) = RemoteJwks::new(&auth) {
         jwks.fetch_at_start().await;
@@ -279,6 +304,7 @@ fn shared_state(
     parts: &mcp::McpParts,
     cert: Arc<crate::certs::CertStatus>,
     cluster: Arc<crate::cluster::Cluster>,
+    edge_tokens: Option<Arc<crate::auth::EdgeTokens>>,
 ) -> Result<AppState, StartError> {
     let redis = match &config.redis {
         Some(settings) => Some(crate::ratelimit::redis::RedisStore::connect(settings)?),
@@ -289,14 +315,43 @@ fn shared_state(
             .registry
             .share_caps(redis.clone(), config.sessions.idle_timeout);
     }
+    let limits = Arc::new(RateLimits::with_store(&config.rate_limit, redis));
+    let audit = Arc::new(crate::telemetry::audit::Audit::start(&config.audit)?);
+    let oauth = match (&config.auth.oauth, edge_tokens) {
+        (Some(oauth_config), Some(tokens)) => {
+            let policy = crate::auth::ToolPolicy::new(&config.access);
+            let mut scopes: Vec<String> = config.auth.required_scopes.clone();
+            scopes.extend(policy.all_scopes());
+            scopes.sort();
+            scopes.dedup();
+            Some(crate::oauth::OAuth::new(crate::oauth::OAuthParts {
+                config: oauth_config.clone(),
+                resources: config
+                    .auth
+                    .resources
+                    .iter()
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+                scopes_supported: scopes,
+                tokens,
+                auth: auth.clone(),
+                cluster: cluster.clone(),
+                limits: limits.clone(),
+                audit: audit.clone(),
+                https: !matches!(config.tls, TlsConfig::Off),
+            })?)
+        }
+        _ => None,
+    };
     Ok(server::app_state(server::StateParts {
         config: config.clone(),
         auth,
-        limits: Arc::new(RateLimits::with_store(&config.rate_limit, redis)),
+        limits,
         sessions: parts.registry.clone(),
         cert,
         cluster,
-        audit: Arc::new(crate::telemetry::audit::Audit::start(&config.audit)?),
+        audit,
+        oauth,
     }))
 }
 
@@ -506,6 +561,19 @@ fn reloadables(
             key: key_file.clone(),
             rustls,
             status: state.cert.clone(),
+        }));
+    }
+    if let (Some(oauth), Some(path)) = (
+        &state.oauth,
+        config
+            .auth
+            .oauth
+            .as_ref()
+            .and_then(|o| o.signing_key_file.clone()),
+    ) {
+        all.push(Arc::new(crate::auth::edge_token::SigningKeyFile {
+            path,
+            tokens: oauth.tokens(),
         }));
     }
     if let Some(path) = &config.cluster.key_ring_file {

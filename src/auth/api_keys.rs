@@ -93,6 +93,15 @@ impl KeyStore {
             .map(|e| e.principal.clone())
     }
 
+    /// The principal of the key behind `credential` (`key:<digest prefix>`), if that
+    /// key is still in the file.
+    pub fn by_credential(&self, credential: &str) -> Option<Arc<Principal>> {
+        self.by_digest
+            .values()
+            .find(|e| e.principal.credential.as_ref() == credential)
+            .map(|e| e.principal.clone())
+    }
+
     /// Distinct principals, sorted.
     pub fn principals(&self) -> Vec<String> {
         let mut names: Vec<String> = self

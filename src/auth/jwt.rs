@@ -47,6 +47,10 @@ pub enum JwtRejection {
     MissingClaim(String),
     #[error("token marks header parameters critical that this server does not understand")]
     UnsupportedCritical,
+    #[error("token revoked")]
+    Revoked,
+    #[error("the API key this sign-in used is no longer valid; sign in again")]
+    CredentialGone,
 }
 
 impl JwtRejection {
@@ -63,6 +67,8 @@ impl JwtRejection {
             JwtRejection::WrongIssuer => "jwt_issuer",
             JwtRejection::MissingClaim(_) => "jwt_claim",
             JwtRejection::UnsupportedCritical => "jwt_crit",
+            JwtRejection::Revoked => "token_revoked",
+            JwtRejection::CredentialGone => "credential_gone",
         }
     }
 }

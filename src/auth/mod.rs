@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api_keys;
+pub mod edge_token;
 pub mod jwt;
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use access::{ToolDenied, ToolPolicy};
 pub use api_keys::{ApiKeysError, KeyContext, KeyStore};
+pub use edge_token::{EdgeClaims, EdgeTokens, SigningKeys};
 pub use jwt::{JwtRejection, JwtVerifier};
 
 use crate::config::Rate;
@@ -117,6 +119,13 @@ fn looks_like_jwt(token: &str) -> bool {
 pub struct Authenticator {
     api_keys: Option<ArcSwap<KeyStore>>,
     jwt: Option<JwtVerifier>,
+    edge: Option<EdgeAuth>,
+}
+
+/// The edge's own access tokens (`[auth.oauth]`) and the audiences they may name.
+struct EdgeAuth {
+    tokens: Arc<EdgeTokens>,
+    audiences: Vec<String>,
 }
 
 impl Authenticator {
@@ -124,7 +133,14 @@ impl Authenticator {
         Authenticator {
             api_keys: api_keys.map(ArcSwap::from_pointee),
             jwt,
+            edge: None,
         }
+    }
+
+    /// Also accept the edge's own access tokens for any of `audiences`.
+    pub fn with_edge_tokens(mut self, tokens: Arc<EdgeTokens>, audiences: Vec<String>) -> Self {
+        self.edge = Some(EdgeAuth { tokens, audiences });
+        self
     }
 
     /// No authentication (loopback only).
@@ -132,11 +148,41 @@ impl Authenticator {
         Authenticator {
             api_keys: None,
             jwt: None,
+            edge: None,
         }
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.api_keys.is_some() || self.jwt.is_some()
+        self.api_keys.is_some() || self.jwt.is_some() || self.edge.is_some()
+    }
+
+    /// The principal of a team API key presented at OAuth sign-in (not a bearer
+    /// header): the same check as on `/mcp`.
+    pub fn verify_key(&self, key: &SecretString) -> Option<Arc<Principal>> {
+        self.api_keys.as_ref()?.load().verify(key)
+    }
+
+    /// The key principal whose key `credential` names, while that key is valid.
+    pub fn key_by_credential(&self, credential: &str) -> Option<Arc<Principal>> {
+        self.api_keys.as_ref()?.load().by_credential(credential)
+    }
+
+    /// An edge access token: its principal is the one its sign-in found, as it is
+    /// now (a key principal's current rate and tool list; gone when its key is).
+    fn edge_principal(&self, edge: &EdgeAuth, token: &str) -> Result<Principal, AuthFailure> {
+        let claims = edge
+            .tokens
+            .verify(token, &edge.audiences)
+            .map_err(AuthFailure::InvalidToken)?;
+        let mut principal = match claims.via.as_str() {
+            "key" => self
+                .key_by_credential(&claims.cred)
+                .map(|p| p.as_ref().clone())
+                .ok_or(AuthFailure::InvalidToken(JwtRejection::CredentialGone))?,
+            _ => return Err(AuthFailure::InvalidToken(JwtRejection::Malformed)),
+        };
+        principal.token_id = Some(claims.jti.into());
+        Ok(principal)
     }
 
     pub fn jwt(&self) -> Option<&JwtVerifier> {
@@ -148,6 +194,14 @@ impl Authenticator {
             return Ok(Arc::new(Principal::anonymous()));
         }
         let token = bearer_token(headers)?;
+        if let Some(edge) = &self.edge
+            && looks_like_jwt(token.expose_secret())
+            && edge.tokens.is_ours(token.expose_secret())
+        {
+            return self
+                .edge_principal(edge, token.expose_secret())
+                .map(Arc::new);
+        }
         if let Some(jwt) = &self.jwt
             && (self.api_keys.is_none() || looks_like_jwt(token.expose_secret()))
         {

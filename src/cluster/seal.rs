@@ -18,6 +18,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
 
 const VERSION: u8 = 1;
+/// Values sealed by [`KeyRing::seal_for`].
+const SEALED_VERSION: u8 = 2;
 const KEY_ID_LEN: usize = 4;
 const TAG_LEN: usize = 16;
 pub const DIGEST_LEN: usize = 16;
@@ -220,6 +222,50 @@ impl KeyRing {
         })
     }
 
+    /// Seal `plain` for one `purpose` (a short label, bound as associated data, so a
+    /// value sealed for one use never opens as another): an authorization code, a
+    /// refresh token, a client registration. Same layout as a session id, version 2.
+    pub fn seal_for(&self, purpose: &[u8], plain: &[u8]) -> String {
+        let key = &self.keys[0];
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("system random source");
+        let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + plain.len() + TAG_LEN);
+        out.push(SEALED_VERSION);
+        out.extend_from_slice(&key.id);
+        out.extend_from_slice(&nonce);
+        let header_len = out.len();
+        out.extend_from_slice(plain);
+        let (header, body) = out.split_at_mut(header_len);
+        let aad = [&header[..1 + KEY_ID_LEN], purpose].concat();
+        let tag = key
+            .aead
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+            .expect("AES-GCM seal");
+        out.extend_from_slice(tag.as_ref());
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// What [`KeyRing::seal_for`] sealed for `purpose` with any key of the ring; `None`
+    /// for anything else (tampered, another purpose, a removed key, over `max_len`).
+    pub fn open_for(&self, purpose: &[u8], sealed: &str, max_len: usize) -> Option<Vec<u8>> {
+        if sealed.len() > max_len {
+            return None;
+        }
+        let mut raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        let header_len = 1 + KEY_ID_LEN + NONCE_LEN;
+        if raw.len() < header_len + TAG_LEN || raw[0] != SEALED_VERSION {
+            return None;
+        }
+        let key = self.keys.iter().find(|k| raw[1..1 + KEY_ID_LEN] == k.id)?;
+        let (header, body) = raw.split_at_mut(header_len);
+        let nonce = Nonce::try_assume_unique_for_key(&header[1 + KEY_ID_LEN..]).ok()?;
+        let aad = [&header[..1 + KEY_ID_LEN], purpose].concat();
+        let plain = key.aead.open_in_place(nonce, Aad::from(aad), body).ok()?;
+        Some(plain.to_vec())
+    }
+
     /// HMAC-SHA256 of a peer-hop message with the first key's peer key.
     pub fn sign(&self, message: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(hmac::sign(&self.keys[0].peer, message))
@@ -310,6 +356,32 @@ mod tests {
         assert!(!rotated.verify(b"other", &tag));
         assert!(!only_new.verify(b"msg", &tag));
         assert!(!rotated.verify(b"msg", "###"));
+    }
+
+    #[test]
+    fn values_sealed_for_a_purpose_open_only_for_it() {
+        let r = ring(&[&generate_key()]).unwrap();
+        let sealed = r.seal_for(b"code", b"{\"a\":1}");
+        assert_eq!(r.open_for(b"code", &sealed, 4096).unwrap(), b"{\"a\":1}");
+        assert_eq!(
+            r.open_for(b"refresh", &sealed, 4096),
+            None,
+            "another purpose"
+        );
+        assert_eq!(
+            r.open_for(b"code", &sealed, 8),
+            None,
+            "over the length bound"
+        );
+        assert_eq!(r.open(&sealed), None, "not a session id");
+        assert_eq!(r.open_for(b"code", &r.seal(&claims()), 4096), None);
+        let mut bytes = sealed.clone().into_bytes();
+        bytes[30] = if bytes[30] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            r.open_for(b"code", &String::from_utf8(bytes).unwrap(), 4096),
+            None
+        );
+        assert_eq!(KeyRing::random().open_for(b"code", &sealed, 4096), None);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct AuthConfig {
     /// Scopes every JWT needs to use `/mcp` at all.
     pub required_scopes: Vec<String>,
     pub jwt: Option<JwtConfig>,
+    /// The edge as its own authorization server (`[auth.oauth]`).
+    pub oauth: Option<super::oauth::OAuthConfig>,
     /// Whether `resource` was derived from the listen port (not configured).
     #[serde(skip)]
     pub resource_derived: bool,
@@ -88,9 +90,18 @@ impl AuthConfig {
         }
         let adopt = |uri: &str| uri.replacen(":0/", &format!(":{port}/"), 1);
         let derived: Vec<String> = self.resources.iter().map(|(_, r)| r.clone()).collect();
+        let old_issuer = super::oauth::origin_of(&self.resource);
         self.resource = adopt(&self.resource);
         for (_, resource) in &mut self.resources {
             *resource = adopt(resource);
+        }
+        if let Some(oauth) = &mut self.oauth {
+            oauth.issuer = super::oauth::origin_of(&self.resource);
+            for server in &mut self.authorization_servers {
+                if *server == old_issuer {
+                    *server = oauth.issuer.clone();
+                }
+            }
         }
         if let Some(jwt) = &mut self.jwt {
             for aud in &mut jwt.audience {
@@ -153,20 +164,28 @@ pub(super) fn validate(
     }
     let required_scopes = raw.auth.required_scopes.clone().unwrap_or_default();
     let jwt = mode.jwt().then(|| jwt(e, raw, &resources));
+    let oauth = super::oauth::validate(e, raw, server, &resource, mode.api_keys());
+    let mut authorization_servers = raw
+        .auth
+        .authorization_servers
+        .clone()
+        .or_else(|| jwt.as_ref().map(|j| vec![j.issuer.clone()]))
+        .unwrap_or_default();
+    if let Some(oauth) = &oauth {
+        // The edge first: it is the one every MCP client can sign in with.
+        authorization_servers.retain(|s| *s != oauth.issuer);
+        authorization_servers.insert(0, oauth.issuer.clone());
+    }
     AuthConfig {
         mode,
         api_keys_file,
         resource_derived: raw.auth.resource.is_none(),
         resource,
         resources,
-        authorization_servers: raw
-            .auth
-            .authorization_servers
-            .clone()
-            .or_else(|| jwt.as_ref().map(|j| vec![j.issuer.clone()]))
-            .unwrap_or_default(),
+        authorization_servers,
         required_scopes,
         jwt,
+        oauth,
     }
 }
 

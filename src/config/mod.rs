@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod connections;
 pub mod deploy;
 pub mod limits;
+pub mod oauth;
 pub mod observe;
 pub mod raw;
 pub mod server;
@@ -35,6 +36,7 @@ pub use limits::{
     Rate, RateLimitConfig, RateLimitStore, RedisConfig, RedisUnavailable, SessionsConfig,
     redacted_url,
 };
+pub use oauth::{OAuthClientConfig, OAuthConfig};
 pub use observe::{
     AuditConfig, AuditOutput, LogConfig, LogFormat, OtelConfig, OtlpProtocol, RawAuditOutput,
 };

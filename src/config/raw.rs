@@ -171,6 +171,8 @@ pub struct RawAuth {
     pub required_scopes: Option<Vec<String>>,
     #[serde(default)]
     pub jwt: RawJwt,
+    #[serde(default)]
+    pub oauth: super::oauth::RawOAuth,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -381,6 +383,45 @@ pub const KEYS: &[KeySpec] = &[
     key!(list, auth.jwt.required_claims, MCP_JWT_REQUIRED_CLAIMS),
     key!(text, auth.jwt.tier_claim, MCP_JWT_TIER_CLAIM),
     key!(number, auth.jwt.max_token_bytes, MCP_JWT_MAX_TOKEN_BYTES),
+    key!(flag, auth.oauth.enabled, MCP_OAUTH),
+    key!(
+        text,
+        auth.oauth.signing_key_file,
+        MCP_OAUTH_SIGNING_KEY_FILE
+    ),
+    key!(
+        text,
+        auth.oauth.access_token_ttl,
+        MCP_OAUTH_ACCESS_TOKEN_TTL
+    ),
+    key!(
+        text,
+        auth.oauth.refresh_token_ttl,
+        MCP_OAUTH_REFRESH_TOKEN_TTL
+    ),
+    key!(flag, auth.oauth.api_key_sign_in, MCP_OAUTH_API_KEY_SIGN_IN),
+    key!(flag, auth.oauth.registration, MCP_OAUTH_REGISTRATION),
+    key!(
+        text,
+        auth.oauth.registration_rate,
+        MCP_OAUTH_REGISTRATION_RATE
+    ),
+    key!(
+        flag,
+        auth.oauth.client_metadata_documents,
+        MCP_OAUTH_CLIENT_METADATA_DOCUMENTS
+    ),
+    key!(
+        flag,
+        auth.oauth.metadata_allow_private,
+        MCP_OAUTH_METADATA_ALLOW_PRIVATE
+    ),
+    key!(
+        text,
+        auth.oauth.metadata_ca_file,
+        MCP_OAUTH_METADATA_CA_FILE
+    ),
+    key!(list, auth.oauth.key_only_hosts, MCP_OAUTH_KEY_ONLY_HOSTS),
     key!(text, rate_limit.rate, MCP_RATE_LIMIT),
     key!(number, rate_limit.burst, MCP_RATE_BURST),
     key!(text, rate_limit.failed_auth_rate, MCP_FAILED_AUTH_RATE),
@@ -444,6 +485,7 @@ pub const KEYS: &[KeySpec] = &[
 pub const TABLE_KEYS: &[&str] = &[
     "backends",
     "auth.jwt.keys",
+    "auth.oauth.clients",
     "access.tool_scopes",
     "access.default_tool_scopes",
     "access.groups",
@@ -558,7 +600,15 @@ mod tests {
                 {
                     "10"
                 }
-                k if k.ends_with("enabled") || k.ends_with("log_arguments") => "true",
+                k if k.ends_with("enabled")
+                    || k.ends_with("log_arguments")
+                    || k.ends_with("sign_in")
+                    || k.ends_with("registration")
+                    || k.ends_with("documents")
+                    || k.ends_with("allow_private") =>
+                {
+                    "true"
+                }
                 "otel.sample_ratio" => "0.5",
                 _ => "x",
             };

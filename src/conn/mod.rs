@@ -44,6 +44,18 @@ pub use proxy::forwarded_client;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The client's IP from a request's extensions: [`ClientAddr`], else the TCP peer
+/// (side listeners); `0.0.0.0` when unknown (in memory).
+pub fn client_ip_in(ext: &http::Extensions) -> std::net::IpAddr {
+    ext.get::<ClientAddr>()
+        .map(|c| c.0.ip())
+        .or_else(|| {
+            ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        })
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
 /// How the listener speaks TLS.
 #[derive(Clone)]
 pub enum TlsMode {

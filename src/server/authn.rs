@@ -15,6 +15,25 @@ use super::request::client_ip_of;
 use super::state::AppState;
 use crate::auth::{AuthFailure, Principal, PrincipalKind};
 
+/// The challenge for `request`: the one of its path, without the metadata URL on a
+/// host that publishes no OAuth (`auth.oauth.key_only_hosts`).
+pub fn challenge(state: &AppState, request: &Parts) -> super::Challenge {
+    let challenge = state.challenge.for_path(request.uri.path());
+    match &state.oauth {
+        Some(oauth)
+            if !oauth.config.key_only_hosts.is_empty()
+                && super::request::host_name_of(request)
+                    .is_some_and(|h| oauth.is_key_only_host(h.as_str())) =>
+        {
+            super::Challenge {
+                resource_metadata: "".into(),
+                ..challenge
+            }
+        }
+        _ => challenge,
+    }
+}
+
 /// No credential at all is not a guess: OAuth-aware clients probe without one on
 /// every start. It gets its 401 (with the challenge), is never counted towards the
 /// lockout, and is never hidden by it.
@@ -23,8 +42,10 @@ pub fn refuse_missing_credential(state: &AppState, request: &Parts) -> Result<()
         RequestLog::note_in(&request.extensions, |l| {
             l.auth = Some(AuthFailure::Missing.reason())
         });
-        let challenge = state.challenge.for_path(request.uri.path());
-        return Err(EdgeError::Unauthorized(AuthFailure::Missing, challenge));
+        return Err(EdgeError::Unauthorized(
+            AuthFailure::Missing,
+            challenge(state, request),
+        ));
     }
     Ok(())
 }
@@ -53,9 +74,7 @@ pub async fn authenticate(
             RequestLog::note_in(&request.extensions, |l| l.auth = Some(failure.reason()));
             let decision = state.limits.record_failed_auth(ip).await;
             return Err(match decision.allowed {
-                true => {
-                    EdgeError::Unauthorized(failure, state.challenge.for_path(request.uri.path()))
-                }
+                true => EdgeError::Unauthorized(failure, challenge(state, request)),
                 false => EdgeError::RateLimited(decision),
             });
         }
@@ -74,7 +93,7 @@ pub async fn authenticate(
             return Err(EdgeError::InsufficientScope {
                 message: format!("this server needs scope(s) {}", required.join(" ")),
                 scope: required.join(" "),
-                challenge: state.challenge.for_path(request.uri.path()),
+                challenge: challenge(state, request),
             });
         }
     }

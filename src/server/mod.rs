@@ -68,6 +68,8 @@ pub struct StateParts {
     pub cert: Arc<crate::certs::CertStatus>,
     pub cluster: Arc<crate::cluster::Cluster>,
     pub audit: Arc<crate::telemetry::audit::Audit>,
+    /// The edge's own authorization server, with `[auth.oauth]`.
+    pub oauth: Option<Arc<crate::oauth::OAuth>>,
 }
 
 /// The state every handler shares; not ready until `ready` is set.
@@ -80,6 +82,7 @@ pub fn app_state(parts: StateParts) -> AppState {
         cert,
         cluster,
         audit,
+        oauth,
     } = parts;
     let policy = Arc::new(ToolPolicy::new(&config.access));
     let (metadata, challenge) = auth_metadata(&config, &policy);
@@ -98,6 +101,7 @@ pub fn app_state(parts: StateParts) -> AppState {
         cert,
         cluster,
         audit,
+        oauth,
     })
 }
 
@@ -147,15 +151,47 @@ pub fn router_with(state: AppState, mcp: McpService, extra: Option<Router<AppSta
         // client registration); say why there is none instead of a bare 404.
         routes = routes.route("/register", axum::routing::post(metadata::no_registration));
     }
-    routes
+    let mut app = routes
         .merge(protected)
         .merge(admin::main_routes(&state))
         .fallback(|| async { EdgeError::NotFound })
-        .with_state(state.clone())
-        .layer(middleware::from_fn_with_state(
-            state,
-            access_log::log_requests,
-        ))
+        .with_state(state.clone());
+    if let Some(oauth) = &state.oauth {
+        app = app.merge(crate::oauth::router(oauth.clone()));
+    }
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        key_only_hosts,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state,
+        access_log::log_requests,
+    ))
+}
+
+/// On a host in `auth.oauth.key_only_hosts` nothing of OAuth is published: the
+/// discovery documents and the authorization server's endpoints answer 404 there, so
+/// a client that drops its configured API key once discovery answers (Cursor) keeps
+/// using the key.
+async fn key_only_hosts(
+    State(state): State<AppState>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    if let Some(oauth) = &state.oauth
+        && !oauth.config.key_only_hosts.is_empty()
+        && is_oauth_path(request.uri().path())
+        && request::host_name(&request).is_some_and(|h| oauth.is_key_only_host(h.as_str()))
+    {
+        return EdgeError::NotFound.into_response();
+    }
+    next.run(request).await
+}
+
+fn is_oauth_path(path: &str) -> bool {
+    path.starts_with("/.well-known/")
+        || path.starts_with("/authorize")
+        || matches!(path, "/token" | "/register" | "/revoke" | "/oauth/jwks")
 }
 
 /// The peer listener's routes: the MCP routes behind [`chain::peer`] (the HMAC, the

@@ -54,4 +54,6 @@ pub struct Shared {
     pub audit: Arc<crate::telemetry::audit::Audit>,
     /// Which backend serves a tool, prompt or resource (for audit and metrics).
     pub routing: Arc<crate::mcp::backends::Routing>,
+    /// The edge's own authorization server (`[auth.oauth]`).
+    pub oauth: Option<Arc<crate::oauth::OAuth>>,
 }

@@ -105,6 +105,7 @@ dir = "{docs}"
             config.sessions.id_ttl,
         ),
         audit: Arc::new(crate::telemetry::audit::Audit::off()),
+        oauth: None,
     });
     state
         .ready

@@ -14,6 +14,7 @@ mod limits;
 mod mcp_http;
 mod metrics;
 mod notify_order;
+mod oauth;
 mod observability;
 mod otel;
 mod per_principal;

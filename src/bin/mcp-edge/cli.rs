@@ -69,6 +69,8 @@ pub enum Command {
     HashKey,
     /// Print a new random session-id sealing key (a line for cluster.key_ring_file).
     GenSessionKey,
+    /// Print a new P-256 private key (PKCS#8 PEM) for auth.oauth.signing_key_file.
+    GenOauthKey,
     /// Probe the local /health endpoint; exit 0 if healthy, 1 otherwise (Docker HEALTHCHECK).
     Healthcheck(HealthcheckArgs),
     /// Drive tools/call over HTTPS and print requests/s and latency percentiles.

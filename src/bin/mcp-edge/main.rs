@@ -37,6 +37,13 @@ fn main() -> ExitCode {
             println!("{}", mcp_edge::cluster::seal::generate_key().as_str());
             return ExitCode::SUCCESS;
         }
+        Command::GenOauthKey => {
+            print!(
+                "{}",
+                mcp_edge::auth::edge_token::generate_signing_key().as_str()
+            );
+            return ExitCode::SUCCESS;
+        }
         Command::InitSecrets(args) => {
             return match mcp_edge::init_secrets::run(args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,153 @@
+//! The edge as the OAuth 2.1 authorization server of its own `/mcp` (`[auth.oauth]`),
+//! so an MCP client that speaks only OAuth (ChatGPT, Claude.ai, Cursor) signs a
+//! person in, and the principal that comes out is the one the rest of the edge
+//! already knows (rate limits, tool rules, sessions, audit). See `README.md` here.
+//!
+//! The parts, leaves first: [`error`] (RFC 6749 errors), [`pages`] (the HTML a person
+//! sees), [`clients`] (configured, dynamically registered and CIMD clients),
+//! [`grants`] (codes and refresh tokens), [`flow`] (authorize → sign-in → consent),
+//! [`token`] (the token, revocation and registration endpoints, metadata).
+//! `server` only routes here ([`router`]); tokens are checked by `auth::edge_token`.
+
+pub mod clients;
+pub mod error;
+mod flow;
+pub mod grants;
+pub mod pages;
+mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::auth::{Authenticator, EdgeTokens};
+use crate::cluster::Cluster;
+use crate::config::OAuthConfig;
+use crate::ratelimit::RateLimits;
+use crate::telemetry::audit::{Audit, Record};
+pub use clients::Clients;
+pub use error::OAuthError;
+use grants::Grants;
+
+/// Why the authorization server could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthSetupError {
+    #[error("auth.oauth: {0}")]
+    Clients(String),
+}
+
+/// Everything the endpoints share.
+pub struct OAuth {
+    pub config: Arc<OAuthConfig>,
+    /// `/mcp` and the other protected paths' resource URIs; the first is the default.
+    resources: Vec<String>,
+    scopes_supported: Vec<String>,
+    tokens: Arc<EdgeTokens>,
+    auth: Arc<Authenticator>,
+    cluster: Arc<Cluster>,
+    limits: Arc<RateLimits>,
+    audit: Arc<Audit>,
+    clients: Clients,
+    grants: Grants,
+    /// Whether the edge is served over TLS (cookies are `Secure` then).
+    https: bool,
+}
+
+/// What [`OAuth::new`] needs.
+pub struct OAuthParts {
+    pub config: OAuthConfig,
+    pub resources: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub tokens: Arc<EdgeTokens>,
+    pub auth: Arc<Authenticator>,
+    pub cluster: Arc<Cluster>,
+    pub limits: Arc<RateLimits>,
+    pub audit: Arc<Audit>,
+    pub https: bool,
+}
+
+impl OAuth {
+    pub fn new(parts: OAuthParts) -> Result<Arc<OAuth>, OAuthSetupError> {
+        let config = Arc::new(parts.config);
+        let clients = Clients::new(config.clone(), parts.cluster.clone())
+            .map_err(OAuthSetupError::Clients)?;
+        Ok(Arc::new(OAuth {
+            grants: Grants::new(parts.cluster.clone()),
+            clients,
+            config,
+            resources: parts.resources,
+            scopes_supported: parts.scopes_supported,
+            tokens: parts.tokens,
+            auth: parts.auth,
+            cluster: parts.cluster,
+            limits: parts.limits,
+            audit: parts.audit,
+            https: parts.https,
+        }))
+    }
+
+    pub fn tokens(&self) -> Arc<EdgeTokens> {
+        self.tokens.clone()
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// Is `host` one on which nothing of OAuth is published?
+    pub fn is_key_only_host(&self, host: &str) -> bool {
+        self.config.key_only_hosts.iter().any(|h| h == host)
+    }
+
+    /// One audit record for a sign-in, consent, revocation or refresh reuse.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        method: &str,
+        client_id: &str,
+        principal: Option<&str>,
+        credential: Option<&str>,
+        outcome: &'static str,
+        reason: Option<&str>,
+        ip: IpAddr,
+        status: u16,
+    ) {
+        if !self.audit.enabled() {
+            return;
+        }
+        self.audit.write(&Record {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            method: method.to_owned(),
+            name: Some(client_id.chars().take(200).collect()),
+            principal: principal.map(str::to_owned),
+            credential: credential.map(str::to_owned),
+            session_kind: "oauth",
+            client: Some(ip.to_string()),
+            outcome,
+            reason: reason.map(str::to_owned),
+            status,
+            ..Record::default()
+        });
+    }
+}
+
+/// The authorization server's routes (none of them behind the `/mcp` chain: they are
+/// how a person gets a credential in the first place).
+pub fn router(oauth: Arc<OAuth>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(token::metadata),
+        )
+        .route("/.well-known/openid-configuration", get(token::metadata))
+        .route("/oauth/jwks", get(token::jwks))
+        .route("/authorize", get(flow::authorize))
+        .route("/authorize/key", post(flow::sign_in_with_key))
+        .route("/authorize/consent", post(flow::consent))
+        .route("/token", post(token::token).options(token::preflight))
+        .route("/register", post(token::register).options(token::preflight))
+        .route("/revoke", post(token::revoke).options(token::preflight))
+        .with_state(oauth)
+}
