@@ -928,3 +928,94 @@ async fn clients_identified_by_metadata_documents() {
     assert!(r.text().await.unwrap().contains("private or loopback"));
     edge.running.shutdown().await;
 }
+
+/// The official TypeScript SDK client (tests/node/oauth_client.mjs) with a person
+/// signing in in a real browser: its JSON line.
+async fn ts_sdk_client(edge: &Edge, env: &[(&str, &str)]) -> Value {
+    let out = tokio::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/oauth_client.mjs"
+        ))
+        .env("MCP_EDGE_URL", edge.url())
+        .env("MCP_EDGE_KEY", ALICE_KEY)
+        .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node OAuth client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_signs_in_through_a_browser_by_dcr_and_by_metadata_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_text = audit.display().to_string();
+    let docs = document_server().await;
+    let ca = docs.ca_path.display().to_string();
+    let edge = oauth_edge(|env| {
+        env.insert("MCP_OAUTH_ACCESS_TOKEN_TTL".into(), "10s".into());
+        env.insert("MCP_OAUTH_METADATA_ALLOW_PRIVATE".into(), "true".into());
+        env.insert("MCP_OAUTH_METADATA_CA_FILE".into(), ca);
+        env.insert("MCP_AUDIT_OUTPUT".into(), "file".into());
+        env.insert("MCP_AUDIT_FILE".into(), audit_text);
+    })
+    .await;
+    // DCR; then past the access token's expiry the SDK refreshes on its own.
+    let seen = ts_sdk_client(&edge, &[("MCP_WAIT_FOR_EXPIRY_MS", "16000")]).await;
+    assert_eq!(seen["registered"], "dcr", "{seen}");
+    assert!(
+        seen["first"].as_str().unwrap().contains("guide/tls.md"),
+        "{seen}"
+    );
+    assert!(
+        seen["second"].as_str().unwrap().contains("rate-limits.md"),
+        "{seen}"
+    );
+    assert!(seen["refreshed"].as_u64().unwrap() >= 1, "{seen}");
+
+    // CIMD: the client's id is its metadata document's URL.
+    let metadata_url = format!("{}/good.json", docs.base);
+    let seen = ts_sdk_client(&edge, &[("MCP_CLIENT_METADATA_URL", &metadata_url)]).await;
+    assert_eq!(seen["registered"], "cimd", "{seen}");
+    assert!(
+        seen["first"].as_str().unwrap().contains("guide/tls.md"),
+        "{seen}"
+    );
+
+    // Audited like a key principal: alice, with the token's id.
+    edge.running.state().audit.flush();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let call = records
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .expect("the call is audited");
+    assert_eq!(call["principal"], "alice");
+    assert!(
+        call["token_id"].as_str().is_some_and(|t| !t.is_empty()),
+        "{call}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["method"] == "oauth/sign_in" && r["outcome"] == "ok")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["method"] == "oauth/consent" && r["principal"] == "alice")
+    );
+    assert!(!text.contains(ALICE_KEY));
+    edge.running.shutdown().await;
+}

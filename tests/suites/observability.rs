@@ -124,6 +124,9 @@ fn record_one_of_each() {
     metrics::redis_skipped(t);
     metrics::redis_fallback_decision(t);
     metrics::trace_shed(t);
+    metrics::oauth_sign_in(t, t);
+    metrics::oauth_token(t);
+    metrics::oauth_refused(t, t);
 }
 
 /// The family names `src/metrics.rs` and `src/metrics/*.rs` register (`registry.register("name", …)`),

@@ -1,0 +1,64 @@
+// A person signing in at the edge, in a real browser (Debian's chromium, driven by
+// playwright-core): open the authorization URL, paste the API key, allow on the consent
+// page, and report where the browser was sent back to.
+//
+// As a module: `signIn(url, key, { follow, screenshot })`. As a program:
+// `node browser_sign_in.mjs <authorization-url> <api-key> [--follow] [--screenshot FILE]`
+// prints `{"redirect": "<url>"}`. Without --follow the final redirect is not loaded (the
+// test reads the code from it); with --follow it is (a client's own callback server,
+// like mcp-remote's, receives it). The edge's test CA is trusted through
+// --ignore-certificate-errors only for the loopback edge the tests start.
+import { chromium } from "playwright-core";
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+export async function signIn(url, key, { follow = false, screenshot = null } = {}) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--ignore-certificate-errors",
+    ],
+  });
+  try {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    const edgeOrigin = new URL(url).origin;
+    let redirect = null;
+    // Catch the navigation back to the client (any origin but the edge's).
+    await page.route("**/*", async (route) => {
+      const target = route.request().url();
+      if (route.request().isNavigationRequest() && !target.startsWith(edgeOrigin)) {
+        redirect = target;
+        if (!follow) return route.abort();
+      }
+      return route.continue();
+    });
+    await page.goto(url);
+    await page.fill("#api_key", key);
+    await Promise.all([page.waitForLoadState("load"), page.click("button[type=submit]")]);
+    if (!(await page.content()).includes("Allow access?")) {
+      throw new Error("no consent page: " + (await page.textContent("main")));
+    }
+    if (screenshot) await page.screenshot({ path: screenshot });
+    await page.click("button[value=approve]").catch(() => {});
+    const deadline = Date.now() + 15000;
+    while (!redirect && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (!redirect) throw new Error("the browser was not sent back to the client");
+    if (follow) await page.waitForLoadState("load").catch(() => {});
+    return redirect;
+  } finally {
+    await browser.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const [url, key, ...rest] = process.argv.slice(2);
+  const follow = rest.includes("--follow");
+  const i = rest.indexOf("--screenshot");
+  const screenshot = i >= 0 ? rest[i + 1] : null;
+  const redirect = await signIn(url, key, { follow, screenshot });
+  console.log(JSON.stringify({ redirect }));
+}
