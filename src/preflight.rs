@@ -134,6 +134,22 @@ fn check_oauth(
             path.display()
         ));
     }
+    if let Some(oidc) = &oauth.oidc {
+        match std::fs::read_to_string(&oidc.client_secret_file) {
+            Ok(text) if !text.trim().is_empty() => notes.push(format!(
+                "oauth: identity provider {} (client {}; reachability is checked at start and logged, not here)",
+                oidc.issuer, oidc.client_id
+            )),
+            Ok(_) => problems.push(format!(
+                "oauth: auth.oauth.oidc.client_secret_file {} is empty",
+                oidc.client_secret_file.display()
+            )),
+            Err(e) => problems.push(format!(
+                "oauth: auth.oauth.oidc.client_secret_file {}: {e}",
+                oidc.client_secret_file.display()
+            )),
+        }
+    }
     let Some(path) = &oauth.signing_key_file else {
         notes.push(
             "oauth: no signing_key_file: a random key for this process (tokens end at restart)"

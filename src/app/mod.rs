@@ -193,7 +193,7 @@ async fn start_auth(
     let (mut auth, dev_key) = build_auth(config, api_keys, jwt_keys)?;
     if let Some(tokens) = edge_tokens {
         let audiences = config.auth.resources.iter().map(|(_, r)| r.clone());
-        auth = auth.with_edge_tokens(tokens, audiences.collect());
+        auth = auth.with_edge_tokens(tokens, audiences.collect(), config.rate_limit.tiers.clone());
         tracing::info!(issuer = %config.auth.oauth.as_ref().map(|o| o.issuer.as_str()).unwrap_or_default(), "OAuth authorization server on");
     }
     let auth = Arc::new(auth);
@@ -324,22 +324,25 @@ fn shared_state(
             scopes.extend(policy.all_scopes());
             scopes.sort();
             scopes.dedup();
-            Some(crate::oauth::OAuth::new(crate::oauth::OAuthParts {
-                config: oauth_config.clone(),
-                resources: config
-                    .auth
-                    .resources
-                    .iter()
-                    .map(|(_, r)| r.clone())
-                    .collect(),
-                scopes_supported: scopes,
-                tokens,
-                auth: auth.clone(),
-                cluster: cluster.clone(),
-                limits: limits.clone(),
-                audit: audit.clone(),
-                https: !matches!(config.tls, TlsConfig::Off),
-            })?)
+            Some(
+                crate::oauth::OAuth::new(crate::oauth::OAuthParts {
+                    config: oauth_config.clone(),
+                    resources: config
+                        .auth
+                        .resources
+                        .iter()
+                        .map(|(_, r)| r.clone())
+                        .collect(),
+                    scopes_supported: scopes,
+                    tokens,
+                    auth: auth.clone(),
+                    cluster: cluster.clone(),
+                    limits: limits.clone(),
+                    audit: audit.clone(),
+                    https: !matches!(config.tls, TlsConfig::Off),
+                })
+                .inspect(|oauth| oauth.probe_idp())?,
+            )
         }
         _ => None,
     };

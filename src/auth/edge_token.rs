@@ -50,11 +50,18 @@ pub struct EdgeClaims {
     pub scope: String,
     /// The refresh-token family (one sign-in and consent) the token belongs to.
     pub fam: String,
-    /// How the person signed in: `key` (their team API key).
+    /// How the person signed in: `key` (their team API key) or `oidc` (the team's IdP).
     pub via: String,
-    /// The API key behind a `key` sign-in (`key:<digest prefix>`; no key material).
+    /// The API key behind a `key` sign-in (`key:<digest prefix>`; no key material),
+    /// or the IdP account behind an `oidc` one (`oidc:<digest prefix>`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cred: String,
+    /// An `oidc` sign-in's groups (they act as scopes for `access.tool_scopes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grp: Vec<String>,
+    /// An `oidc` sign-in's `[rate_limit.tiers]` entry, from its groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 struct SigningKey {
@@ -326,6 +333,8 @@ mod tests {
             fam: "f1".into(),
             via: "key".into(),
             cred: "key:abc".into(),
+            grp: Vec::new(),
+            tier: None,
         }
     }
 

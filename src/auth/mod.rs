@@ -25,6 +25,9 @@ use crate::config::Rate;
 pub enum PrincipalKind {
     ApiKey,
     Jwt,
+    /// Signed in at the edge through the team's OpenID provider (`[auth.oauth.oidc]`);
+    /// its groups act as scopes for `access.tool_scopes`.
+    Oidc,
     Anonymous,
 }
 
@@ -126,6 +129,8 @@ pub struct Authenticator {
 struct EdgeAuth {
     tokens: Arc<EdgeTokens>,
     audiences: Vec<String>,
+    /// `[rate_limit.tiers]`, for an IdP principal's group tier.
+    tiers: std::collections::BTreeMap<String, (crate::config::Rate, NonZeroU32)>,
 }
 
 impl Authenticator {
@@ -138,8 +143,17 @@ impl Authenticator {
     }
 
     /// Also accept the edge's own access tokens for any of `audiences`.
-    pub fn with_edge_tokens(mut self, tokens: Arc<EdgeTokens>, audiences: Vec<String>) -> Self {
-        self.edge = Some(EdgeAuth { tokens, audiences });
+    pub fn with_edge_tokens(
+        mut self,
+        tokens: Arc<EdgeTokens>,
+        audiences: Vec<String>,
+        tiers: std::collections::BTreeMap<String, (crate::config::Rate, NonZeroU32)>,
+    ) -> Self {
+        self.edge = Some(EdgeAuth {
+            tokens,
+            audiences,
+            tiers,
+        });
         self
     }
 
@@ -179,6 +193,16 @@ impl Authenticator {
                 .key_by_credential(&claims.cred)
                 .map(|p| p.as_ref().clone())
                 .ok_or(AuthFailure::InvalidToken(JwtRejection::CredentialGone))?,
+            "oidc" => Principal {
+                kind: PrincipalKind::Oidc,
+                credential: claims.cred.clone().into(),
+                limit: claims
+                    .tier
+                    .as_ref()
+                    .and_then(|t| edge.tiers.get(t).copied()),
+                scopes: Some(Arc::new(claims.grp.iter().cloned().collect())),
+                ..Principal::new(&claims.sub)
+            },
             _ => return Err(AuthFailure::InvalidToken(JwtRejection::Malformed)),
         };
         principal.token_id = Some(claims.jti.into());

@@ -71,6 +71,7 @@ impl WirePrincipal {
             kind: match p.kind {
                 PrincipalKind::ApiKey => "api_key",
                 PrincipalKind::Jwt => "jwt",
+                PrincipalKind::Oidc => "oidc",
                 PrincipalKind::Anonymous => "anonymous",
             }
             .to_owned(),
@@ -86,6 +87,7 @@ impl WirePrincipal {
         let kind = match self.kind.as_str() {
             "api_key" => PrincipalKind::ApiKey,
             "jwt" => PrincipalKind::Jwt,
+            "oidc" => PrincipalKind::Oidc,
             "anonymous" => PrincipalKind::Anonymous,
             _ => return None,
         };

@@ -23,6 +23,46 @@ pub struct RawOAuth {
     pub metadata_ca_file: Option<String>,
     pub key_only_hosts: Option<Vec<String>>,
     pub clients: Option<Vec<RawOAuthClient>>,
+    #[serde(default)]
+    pub oidc: RawOidc,
+}
+
+/// `[auth.oauth.oidc]`: the team's OpenID provider, where the person signs in.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub principal_claim: Option<String>,
+    pub allowed_domains: Option<Vec<String>>,
+    pub groups_claim: Option<String>,
+    pub allowed_groups: Option<Vec<String>>,
+    pub group_tiers: Option<std::collections::BTreeMap<String, String>>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    /// Read at each sign-in (rotated by rewriting the file).
+    pub client_secret_file: PathBuf,
+    /// What the sign-in button says ("Sign in with <name>").
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// The claim naming the principal (`email`, `preferred_username`, `sub`).
+    pub principal_claim: String,
+    /// Admitted email domains (the `email` claim, verified); empty: any.
+    pub allowed_domains: Vec<String>,
+    pub groups_claim: String,
+    /// Admitted groups (any one); empty: any.
+    pub allowed_groups: Vec<String>,
+    /// Group → `[rate_limit.tiers]` entry (the first group listed that matches wins).
+    pub group_tiers: std::collections::BTreeMap<String, String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One `[[auth.oauth.clients]]` entry: a client registered by the operator.
@@ -66,6 +106,8 @@ pub struct OAuthConfig {
     /// clients that would drop their API key as soon as discovery answers.
     pub key_only_hosts: Vec<String>,
     pub clients: Vec<OAuthClientConfig>,
+    /// Sign-in through the team's OpenID provider.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// `https://host:8443/mcp` → `https://host:8443`.
@@ -91,16 +133,17 @@ pub(super) fn validate(
         return None;
     }
     let api_key_sign_in = o.api_key_sign_in.unwrap_or(api_keys);
-    if api_key_sign_in && !api_keys {
+    if o.api_key_sign_in == Some(true) && !api_keys {
         e.push(
             "auth.oauth.api_key_sign_in",
             "needs API keys (auth.api_keys_file): there is no key to sign in with",
         );
     }
-    if !api_key_sign_in {
+    let oidc = oidc(e, &o.oidc, raw);
+    if !api_key_sign_in && oidc.is_none() {
         e.push(
             "auth.oauth.api_key_sign_in",
-            "no sign-in method is configured: set auth.oauth.api_key_sign_in = true (with auth.api_keys_file)",
+            "no sign-in method is configured: set auth.oauth.api_key_sign_in = true (with auth.api_keys_file) or [auth.oauth.oidc]",
         );
     }
     let access_token_ttl = duration(
@@ -187,6 +230,73 @@ pub(super) fn validate(
         metadata_ca_file: path_of(&o.metadata_ca_file),
         key_only_hosts,
         clients,
+        oidc,
+    })
+}
+
+/// `[auth.oauth.oidc]`, when its issuer is set.
+fn oidc(e: &mut Errors<'_>, o: &RawOidc, raw: &RawConfig) -> Option<OidcConfig> {
+    let issuer = o.issuer.clone().filter(|i| !i.is_empty())?;
+    let loopback_http = url::Url::parse(&issuer).ok().is_some_and(|u| {
+        u.scheme() == "http" && is_loopback_host(u.host_str().unwrap_or_default())
+    });
+    if !issuer.starts_with("https://") && !loopback_http {
+        e.push(
+            "auth.oauth.oidc.issuer",
+            "must be an https:// URL (plain http only for loopback)",
+        );
+    }
+    let client_id = o.client_id.clone().unwrap_or_default();
+    if client_id.is_empty() {
+        e.push(
+            "auth.oauth.oidc.client_id",
+            "is required with auth.oauth.oidc.issuer",
+        );
+    }
+    let client_secret_file = match path_of(&o.client_secret_file) {
+        Some(p) => p,
+        None => {
+            e.push(
+                "auth.oauth.oidc.client_secret_file",
+                "is required with auth.oauth.oidc.issuer (the edge is a confidential client)",
+            );
+            PathBuf::new()
+        }
+    };
+    let group_tiers = o.group_tiers.clone().unwrap_or_default();
+    let tiers = raw.rate_limit.tiers.clone().unwrap_or_default();
+    for tier in group_tiers.values() {
+        if !tiers.contains_key(tier) {
+            e.push(
+                "auth.oauth.oidc.group_tiers",
+                format!("names tier {tier:?}, which [rate_limit.tiers] does not define"),
+            );
+        }
+    }
+    Some(OidcConfig {
+        name: o
+            .name
+            .clone()
+            .unwrap_or_else(|| "your identity provider".into()),
+        issuer,
+        client_id,
+        client_secret_file,
+        scopes: o
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
+        principal_claim: o.principal_claim.clone().unwrap_or_else(|| "email".into()),
+        allowed_domains: o
+            .allowed_domains
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+            .collect(),
+        groups_claim: o.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+        allowed_groups: o.allowed_groups.clone().unwrap_or_default(),
+        group_tiers,
+        ca_file: path_of(&o.ca_file),
     })
 }
 

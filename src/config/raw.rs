@@ -422,6 +422,36 @@ pub const KEYS: &[KeySpec] = &[
         MCP_OAUTH_METADATA_CA_FILE
     ),
     key!(list, auth.oauth.key_only_hosts, MCP_OAUTH_KEY_ONLY_HOSTS),
+    key!(text, auth.oauth.oidc.issuer, MCP_OAUTH_OIDC_ISSUER),
+    key!(text, auth.oauth.oidc.client_id, MCP_OAUTH_OIDC_CLIENT_ID),
+    key!(
+        text,
+        auth.oauth.oidc.client_secret_file,
+        MCP_OAUTH_OIDC_CLIENT_SECRET_FILE
+    ),
+    key!(text, auth.oauth.oidc.name, MCP_OAUTH_OIDC_NAME),
+    key!(words, auth.oauth.oidc.scopes, MCP_OAUTH_OIDC_SCOPES),
+    key!(
+        text,
+        auth.oauth.oidc.principal_claim,
+        MCP_OAUTH_OIDC_PRINCIPAL_CLAIM
+    ),
+    key!(
+        list,
+        auth.oauth.oidc.allowed_domains,
+        MCP_OAUTH_OIDC_ALLOWED_DOMAINS
+    ),
+    key!(
+        text,
+        auth.oauth.oidc.groups_claim,
+        MCP_OAUTH_OIDC_GROUPS_CLAIM
+    ),
+    key!(
+        list,
+        auth.oauth.oidc.allowed_groups,
+        MCP_OAUTH_OIDC_ALLOWED_GROUPS
+    ),
+    key!(text, auth.oauth.oidc.ca_file, MCP_OAUTH_OIDC_CA_FILE),
     key!(text, rate_limit.rate, MCP_RATE_LIMIT),
     key!(number, rate_limit.burst, MCP_RATE_BURST),
     key!(text, rate_limit.failed_auth_rate, MCP_FAILED_AUTH_RATE),
@@ -486,6 +516,7 @@ pub const TABLE_KEYS: &[&str] = &[
     "backends",
     "auth.jwt.keys",
     "auth.oauth.clients",
+    "auth.oauth.oidc.group_tiers",
     "access.tool_scopes",
     "access.default_tool_scopes",
     "access.groups",

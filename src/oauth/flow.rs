@@ -29,6 +29,7 @@ use crate::auth::edge_token::now_secs;
 
 const SEAL_PENDING: &[u8] = b"oauth pending v1";
 const SEAL_CONSENT: &[u8] = b"oauth consent v1";
+const SEAL_IDP_STATE: &[u8] = b"oauth idp state v1";
 /// How long a person may take from the sign-in page to their decision.
 const PENDING_TTL_SECS: u64 = 600;
 const COOKIE: &str = "mcp_edge_oauth";
@@ -322,7 +323,7 @@ pub async fn authorize(
         redirect_host: &host_of(&pending.redirect_uri),
         scope: &pending.scope,
     };
-    let mut response = pages::sign_in(&asking, &sealed, &csrf, None);
+    let mut response = pages::sign_in(&asking, &oauth.methods(), &sealed, &csrf, None);
     set_cookie(&oauth, &mut response, &cookie);
     response
 }
@@ -366,6 +367,7 @@ pub async fn sign_in_with_key(
         let wait = decision.retry_after.unwrap_or_default().as_secs().max(1);
         let mut response = pages::sign_in(
             &asking,
+            &oauth.methods(),
             &form.request,
             &form.csrf,
             Some(&format!(
@@ -393,6 +395,7 @@ pub async fn sign_in_with_key(
         tracing::info!(client = %pending.client_id, %ip, "OAuth sign-in refused: not a valid API key");
         return pages::sign_in(
             &asking,
+            &oauth.methods(),
             &form.request,
             &form.csrf,
             Some("That is not a valid API key."),
@@ -415,6 +418,9 @@ pub async fn sign_in_with_key(
             sub: principal.name.to_string(),
             via: "key".into(),
             cred: principal.credential.to_string(),
+            groups: Vec::new(),
+            tier: None,
+            idp_refresh: None,
         },
         exp: pending.exp,
         pending: pending.clone(),
@@ -452,7 +458,11 @@ pub async fn consent(
     let pending = &consenting.pending;
     let person = &consenting.person;
     if form.decision != "approve" {
-        crate::metrics::oauth_sign_in("api_key", "denied");
+        let method = match person.via.as_str() {
+            "oidc" => "oidc",
+            _ => "api_key",
+        };
+        crate::metrics::oauth_sign_in(method, "denied");
         oauth.audit(
             "oauth/consent",
             &pending.client_id,
@@ -497,4 +507,211 @@ pub async fn consent(
         &[("code", &sealed)],
         pending.state.as_deref(),
     )
+}
+
+impl OAuth {
+    /// The sign-in methods configured.
+    fn methods(&self) -> pages::Methods<'_> {
+        pages::Methods {
+            idp: self.idp.as_ref().map(|i| i.config.name.as_str()),
+            api_key: self.config.api_key_sign_in,
+        }
+    }
+}
+
+/// What travels through the IdP in `state`: the waiting request, what the way back
+/// needs (PKCE verifier, nonce), and a tag of this browser's cookie (the callback must
+/// come back to the browser that left).
+#[derive(Serialize, Deserialize)]
+struct IdpState {
+    pending: Pending,
+    pkce: super::idp::Pkce,
+    browser: String,
+}
+
+#[derive(Deserialize)]
+pub struct IdpForm {
+    request: String,
+    csrf: String,
+}
+
+fn no_idp() -> Response {
+    pages::error(
+        StatusCode::NOT_FOUND,
+        "No identity provider",
+        "This server has no identity provider to sign in with.",
+    )
+}
+
+/// `POST /authorize/idp`: off to the team's identity provider.
+pub async fn sign_in_with_idp(
+    State(oauth): State<Arc<OAuth>>,
+    parts: Parts,
+    Form(form): Form<IdpForm>,
+) -> Response {
+    let Some(idp) = &oauth.idp else {
+        return no_idp();
+    };
+    if !csrf_ok(&oauth, &parts, &form.request, &form.csrf) {
+        return forged_page();
+    }
+    let Some(pending) =
+        open::<Pending>(&oauth, SEAL_PENDING, &form.request).filter(|p| p.exp > now_secs())
+    else {
+        return expired_page();
+    };
+    let Some(cookie) = cookie_of(&parts) else {
+        return forged_page();
+    };
+    // The IdP's URL is made before the state is sealed (the verifier and nonce go
+    // into it): a placeholder stands for the state until then.
+    let placeholder = random_id();
+    let (url, pkce) = match idp.start(placeholder.clone()).await {
+        Ok(started) => started,
+        Err(e) => {
+            crate::metrics::oauth_sign_in("oidc", "failed");
+            tracing::warn!(error = %e, "cannot start a sign-in at the identity provider");
+            return pages::error(
+                StatusCode::BAD_GATEWAY,
+                "The identity provider cannot be reached",
+                &e.to_string(),
+            );
+        }
+    };
+    let state = IdpState {
+        pending,
+        pkce,
+        browser: oauth
+            .cluster
+            .ring()
+            .sign(format!("browser|{cookie}").as_bytes()),
+    };
+    let sealed = seal(&oauth, SEAL_IDP_STATE, &state);
+    let mut response = Redirect::to(&url.replacen(&placeholder, &sealed, 1)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize)]
+pub struct IdpCallback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /authorize/idp/callback`: back from the identity provider.
+pub async fn idp_callback(
+    State(oauth): State<Arc<OAuth>>,
+    parts: Parts,
+    Query(q): Query<IdpCallback>,
+) -> Response {
+    let ip = crate::conn::client_ip_in(&parts.extensions);
+    let Some(idp) = &oauth.idp else {
+        return no_idp();
+    };
+    let Some(state) = q
+        .state
+        .as_deref()
+        .and_then(|s| open::<IdpState>(&oauth, SEAL_IDP_STATE, s))
+        .filter(|s| s.pending.exp > now_secs())
+    else {
+        return expired_page();
+    };
+    // The browser that comes back must be the one that left (login CSRF).
+    let Some(cookie) = cookie_of(&parts).filter(|c| {
+        oauth
+            .cluster
+            .ring()
+            .verify(format!("browser|{c}").as_bytes(), &state.browser)
+    }) else {
+        return forged_page();
+    };
+    let pending = state.pending;
+    if let Some(error) = q.error {
+        crate::metrics::oauth_sign_in("oidc", "denied");
+        let detail = q.error_description.unwrap_or_default();
+        oauth.audit(
+            "oauth/sign_in",
+            &pending.client_id,
+            None,
+            None,
+            "refused",
+            Some("idp_refused"),
+            ip,
+            403,
+        );
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "The identity provider did not sign you in",
+            &format!("{error} {detail}"),
+        );
+    }
+    let Some(code) = q.code else {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "Sign-in did not finish",
+            "The identity provider sent no code.",
+        );
+    };
+    let admitted = match idp.finish(&code, &state.pkce).await {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            let (status, reason) = match &e {
+                super::idp::IdpError::NotAdmitted(_) => (StatusCode::FORBIDDEN, "not_admitted"),
+                super::idp::IdpError::Unreachable(_) => {
+                    (StatusCode::BAD_GATEWAY, "idp_unreachable")
+                }
+                _ => (StatusCode::BAD_GATEWAY, "idp_refused"),
+            };
+            crate::metrics::oauth_sign_in("oidc", "failed");
+            oauth.limits.record_failed_auth(ip).await;
+            oauth.audit(
+                "oauth/sign_in",
+                &pending.client_id,
+                None,
+                None,
+                "refused",
+                Some(reason),
+                ip,
+                status.as_u16(),
+            );
+            tracing::info!(client = %pending.client_id, %ip, error = %e, "OAuth sign-in through the identity provider refused");
+            return pages::error(status, "You cannot sign in here", &e.to_string());
+        }
+    };
+    crate::metrics::oauth_sign_in("oidc", "ok");
+    oauth.audit(
+        "oauth/sign_in",
+        &pending.client_id,
+        Some(&admitted.principal),
+        Some(&admitted.cred),
+        "ok",
+        None,
+        ip,
+        200,
+    );
+    tracing::info!(principal = %admitted.principal, client = %pending.client_id, "signed in through the identity provider");
+    let consenting = Consenting {
+        person: Person {
+            sub: admitted.principal.clone(),
+            via: "oidc".into(),
+            cred: admitted.cred.clone(),
+            groups: admitted.groups.clone(),
+            tier: admitted.tier.clone(),
+            idp_refresh: admitted.refresh.clone(),
+        },
+        exp: pending.exp,
+        pending: pending.clone(),
+    };
+    let sealed = seal(&oauth, SEAL_CONSENT, &consenting);
+    let csrf = csrf_token(&oauth, &cookie, &sealed);
+    let asking = Asking {
+        client_name: &pending.client_name,
+        redirect_host: &host_of(&pending.redirect_uri),
+        scope: &pending.scope,
+    };
+    pages::consent(&asking, &admitted.principal, &sealed, &csrf)
 }

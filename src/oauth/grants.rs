@@ -27,10 +27,21 @@ const SWEEP_AT: usize = 10_000;
 pub struct Person {
     /// The principal.
     pub sub: String,
-    /// How: `key` (a team API key).
+    /// How: `key` (a team API key) or `oidc` (the team's IdP).
     pub via: String,
-    /// The API key's credential id for a `key` sign-in (no key material).
+    /// The API key's credential id for a `key` sign-in (no key material), or the IdP
+    /// account's for an `oidc` one.
     pub cred: String,
+    /// An `oidc` sign-in's groups and tier.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// The IdP's refresh token, to ask the IdP again at each refresh whether the
+    /// person is still admitted. Only ever inside sealed values (codes, refresh tokens),
+    /// never in an access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_refresh: Option<String>,
 }
 
 /// What an authorization code stands for.
@@ -166,6 +177,21 @@ impl Grants {
     /// Trade a refresh token for the next one of its family (same expiry: a family
     /// lives as long as its sign-in allowed). A reused token revokes the family.
     pub fn rotate(&self, sealed: &str) -> Result<(Refresh, String), Refused> {
+        self.judge(sealed, true)
+    }
+
+    /// What [`Grants::rotate`] would say, without rotating (a reused token still
+    /// revokes its family). Returns the token's contents.
+    pub fn peek(&self, sealed: &str) -> Result<Refresh, Refused> {
+        self.judge(sealed, false).map(|(refresh, _)| refresh)
+    }
+
+    /// Seal `refresh` again (the same generation, with what a refresh learned anew).
+    pub fn reseal(&self, refresh: &Refresh) -> String {
+        self.seal_refresh(refresh)
+    }
+
+    fn judge(&self, sealed: &str, rotate: bool) -> Result<(Refresh, String), Refused> {
         let refresh = self
             .open_refresh(sealed)
             .ok_or((RefreshRefusal::Invalid, None))?;
@@ -182,6 +208,9 @@ impl Grants {
         if family.generation != refresh.generation {
             family.revoked = true;
             return Err((RefreshRefusal::Reused, Some(Box::new(refresh))));
+        }
+        if !rotate {
+            return Ok((refresh, String::new()));
         }
         family.generation += 1;
         let next = Refresh {
@@ -227,6 +256,9 @@ mod tests {
                 sub: "alice".into(),
                 via: "key".into(),
                 cred: "key:1".into(),
+                groups: Vec::new(),
+                tier: None,
+                idp_refresh: None,
             },
             scope: String::new(),
             resource: "https://e/mcp".into(),

@@ -13,6 +13,7 @@ pub mod clients;
 pub mod error;
 mod flow;
 pub mod grants;
+pub mod idp;
 pub mod pages;
 mod token;
 
@@ -36,6 +37,8 @@ use grants::Grants;
 pub enum OAuthSetupError {
     #[error("auth.oauth: {0}")]
     Clients(String),
+    #[error("auth.oauth.oidc: {0}")]
+    Idp(String),
 }
 
 /// Everything the endpoints share.
@@ -51,6 +54,8 @@ pub struct OAuth {
     audit: Arc<Audit>,
     clients: Clients,
     grants: Grants,
+    /// Sign-in through the team's OpenID provider.
+    idp: Option<idp::Idp>,
     /// Whether the edge is served over TLS (cookies are `Secure` then).
     https: bool,
 }
@@ -73,7 +78,14 @@ impl OAuth {
         let config = Arc::new(parts.config);
         let clients = Clients::new(config.clone(), parts.cluster.clone())
             .map_err(OAuthSetupError::Clients)?;
+        let idp = match &config.oidc {
+            Some(oidc) => {
+                Some(idp::Idp::new(oidc.clone(), &config.issuer).map_err(OAuthSetupError::Idp)?)
+            }
+            None => None,
+        };
         Ok(Arc::new(OAuth {
+            idp,
             grants: Grants::new(parts.cluster.clone()),
             clients,
             config,
@@ -90,6 +102,26 @@ impl OAuth {
 
     pub fn tokens(&self) -> Arc<EdgeTokens> {
         self.tokens.clone()
+    }
+
+    /// Discover the IdP once at start, so a wrong issuer shows in the log at once
+    /// (never fatal: it is tried again at the next sign-in).
+    pub fn probe_idp(self: &Arc<Self>) {
+        let Some(idp) = &self.idp else { return };
+        let issuer = idp.config.issuer.clone();
+        let redirect = idp.redirect_uri().to_owned();
+        let oauth = self.clone();
+        tokio::spawn(async move {
+            let Some(idp) = &oauth.idp else { return };
+            match idp.probe().await {
+                Ok(()) => {
+                    tracing::info!(%issuer, redirect_uri = %redirect, "identity provider reachable (register that redirect URI there)")
+                }
+                Err(e) => {
+                    tracing::warn!(%issuer, error = %e, "identity provider not reachable at start; sign-ins through it fail until it is")
+                }
+            }
+        });
     }
 
     pub fn issuer(&self) -> &str {
@@ -146,6 +178,8 @@ pub fn router(oauth: Arc<OAuth>) -> Router {
         .route("/authorize", get(flow::authorize))
         .route("/authorize/key", post(flow::sign_in_with_key))
         .route("/authorize/consent", post(flow::consent))
+        .route("/authorize/idp", post(flow::sign_in_with_idp))
+        .route("/authorize/idp/callback", get(flow::idp_callback))
         .route("/token", post(token::token).options(token::preflight))
         .route("/register", post(token::register).options(token::preflight))
         .route("/revoke", post(token::revoke).options(token::preflight))

@@ -84,8 +84,22 @@ fn asking_text(a: &Asking<'_>) -> String {
     )
 }
 
-/// Sign in by pasting the team API key.
-pub fn sign_in(asking: &Asking<'_>, request: &str, csrf: &str, error: Option<&str>) -> Response {
+/// The ways a person may sign in here.
+pub struct Methods<'a> {
+    /// "Sign in with <name>": the team's identity provider.
+    pub idp: Option<&'a str>,
+    /// Paste the team API key.
+    pub api_key: bool,
+}
+
+/// The sign-in page: the identity provider's button and/or the API-key form.
+pub fn sign_in(
+    asking: &Asking<'_>,
+    methods: &Methods<'_>,
+    request: &str,
+    csrf: &str,
+    error: Option<&str>,
+) -> Response {
     let error_html = error
         .map(|e| format!("<div class=\"error\" role=\"alert\">{}</div>", esc(e)))
         .unwrap_or_default();
@@ -93,20 +107,52 @@ pub fn sign_in(asking: &Asking<'_>, request: &str, csrf: &str, error: Option<&st
         Some(_) => StatusCode::UNAUTHORIZED,
         None => StatusCode::OK,
     };
-    let body = format!(
-        "<h1>Sign in</h1>{}{error_html}\
-         <form method=\"post\" action=\"/authorize/key\">\
-         <input type=\"hidden\" name=\"request\" value=\"{}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <label for=\"api_key\">Your team API key</label>\
-         <input id=\"api_key\" name=\"api_key\" type=\"password\" autocomplete=\"off\" required autofocus>\
-         <p class=\"muted\">The key stays on this server: {} never sees it.</p>\
-         <div class=\"row\"><button class=\"primary\" type=\"submit\">Continue</button></div>\
-         </form>",
-        asking_text(asking),
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"request\" value=\"{}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(request),
-        esc(csrf),
-        esc(asking.client_name),
+        esc(csrf)
+    );
+    let idp = methods
+        .idp
+        .map(|name| {
+            format!(
+                "<form method=\"post\" action=\"/authorize/idp\">{hidden}\
+                 <div class=\"row\"><button class=\"primary\" type=\"submit\" id=\"idp\">Sign in with {}</button></div>\
+                 </form>",
+                esc(name)
+            )
+        })
+        .unwrap_or_default();
+    let or = match (methods.idp.is_some(), methods.api_key) {
+        (true, true) => "<p class=\"muted\" style=\"text-align:center;margin-top:1.25rem\">or</p>",
+        _ => "",
+    };
+    let key = match methods.api_key {
+        true => format!(
+            "<form method=\"post\" action=\"/authorize/key\">{hidden}\
+             <label for=\"api_key\">Your team API key</label>\
+             <input id=\"api_key\" name=\"api_key\" type=\"password\" autocomplete=\"off\" required{}>\
+             <p class=\"muted\">The key stays on this server: {} never sees it.</p>\
+             <div class=\"row\"><button type=\"submit\" id=\"key\"{}>Continue</button></div>\
+             </form>",
+            if methods.idp.is_none() {
+                " autofocus"
+            } else {
+                ""
+            },
+            esc(asking.client_name),
+            if methods.idp.is_none() {
+                " class=\"primary\""
+            } else {
+                ""
+            },
+        ),
+        false => String::new(),
+    };
+    let body = format!(
+        "<h1>Sign in</h1>{}{error_html}{idp}{or}{key}",
+        asking_text(asking)
     );
     page(status, "Sign in", &body)
 }

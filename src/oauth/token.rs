@@ -172,7 +172,49 @@ fn pkce_matches(verifier: &str, challenge: &str) -> bool {
 fn still_admitted(oauth: &OAuth, person: &Person) -> bool {
     match person.via.as_str() {
         "key" => oauth.auth.key_by_credential(&person.cred).is_some(),
+        // Just vouched for by the IdP (a code), or re-checked there (a refresh).
+        "oidc" => oauth.idp.is_some(),
         _ => false,
+    }
+}
+
+/// Ask the IdP again whether an `oidc` person is still admitted: their updated
+/// groups and tier, or why not. Without an IdP refresh token the person must sign in
+/// again (nothing to ask with).
+async fn recheck_at_idp(oauth: &OAuth, person: &Person) -> Result<Person, OAuthError> {
+    let Some(idp) = &oauth.idp else {
+        return Err(OAuthError::invalid_grant(
+            "sign-in through the identity provider is off now: sign in again",
+        ));
+    };
+    let Some(idp_refresh) = &person.idp_refresh else {
+        return Err(OAuthError::invalid_grant(
+            "the identity provider gave no refresh token, so it cannot be asked again: sign in again",
+        ));
+    };
+    let known = super::idp::Admitted {
+        principal: person.sub.clone(),
+        groups: person.groups.clone(),
+        tier: person.tier.clone(),
+        cred: person.cred.clone(),
+        refresh: None,
+    };
+    match idp.recheck(idp_refresh, &known).await {
+        Ok(admitted) if admitted.principal == person.sub => Ok(Person {
+            groups: admitted.groups,
+            tier: admitted.tier,
+            idp_refresh: admitted.refresh,
+            ..person.clone()
+        }),
+        Ok(_) => Err(OAuthError::invalid_grant(
+            "the identity provider now names another principal: sign in again",
+        )),
+        Err(super::idp::IdpError::Unreachable(why)) => Err(OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("the identity provider cannot be reached; try again later ({why})"),
+        )),
+        Err(e) => Err(OAuthError::invalid_grant(format!("{e}: sign in again"))),
     }
 }
 
@@ -191,6 +233,8 @@ fn issue(oauth: &OAuth, refresh: &Refresh, refresh_token: String) -> Value {
         fam: refresh.fam.clone(),
         via: refresh.person.via.clone(),
         cred: refresh.person.cred.clone(),
+        grp: refresh.person.groups.clone(),
+        tier: refresh.person.tier.clone(),
     };
     let mut answer = json!({
         "access_token": oauth.tokens.sign(&claims),
@@ -311,40 +355,42 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
             "the refresh token was issued to another client",
         ));
     }
-    let (refresh, next) = match oauth.grants.rotate(sealed) {
-        Ok(rotated) => rotated,
-        Err((refusal, opened)) => {
-            return Err(match refusal {
-                RefreshRefusal::Invalid => {
-                    OAuthError::invalid_grant("the refresh token is not valid or has expired")
-                }
-                RefreshRefusal::UnknownFamily => OAuthError::invalid_grant(
-                    "the refresh token is not known here (the server restarted): sign in again",
-                ),
-                RefreshRefusal::Revoked => {
-                    OAuthError::invalid_grant("the refresh token was revoked: sign in again")
-                }
-                RefreshRefusal::Reused => {
-                    let opened = opened.expect("a reused token was opened");
-                    end_family(oauth, &opened.fam, opened.exp);
-                    crate::metrics::oauth_refused("token", "refresh_reuse");
+    // An IdP sign-in is checked at the IdP first: if it cannot answer, nothing changes
+    // and the client may retry with the same token.
+    let rechecked = match oauth.grants.peek(sealed) {
+        Ok(current) if current.person.via == "oidc" => {
+            match recheck_at_idp(oauth, &current.person).await {
+                Ok(person) => Some(person),
+                Err(e) if e.code == "temporarily_unavailable" => return Err(e),
+                Err(e) => {
+                    end_family(oauth, &current.fam, current.exp);
                     oauth.audit(
-                        "oauth/refresh_reuse",
-                        &opened.client_id,
-                        Some(&opened.person.sub),
-                        Some(&opened.person.cred),
-                        "refused",
-                        Some("refresh_reuse"),
+                        "oauth/revoke",
+                        &current.client_id,
+                        Some(&current.person.sub),
+                        Some(&current.person.cred),
+                        "ok",
+                        Some("not_admitted"),
                         ip,
                         400,
                     );
-                    tracing::warn!(client = %opened.client_id, principal = %opened.person.sub, "a refresh token was used twice; its family is revoked");
-                    OAuthError::invalid_grant(
-                        "the refresh token was already used; every token of this sign-in is revoked",
-                    )
+                    return Err(e);
                 }
-            });
+            }
         }
+        Ok(_) => None,
+        Err(refused) => return Err(refresh_refused(oauth, refused, ip)),
+    };
+    let (refresh, next) = match oauth.grants.rotate(sealed) {
+        Ok((refresh, next)) => match rechecked {
+            Some(person) => {
+                let refresh = Refresh { person, ..refresh };
+                let next = oauth.grants.reseal(&refresh);
+                (refresh, next)
+            }
+            None => (refresh, next),
+        },
+        Err(refused) => return Err(refresh_refused(oauth, refused, ip)),
     };
     if let Some(resource) = &form.resource
         && *resource != refresh.resource
@@ -371,6 +417,45 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
     }
     crate::metrics::oauth_token("refresh_token");
     Ok(issue(oauth, &refresh, next))
+}
+
+/// The error for a refused refresh token; a reused one revokes its family.
+fn refresh_refused(
+    oauth: &OAuth,
+    (refusal, opened): super::grants::Refused,
+    ip: std::net::IpAddr,
+) -> OAuthError {
+    match refusal {
+        RefreshRefusal::Invalid => {
+            OAuthError::invalid_grant("the refresh token is not valid or has expired")
+        }
+        RefreshRefusal::UnknownFamily => OAuthError::invalid_grant(
+            "the refresh token is not known here (the server restarted): sign in again",
+        ),
+        RefreshRefusal::Revoked => {
+            OAuthError::invalid_grant("the refresh token was revoked: sign in again")
+        }
+        RefreshRefusal::Reused => {
+            if let Some(opened) = opened {
+                end_family(oauth, &opened.fam, opened.exp);
+                oauth.audit(
+                    "oauth/refresh_reuse",
+                    &opened.client_id,
+                    Some(&opened.person.sub),
+                    Some(&opened.person.cred),
+                    "refused",
+                    Some("refresh_reuse"),
+                    ip,
+                    400,
+                );
+                tracing::warn!(client = %opened.client_id, principal = %opened.person.sub, "a refresh token was used twice; its family is revoked");
+            }
+            crate::metrics::oauth_refused("token", "refresh_reuse");
+            OAuthError::invalid_grant(
+                "the refresh token was already used; every token of this sign-in is revoked",
+            )
+        }
+    }
 }
 
 /// `POST /register`.

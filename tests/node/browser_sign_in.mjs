@@ -12,7 +12,7 @@ import { chromium } from "playwright-core";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-export async function signIn(url, key, { follow = false, screenshot = null } = {}) {
+export async function signIn(url, key, { follow = false, screenshot = null, idpLogin = null } = {}) {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -27,24 +27,44 @@ export async function signIn(url, key, { follow = false, screenshot = null } = {
     const page = await context.newPage();
     const edgeOrigin = new URL(url).origin;
     let redirect = null;
+    // The team's identity provider, when the sign-in goes through it: not the client.
+    const idpOrigin = process.env.MCP_IDP_ORIGIN || null;
     // Catch the navigation back to the client (any origin but the edge's): every
     // request of a redirect chain is reported, routed or not.
     const seenLeaving = (target) => {
-      if (!redirect && !target.startsWith(edgeOrigin)) redirect = target;
+      if (!redirect && !target.startsWith(edgeOrigin) && !(idpOrigin && target.startsWith(idpOrigin))) {
+        redirect = target;
+      }
     };
     page.on("request", (req) => { if (req.isNavigationRequest()) seenLeaving(req.url()); });
     page.on("framenavigated", (frame) => { if (frame === page.mainFrame()) seenLeaving(frame.url()); });
     await page.route("**/*", async (route) => {
       const target = route.request().url();
-      if (route.request().isNavigationRequest() && !target.startsWith(edgeOrigin)) {
+      if (route.request().isNavigationRequest() && !target.startsWith(edgeOrigin)
+          && !(idpOrigin && target.startsWith(idpOrigin))) {
         redirect = target;
         if (!follow) return route.abort();
       }
       return route.continue();
     });
     await page.goto(url);
-    await page.fill("#api_key", key);
-    await Promise.all([page.waitForLoadState("load"), page.click("button[type=submit]")]);
+    if (idpLogin) {
+      // Through the team's identity provider: its login page, then its consent page
+      // (oidc-provider's development pages), then back to the edge's consent page.
+      await Promise.all([page.waitForURL((u) => !u.toString().startsWith(edgeOrigin)), page.click("#idp")]);
+      await page.fill("input[name=login]", idpLogin);
+      await page.fill("input[name=password]", "any password");
+      await Promise.all([page.waitForLoadState("load"), page.click("button[type=submit]")]);
+      for (let i = 0; i < 3 && !page.url().startsWith(edgeOrigin); i++) {
+        const button = page.locator("button[type=submit]").first();
+        if ((await button.count()) === 0) break;
+        await Promise.all([page.waitForLoadState("load"), button.click()]);
+      }
+      redirect = null; // leaving the edge for the IdP is not the way back to the client
+    } else {
+      await page.fill("#api_key", key);
+      await Promise.all([page.waitForLoadState("load"), page.click("#key")]);
+    }
     if (!(await page.content()).includes("Allow access?")) {
       throw new Error("no consent page: " + (await page.textContent("main")));
     }

@@ -12,6 +12,8 @@ const url = new URL(process.env.MCP_EDGE_URL);
 const key = process.env.MCP_EDGE_KEY;
 const metadataUrl = process.env.MCP_CLIENT_METADATA_URL || undefined;
 const waitForExpiry = Number(process.env.MCP_WAIT_FOR_EXPIRY_MS || 0);
+// Sign in through the team's identity provider as this login (else paste the API key).
+const idpLogin = process.env.MCP_IDP_LOGIN || null;
 // Loopback redirect: any port is accepted for a registered loopback URI (RFC 8252).
 const redirectUrl = "http://127.0.0.1:" + (40000 + Math.floor(Math.random() * 20000)) + "/callback";
 
@@ -45,7 +47,7 @@ const provider = {
     this._tokens = tokens;
   },
   async redirectToAuthorization(authorizationUrl) {
-    const back = new URL(await signIn(authorizationUrl.toString(), key));
+    const back = new URL(await signIn(authorizationUrl.toString(), key, { idpLogin }));
     if (back.searchParams.get("iss") !== url.origin) throw new Error("no iss in the answer");
     pendingCode = back.searchParams.get("code");
   },
@@ -71,16 +73,23 @@ async function connect() {
 }
 
 const { client, transport } = await connect();
+const tools = (await client.listTools()).tools.map((t) => t.name).sort();
 const first = await client.callTool({ name: "search_docs", arguments: { query: "tls" } });
 let second = null;
 if (waitForExpiry > 0) {
   await new Promise((r) => setTimeout(r, waitForExpiry));
-  second = await client.callTool({ name: "search_docs", arguments: { query: "rate" } });
+  try {
+    const r = await client.callTool({ name: "search_docs", arguments: { query: "rate" } });
+    second = r.content[0].text;
+  } catch (e) {
+    second = `ERR: ${e}`;
+  }
 }
 await transport.terminateSession().catch(() => {});
 await client.close();
 console.log(JSON.stringify({
   ...seen,
+  tools,
   first: first.content[0].text,
-  second: second ? second.content[0].text : null,
+  second,
 }));

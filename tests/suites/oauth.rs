@@ -1085,3 +1085,187 @@ async fn mcp_remote_signs_in_through_a_browser() {
     );
     edge.running.shutdown().await;
 }
+
+/// A real OpenID provider (tests/node/oidc_idp.mjs: oidc-provider) on a free loopback
+/// port, for an edge whose callback is `edge_callback`.
+struct IdpFixture {
+    issuer: String,
+    _child: tokio::process::Child,
+}
+
+async fn start_idp(port: u16, edge_callback: &str, secret: &str) -> IdpFixture {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/oidc_idp.mjs"
+        ))
+        .env("PORT", port.to_string())
+        .env("EDGE_CALLBACK", edge_callback)
+        .env("CLIENT_SECRET", secret)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the IdP starts")
+        .unwrap()
+        .expect("the IdP says where it listens");
+    let issuer = serde_json::from_str::<Value>(&line).unwrap()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    IdpFixture {
+        issuer,
+        _child: child,
+    }
+}
+
+#[tokio::test]
+async fn a_person_signs_in_through_the_team_identity_provider() {
+    let idp_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("idp_client_secret");
+    let secret = "idp-client-secret-0123456789abcdef";
+    std::fs::write(&secret_path, format!("{secret}\n")).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let (secret_text, audit_text) = (
+        secret_path.display().to_string(),
+        audit.display().to_string(),
+    );
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let edge = Edge::start_with_file(
+        |_| {
+            "[rate_limit.tiers.gold]\nrate = \"6000/min\"\nburst = 500\n\n\
+             [access]\ntool_scopes = { read_doc = [\"gold-team\"] }\n\n\
+             [auth.oauth.oidc]\ngroup_tiers = { gold-team = \"gold\" }\n"
+                .to_string()
+        },
+        move |env| {
+            env.insert("MCP_OAUTH".into(), "true".into());
+            env.insert("MCP_OAUTH_ACCESS_TOKEN_TTL".into(), "10s".into());
+            env.insert("MCP_OAUTH_OIDC_ISSUER".into(), issuer);
+            env.insert("MCP_OAUTH_OIDC_CLIENT_ID".into(), "mcp-edge".into());
+            env.insert("MCP_OAUTH_OIDC_CLIENT_SECRET_FILE".into(), secret_text);
+            env.insert("MCP_OAUTH_OIDC_NAME".into(), "Test IdP".into());
+            env.insert(
+                "MCP_OAUTH_OIDC_SCOPES".into(),
+                "openid email profile groups".into(),
+            );
+            env.insert(
+                "MCP_OAUTH_OIDC_ALLOWED_DOMAINS".into(),
+                "example.com".into(),
+            );
+            env.insert("MCP_OAUTH_OIDC_ALLOWED_GROUPS".into(), "eng".into());
+            env.insert("MCP_AUDIT_OUTPUT".into(), "file".into());
+            env.insert("MCP_AUDIT_FILE".into(), audit_text);
+        },
+    )
+    .await;
+    let idp = start_idp(
+        idp_port,
+        &format!("{}/authorize/idp/callback", edge.base()),
+        secret,
+    )
+    .await;
+    let run = |login: &str, wait: Option<&str>| {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/oauth_client.mjs"
+        ))
+        .env("MCP_EDGE_URL", edge.url())
+        .env("MCP_EDGE_KEY", "unused")
+        .env("MCP_IDP_LOGIN", login)
+        .env("MCP_IDP_ORIGIN", &idp.issuer)
+        .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path);
+        if let Some(ms) = wait {
+            cmd.env("MCP_WAIT_FOR_EXPIRY_MS", ms);
+        }
+        cmd.output()
+    };
+
+    // Bob (eng, gold-team): signed in through the IdP; his groups open read_doc.
+    let out = run("bob", None).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        seen["first"].as_str().unwrap().contains("guide/tls.md"),
+        "{seen}"
+    );
+    assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]), "{seen}");
+
+    // Mallory (contractors only) is not admitted: the browser shows why.
+    let out = run("mallory", None).await.unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("none of the groups allowed"), "{said}");
+
+    // Alice (eng): no gold-team, so no read_doc; then she leaves eng at the IdP, and
+    // her next refresh (past the access token's expiry) ends her access.
+    let removal = {
+        let url = format!("{}/test/groups?login=alice&groups=", idp.issuer);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            reqwest::Client::new()
+                .post(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let out = run("alice", Some("16000")).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(removal.await.unwrap(), 200);
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["tools"], json!(["search_docs"]), "{seen}");
+    assert!(
+        seen["first"].as_str().unwrap().contains("guide/tls.md"),
+        "{seen}"
+    );
+    assert!(
+        seen["second"].as_str().unwrap().starts_with("ERR"),
+        "{seen}"
+    );
+
+    // Audited as the IdP principal; the IdP's tokens and the client secret never logged.
+    edge.running.state().audit.flush();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(text.contains("\"principal\":\"bob@example.com\""), "{text}");
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records.iter().any(|r| r["method"] == "oauth/sign_in"
+            && r["reason"] == "not_admitted"
+            && r["principal"].is_null()),
+        "mallory's refused sign-in: {text}"
+    );
+    assert!(
+        records.iter().any(|r| r["method"] == "oauth/revoke"
+            && r["reason"] == "not_admitted"
+            && r["principal"] == "alice@example.com"),
+        "alice's sign-in ended at her refresh: {text}"
+    );
+    assert!(!text.contains(secret));
+    let metrics = metrics_text(edge.running.admin_addr().unwrap()).await;
+    assert!(
+        metrics.contains("mcp_edge_oauth_sign_ins_total{method=\"oidc\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    edge.running.shutdown().await;
+}
