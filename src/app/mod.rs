@@ -148,6 +148,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     (listeners.admin, listeners.redirect) = side.serve(&state, &mut background);
     background.tasks.push(routes.parts.spawn_session_sweeps());
     background.tasks.push(state.limits.spawn_sweeps());
+    if let Some(oauth) = &state.oauth {
+        background.tasks.extend(oauth.follow_revocations());
+    }
     let reloadables = reloadables(&state, &routes.parts, rustls, docs);
     background.reloads = (!reloadables.is_empty())
         .then(|| Reloader::spawn(reloadables, config.secrets_poll_interval));
@@ -315,7 +318,7 @@ fn shared_state(
             .registry
             .share_caps(redis.clone(), config.sessions.idle_timeout);
     }
-    let limits = Arc::new(RateLimits::with_store(&config.rate_limit, redis));
+    let limits = Arc::new(RateLimits::with_store(&config.rate_limit, redis.clone()));
     let audit = Arc::new(crate::telemetry::audit::Audit::start(&config.audit)?);
     let oauth = match (&config.auth.oauth, edge_tokens) {
         (Some(oauth_config), Some(tokens)) => {
@@ -340,6 +343,7 @@ fn shared_state(
                     limits: limits.clone(),
                     audit: audit.clone(),
                     https: !matches!(config.tls, TlsConfig::Off),
+                    redis: redis.clone(),
                 })
                 .inspect(|oauth| oauth.probe_idp())?,
             )

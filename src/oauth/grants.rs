@@ -4,9 +4,13 @@
 //! use) and each refresh family's current generation (rotation with reuse
 //! detection: a refresh token used twice revokes its whole family).
 //!
-//! That state lives in this process: a single replica forgets it on restart, so its
-//! refresh tokens stop working then (the person signs in again); access tokens stay
-//! valid until they expire when the signing key comes from a file.
+//! That state lives in Redis when `redis.url` is set (every replica shares it, and it
+//! survives restarts), else in this process: a single replica then forgets it on
+//! restart, so its refresh tokens stop working (the person signs in again); access
+//! tokens stay valid until they expire when the signing key comes from a file. With
+//! Redis, a family's state is Redis's alone: Redis unreachable means no code or
+//! refresh token is accepted until it is back (never a silent local fallback, which
+//! would let a reused token through).
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -84,6 +88,8 @@ struct Family {
 pub enum RefreshRefusal {
     /// Not one of ours, tampered, or past its expiry.
     Invalid,
+    /// The shared state (Redis) cannot be reached: try again later.
+    Unavailable,
     /// Its family is not known here (issued before a restart without shared state).
     UnknownFamily,
     Revoked,
@@ -98,7 +104,12 @@ pub struct Grants {
     cluster: std::sync::Arc<Cluster>,
     used_codes: DashMap<String, u64>,
     families: DashMap<String, Family>,
+    redis: Option<std::sync::Arc<crate::ratelimit::redis::RedisStore>>,
 }
+
+/// Redis cannot be reached (a code or refresh token cannot be judged now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
 
 pub fn random_id() -> String {
     use base64::Engine;
@@ -109,12 +120,20 @@ pub fn random_id() -> String {
 }
 
 impl Grants {
-    pub fn new(cluster: std::sync::Arc<Cluster>) -> Grants {
+    pub fn new(
+        cluster: std::sync::Arc<Cluster>,
+        redis: Option<std::sync::Arc<crate::ratelimit::redis::RedisStore>>,
+    ) -> Grants {
         Grants {
             cluster,
             used_codes: DashMap::new(),
             families: DashMap::new(),
+            redis,
         }
+    }
+
+    pub fn redis(&self) -> Option<&std::sync::Arc<crate::ratelimit::redis::RedisStore>> {
+        self.redis.as_ref()
     }
 
     pub fn seal_code(&self, code: &Code) -> String {
@@ -132,7 +151,18 @@ impl Grants {
     }
 
     /// Mark `code` used; false when it was used before (a replay).
-    pub fn use_code(&self, code: &Code) -> bool {
+    pub async fn use_code(&self, code: &Code) -> Result<bool, Unavailable> {
+        if let Some(redis) = &self.redis {
+            let ttl = std::time::Duration::from_secs(2 * CODE_TTL_SECS + 60);
+            return redis
+                .use_code(&code.jti, ttl)
+                .await
+                .map_err(|_| Unavailable);
+        }
+        Ok(self.use_code_here(code))
+    }
+
+    fn use_code_here(&self, code: &Code) -> bool {
         let now = now_secs();
         if self.used_codes.len() > SWEEP_AT {
             self.used_codes.retain(|_, exp| *exp > now);
@@ -144,7 +174,19 @@ impl Grants {
     }
 
     /// Start the refresh family of a code just exchanged; its first token.
-    pub fn start_family(&self, refresh: &Refresh) -> String {
+    pub async fn start_family(&self, refresh: &Refresh) -> Result<String, Unavailable> {
+        if let Some(redis) = &self.redis {
+            let ttl = std::time::Duration::from_secs(refresh.exp.saturating_sub(now_secs()) + 60);
+            redis
+                .start_family(&refresh.fam, refresh.generation, ttl)
+                .await
+                .map_err(|_| Unavailable)?;
+            return Ok(self.seal_refresh(refresh));
+        }
+        Ok(self.start_family_here(refresh))
+    }
+
+    fn start_family_here(&self, refresh: &Refresh) -> String {
         let now = now_secs();
         if self.families.len() > SWEEP_AT {
             self.families.retain(|_, f| f.exp > now);
@@ -176,14 +218,51 @@ impl Grants {
 
     /// Trade a refresh token for the next one of its family (same expiry: a family
     /// lives as long as its sign-in allowed). A reused token revokes the family.
-    pub fn rotate(&self, sealed: &str) -> Result<(Refresh, String), Refused> {
-        self.judge(sealed, true)
+    pub async fn rotate(&self, sealed: &str) -> Result<(Refresh, String), Refused> {
+        self.judge_anywhere(sealed, true).await
     }
 
     /// What [`Grants::rotate`] would say, without rotating (a reused token still
     /// revokes its family). Returns the token's contents.
-    pub fn peek(&self, sealed: &str) -> Result<Refresh, Refused> {
-        self.judge(sealed, false).map(|(refresh, _)| refresh)
+    pub async fn peek(&self, sealed: &str) -> Result<Refresh, Refused> {
+        self.judge_anywhere(sealed, false)
+            .await
+            .map(|(refresh, _)| refresh)
+    }
+
+    /// [`Grants::judge`] against Redis when it is configured.
+    async fn judge_anywhere(
+        &self,
+        sealed: &str,
+        rotate: bool,
+    ) -> Result<(Refresh, String), Refused> {
+        let Some(redis) = &self.redis else {
+            return self.judge(sealed, rotate);
+        };
+        let refresh = self
+            .open_refresh(sealed)
+            .ok_or((RefreshRefusal::Invalid, None))?;
+        if refresh.exp <= now_secs() {
+            return Err((RefreshRefusal::Invalid, Some(Box::new(refresh))));
+        }
+        let verdict = redis
+            .judge_family(&refresh.fam, refresh.generation, rotate)
+            .await
+            .map_err(|_| (RefreshRefusal::Unavailable, None))?;
+        match verdict {
+            -1 => Err((RefreshRefusal::UnknownFamily, Some(Box::new(refresh)))),
+            -2 => Err((RefreshRefusal::Revoked, Some(Box::new(refresh)))),
+            -3 => Err((RefreshRefusal::Reused, Some(Box::new(refresh)))),
+            _ if !rotate => Ok((refresh, String::new())),
+            next => {
+                let next = Refresh {
+                    generation: u32::try_from(next).unwrap_or(u32::MAX),
+                    ..refresh
+                };
+                let sealed = self.seal_refresh(&next);
+                Ok((next, sealed))
+            }
+        }
     }
 
     /// Seal `refresh` again (the same generation, with what a refresh learned anew).
@@ -222,8 +301,22 @@ impl Grants {
         Ok((next, sealed))
     }
 
-    /// Revoke family `fam` (explicit revocation, code replay, refresh reuse).
-    pub fn revoke_family(&self, fam: &str, exp: u64) {
+    /// Revoke family `fam` (explicit revocation, code replay, refresh reuse), and with
+    /// Redis publish it to every replica until `access_until` (its last access token's
+    /// expiry).
+    pub async fn revoke_family(&self, fam: &str, exp: u64, access_until: u64) {
+        self.revoke_family_here(fam, exp);
+        if let Some(redis) = &self.redis {
+            let ttl = std::time::Duration::from_secs(exp.saturating_sub(now_secs()) + 60);
+            if redis.revoke_family(fam, ttl, access_until).await.is_err() {
+                tracing::warn!(
+                    "redis unreachable: a revoked sign-in is revoked on this replica only until it is back"
+                );
+            }
+        }
+    }
+
+    fn revoke_family_here(&self, fam: &str, exp: u64) {
         self.families
             .entry(fam.to_owned())
             .and_modify(|f| f.revoked = true)
@@ -240,11 +333,14 @@ mod tests {
     use super::*;
 
     fn grants() -> Grants {
-        Grants::new(Cluster::new(
-            crate::cluster::KeyRing::random(),
+        Grants::new(
+            Cluster::new(
+                crate::cluster::KeyRing::random(),
+                None,
+                std::time::Duration::from_secs(60),
+            ),
             None,
-            std::time::Duration::from_secs(60),
-        ))
+        )
     }
 
     fn refresh() -> Refresh {
@@ -269,19 +365,22 @@ mod tests {
     #[test]
     fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
         let g = grants();
-        let first = g.start_family(&refresh());
-        let (_, second) = g.rotate(&first).unwrap();
-        let (_, third) = g.rotate(&second).unwrap();
-        assert_eq!(g.rotate(&first).unwrap_err().0, RefreshRefusal::Reused);
+        let first = g.start_family_here(&refresh());
+        let (_, second) = g.judge(&first, true).unwrap();
+        let (_, third) = g.judge(&second, true).unwrap();
+        assert_eq!(g.judge(&first, true).unwrap_err().0, RefreshRefusal::Reused);
         assert_eq!(
-            g.rotate(&third).unwrap_err().0,
+            g.judge(&third, true).unwrap_err().0,
             RefreshRefusal::Revoked,
             "the newest is dead too once the family is revoked"
         );
-        assert_eq!(g.rotate("garbage").unwrap_err().0, RefreshRefusal::Invalid);
+        assert_eq!(
+            g.judge("garbage", true).unwrap_err().0,
+            RefreshRefusal::Invalid
+        );
         let other = grants();
         assert_eq!(
-            other.rotate(&first).unwrap_err().0,
+            other.judge(&first, true).unwrap_err().0,
             RefreshRefusal::Invalid,
             "another ring cannot open it"
         );
@@ -303,8 +402,8 @@ mod tests {
         let sealed = g.seal_code(&code);
         let opened = g.open_code(&sealed).unwrap();
         assert_eq!(opened, code);
-        assert!(g.use_code(&opened));
-        assert!(!g.use_code(&opened));
+        assert!(g.use_code_here(&opened));
+        assert!(!g.use_code_here(&opened));
         assert!(
             g.open_refresh(&sealed).is_none(),
             "a code is no refresh token"

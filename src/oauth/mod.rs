@@ -71,6 +71,8 @@ pub struct OAuthParts {
     pub limits: Arc<RateLimits>,
     pub audit: Arc<Audit>,
     pub https: bool,
+    /// Shared state for every replica (used codes, refresh families, revocations).
+    pub redis: Option<Arc<crate::ratelimit::redis::RedisStore>>,
 }
 
 impl OAuth {
@@ -86,7 +88,7 @@ impl OAuth {
         };
         Ok(Arc::new(OAuth {
             idp,
-            grants: Grants::new(parts.cluster.clone()),
+            grants: Grants::new(parts.cluster.clone(), parts.redis.clone()),
             clients,
             config,
             resources: parts.resources,
@@ -102,6 +104,27 @@ impl OAuth {
 
     pub fn tokens(&self) -> Arc<EdgeTokens> {
         self.tokens.clone()
+    }
+
+    /// With Redis, learn every second which sign-ins another replica revoked, so
+    /// their access tokens stop here too (revocation is local without Redis).
+    pub fn follow_revocations(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let redis = self.grants.redis()?.clone();
+        let tokens = self.tokens.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = crate::auth::edge_token::now_secs();
+                if let Ok(revoked) = redis.revoked_families(now).await {
+                    for (fam, until) in revoked {
+                        if !tokens.is_revoked(&fam) {
+                            tokens.revoke_family(&fam, until);
+                        }
+                    }
+                }
+            }
+        }))
     }
 
     /// Discover the IdP once at start, so a wrong issuer shows in the log at once

@@ -250,12 +250,13 @@ fn issue(oauth: &OAuth, refresh: &Refresh, refresh_token: String) -> Value {
 
 /// End a family everywhere this replica looks: its refresh tokens and, at once, its
 /// access tokens.
-fn end_family(oauth: &OAuth, fam: &str, refresh_exp: u64) {
-    oauth.grants.revoke_family(fam, refresh_exp);
-    oauth.tokens.revoke_family(
-        fam,
-        now_secs() + oauth.config.access_token_ttl.as_secs() + 60,
-    );
+async fn end_family(oauth: &OAuth, fam: &str, refresh_exp: u64) {
+    let access_until = now_secs() + oauth.config.access_token_ttl.as_secs() + 60;
+    oauth.tokens.revoke_family(fam, access_until);
+    oauth
+        .grants
+        .revoke_family(fam, refresh_exp, access_until)
+        .await;
 }
 
 async fn code_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<Value, OAuthError> {
@@ -297,13 +298,21 @@ async fn code_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<Val
             "resource differs from the one the code was issued for",
         ));
     }
-    if !oauth.grants.use_code(&code) {
+    let first_use = oauth.grants.use_code(&code).await.map_err(|_| {
+        OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the shared sign-in state (Redis) cannot be reached; try again shortly",
+        )
+    })?;
+    if !first_use {
         // RFC 6749 §4.1.2: a replayed code revokes what was issued with it.
         end_family(
             oauth,
             &code.jti,
             now_secs() + oauth.config.refresh_token_ttl.as_secs(),
-        );
+        )
+        .await;
         crate::metrics::oauth_refused("token", "code_replay");
         oauth.audit(
             "oauth/code_replay",
@@ -334,7 +343,13 @@ async fn code_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<Val
         resource: code.resource.clone(),
         exp: now_secs() + oauth.config.refresh_token_ttl.as_secs(),
     };
-    let refresh_token = oauth.grants.start_family(&refresh);
+    let refresh_token = oauth.grants.start_family(&refresh).await.map_err(|_| {
+        OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the shared sign-in state (Redis) cannot be reached; try again shortly",
+        )
+    })?;
     crate::metrics::oauth_token("authorization_code");
     Ok(issue(oauth, &refresh, refresh_token))
 }
@@ -357,13 +372,13 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
     }
     // An IdP sign-in is checked at the IdP first: if it cannot answer, nothing changes
     // and the client may retry with the same token.
-    let rechecked = match oauth.grants.peek(sealed) {
+    let rechecked = match oauth.grants.peek(sealed).await {
         Ok(current) if current.person.via == "oidc" => {
             match recheck_at_idp(oauth, &current.person).await {
                 Ok(person) => Some(person),
                 Err(e) if e.code == "temporarily_unavailable" => return Err(e),
                 Err(e) => {
-                    end_family(oauth, &current.fam, current.exp);
+                    end_family(oauth, &current.fam, current.exp).await;
                     oauth.audit(
                         "oauth/revoke",
                         &current.client_id,
@@ -379,9 +394,9 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
             }
         }
         Ok(_) => None,
-        Err(refused) => return Err(refresh_refused(oauth, refused, ip)),
+        Err(refused) => return Err(refresh_refused(oauth, refused, ip).await),
     };
-    let (refresh, next) = match oauth.grants.rotate(sealed) {
+    let (refresh, next) = match oauth.grants.rotate(sealed).await {
         Ok((refresh, next)) => match rechecked {
             Some(person) => {
                 let refresh = Refresh { person, ..refresh };
@@ -390,7 +405,7 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
             }
             None => (refresh, next),
         },
-        Err(refused) => return Err(refresh_refused(oauth, refused, ip)),
+        Err(refused) => return Err(refresh_refused(oauth, refused, ip).await),
     };
     if let Some(resource) = &form.resource
         && *resource != refresh.resource
@@ -400,7 +415,7 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
         ));
     }
     if !still_admitted(oauth, &refresh.person) {
-        end_family(oauth, &refresh.fam, refresh.exp);
+        end_family(oauth, &refresh.fam, refresh.exp).await;
         oauth.audit(
             "oauth/revoke",
             &refresh.client_id,
@@ -420,7 +435,7 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
 }
 
 /// The error for a refused refresh token; a reused one revokes its family.
-fn refresh_refused(
+async fn refresh_refused(
     oauth: &OAuth,
     (refusal, opened): super::grants::Refused,
     ip: std::net::IpAddr,
@@ -429,6 +444,11 @@ fn refresh_refused(
         RefreshRefusal::Invalid => {
             OAuthError::invalid_grant("the refresh token is not valid or has expired")
         }
+        RefreshRefusal::Unavailable => OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the shared sign-in state (Redis) cannot be reached; try again shortly",
+        ),
         RefreshRefusal::UnknownFamily => OAuthError::invalid_grant(
             "the refresh token is not known here (the server restarted): sign in again",
         ),
@@ -437,7 +457,7 @@ fn refresh_refused(
         }
         RefreshRefusal::Reused => {
             if let Some(opened) = opened {
-                end_family(oauth, &opened.fam, opened.exp);
+                end_family(oauth, &opened.fam, opened.exp).await;
                 oauth.audit(
                     "oauth/refresh_reuse",
                     &opened.client_id,
@@ -499,7 +519,7 @@ pub struct RevokeForm {
 pub async fn revoke_endpoint(oauth: &OAuth, parts: &Parts, token: &str) {
     let ip = crate::conn::client_ip_in(&parts.extensions);
     if let Some(refresh) = oauth.grants.open_refresh(token) {
-        end_family(oauth, &refresh.fam, refresh.exp);
+        end_family(oauth, &refresh.fam, refresh.exp).await;
         oauth.audit(
             "oauth/revoke",
             &refresh.client_id,
@@ -519,7 +539,8 @@ pub async fn revoke_endpoint(oauth: &OAuth, parts: &Parts, token: &str) {
             oauth,
             &claims.fam,
             now_secs() + oauth.config.refresh_token_ttl.as_secs(),
-        );
+        )
+        .await;
         oauth.audit(
             "oauth/revoke",
             &claims.client_id,

@@ -147,6 +147,8 @@ pub struct RedisStore {
     failed_auth: redis::Script,
     session_admit: redis::Script,
     session_put: redis::Script,
+    family_judge: redis::Script,
+    family_revoke: redis::Script,
 }
 
 /// Read the password file; a trailing newline (as `echo` writes) is not part of it.
@@ -233,6 +235,8 @@ impl RedisStore {
             failed_auth: redis::Script::new(FAILED_AUTH_SCRIPT),
             session_admit: redis::Script::new(SESSION_ADMIT_SCRIPT),
             session_put: redis::Script::new(SESSION_PUT_SCRIPT),
+            family_judge: redis::Script::new(FAMILY_JUDGE_SCRIPT),
+            family_revoke: redis::Script::new(FAMILY_REVOKE_SCRIPT),
         }))
     }
 
@@ -425,4 +429,139 @@ impl RedisStore {
         self.record("session_remove", started, error);
         if failed { Err(Unreachable) } else { Ok(()) }
     }
+
+    // ── OAuth grants (`oauth::grants`): state every replica must share ─────────
+
+    /// Run one plain command under the availability gate and the timeout.
+    async fn command<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, Unreachable> {
+        if !self.gate() {
+            crate::metrics::redis_skipped(op);
+            return Err(Unreachable);
+        }
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match result {
+            Ok(value) => {
+                self.record(op, started, None);
+                Ok(value)
+            }
+            Err(error) => {
+                self.record(op, started, Some(error));
+                Err(Unreachable)
+            }
+        }
+    }
+
+    /// Mark an authorization code used (for `ttl`); false when it was used before.
+    pub async fn use_code(&self, jti: &str, ttl: Duration) -> Result<bool, Unreachable> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{PREFIX}:code:{}", digest(jti)))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.command::<Option<String>>("oauth_code", cmd)
+            .await
+            .map(|set| set.is_some())
+    }
+
+    fn family_key(fam: &str) -> String {
+        format!("{PREFIX}:fam:{}", digest(fam))
+    }
+
+    /// Start a refresh family at `generation`, kept for `ttl`.
+    pub async fn start_family(
+        &self,
+        fam: &str,
+        generation: u32,
+        ttl: Duration,
+    ) -> Result<(), Unreachable> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(Self::family_key(fam))
+            .arg(generation)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.command::<String>("oauth_family", cmd).await.map(drop)
+    }
+
+    /// Judge a refresh token of `fam` at `generation` (rotating it when `rotate`):
+    /// the next generation (or the current one), or -1 unknown, -2 revoked, -3 reused
+    /// (the family is revoked by that).
+    pub async fn judge_family(
+        &self,
+        fam: &str,
+        generation: u32,
+        rotate: bool,
+    ) -> Result<i64, Unreachable> {
+        let mut invocation = self.family_judge.prepare_invoke();
+        invocation
+            .key(Self::family_key(fam))
+            .arg(generation)
+            .arg(u8::from(rotate));
+        self.invoke("oauth_family", invocation).await
+    }
+
+    /// Revoke `fam` (its refresh tokens, kept for `ttl`) and publish it for every
+    /// replica's access-token check until `until` (unix seconds).
+    pub async fn revoke_family(
+        &self,
+        fam: &str,
+        ttl: Duration,
+        until: u64,
+    ) -> Result<(), Unreachable> {
+        let mut invocation = self.family_revoke.prepare_invoke();
+        invocation
+            .key(Self::family_key(fam))
+            .key(format!("{PREFIX}:revoked"))
+            .arg(micros(ttl) / 1000)
+            .arg(until)
+            .arg(fam);
+        self.invoke::<i64>("oauth_revoke", invocation)
+            .await
+            .map(drop)
+    }
+
+    /// Families revoked (by any replica) whose access tokens may still be alive.
+    pub async fn revoked_families(&self, now: u64) -> Result<Vec<(String, u64)>, Unreachable> {
+        let key = format!("{PREFIX}:revoked");
+        let mut prune = redis::cmd("ZREMRANGEBYSCORE");
+        prune.arg(&key).arg("-inf").arg(now);
+        self.command::<i64>("oauth_revoked", prune).await?;
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(&key).arg(0).arg(-1).arg("WITHSCORES");
+        let list: Vec<(String, f64)> = self.command("oauth_revoked", cmd).await?;
+        Ok(list.into_iter().map(|(f, s)| (f, s as u64)).collect())
+    }
 }
+
+/// KEYS[1] family; ARGV generation, rotate (0/1). A revoked family is "r".
+const FAMILY_JUDGE_SCRIPT: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return -1 end
+if v == 'r' then return -2 end
+local g = tonumber(v)
+if g ~= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], 'r', 'KEEPTTL')
+  return -3
+end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], g + 1, 'KEEPTTL')
+  return g + 1
+end
+return g
+"#;
+
+/// KEYS[1] family, KEYS[2] revoked set; ARGV ttl (ms), until (unix s), family id.
+const FAMILY_REVOKE_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], 'r', 'PX', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"#;

