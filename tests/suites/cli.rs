@@ -287,3 +287,64 @@ fn check_config_and_serve_report_the_same_problems() {
         assert_eq!(checked, served, "{case:?}");
     }
 }
+
+#[test]
+fn check_config_warns_of_an_unreachable_identity_provider_and_checks_its_secret() {
+    let fx = Fixture::new();
+    let secret = fx.dir.path().join("oidc_client_secret");
+    let signing = fx.dir.path().join("oauth_signing_key");
+    std::fs::write(
+        &signing,
+        mcp_edge::auth::edge_token::generate_signing_key().as_str(),
+    )
+    .unwrap();
+    let oidc_env = |secret_file: &std::path::Path| {
+        let mut env = fx.env();
+        for (k, v) in [
+            ("MCP_OAUTH", "true".to_string()),
+            ("MCP_OAUTH_SIGNING_KEY_FILE", signing.display().to_string()),
+            // Nothing listens there.
+            (
+                "MCP_OAUTH_OIDC_ISSUER",
+                format!("http://127.0.0.1:{}", free_port()),
+            ),
+            ("MCP_OAUTH_OIDC_CLIENT_ID", "edge".to_string()),
+            (
+                "MCP_OAUTH_OIDC_CLIENT_SECRET_FILE",
+                secret_file.display().to_string(),
+            ),
+        ] {
+            env.insert(k.to_string(), v);
+        }
+        env
+    };
+    // The secret file missing: an error naming the key and the file.
+    let out = Command::new(bin())
+        .arg("check-config")
+        .env_clear()
+        .envs(oidc_env(&secret))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("auth.oauth.oidc.client_secret_file") && said.contains("oidc_client_secret"),
+        "{said}"
+    );
+    // With it: only a warning that the issuer does not answer.
+    std::fs::write(&secret, "s3cret-value\n").unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .env_clear()
+        .envs(oidc_env(&secret))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("warning: auth.oauth.oidc.issuer"), "{said}");
+    assert!(said.contains("oauth: 1 signing key(s)"), "{said}");
+    assert!(
+        !said.contains("s3cret-value")
+            && !String::from_utf8_lossy(&out.stdout).contains("s3cret-value")
+    );
+}

@@ -168,11 +168,36 @@ fn check_config(config: &Config) -> ExitCode {
             false
         }
     };
+    idp_reachable(config);
     println!("{}", config.to_pretty_json());
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// Whether the OpenID provider of `[auth.oauth.oidc]` answers discovery now: a
+/// warning when not (it may be reachable from the deployment but not from here).
+fn idp_reachable(config: &Config) {
+    let Some(oauth) = &config.auth.oauth else {
+        return;
+    };
+    let Some(oidc) = &oauth.oidc else { return };
+    let idp = match mcp_edge::oauth::idp::Idp::new(oidc.clone(), &oauth.issuer) {
+        Ok(idp) => idp,
+        Err(e) => return eprintln!("mcp-edge: warning: auth.oauth.oidc: {e}"),
+    };
+    match runtime().block_on(idp.probe()) {
+        Ok(()) => eprintln!(
+            "oauth: identity provider {} answers discovery; register {} there",
+            oidc.issuer,
+            idp.redirect_uri()
+        ),
+        Err(e) => eprintln!(
+            "mcp-edge: warning: auth.oauth.oidc.issuer {}: {e} (not fatal: sign-ins through it fail until it answers)",
+            oidc.issuer
+        ),
     }
 }
 
