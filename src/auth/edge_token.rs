@@ -195,10 +195,11 @@ pub struct EdgeTokens {
     /// Revoked refresh families → when their last access token expires (unix s).
     revoked: DashMap<String, u64>,
     leeway: Duration,
-    /// Tokens already verified, by SHA-256 of the token: a client sends the same
-    /// token with every call, and an ES256 verification costs several times what
-    /// the rest of a stateless call's authentication does. Cleared on key rotation.
-    verified: DashMap<[u8; 32], Arc<EdgeClaims>>,
+    /// Tokens already verified (the whole token is the key, so a hit is exactly a
+    /// token verified before): a client sends the same token with every call, and an
+    /// ES256 verification costs more than the rest of a stateless call's
+    /// authentication. Cleared on key rotation.
+    verified: DashMap<Box<str>, Arc<EdgeClaims>>,
 }
 
 /// Verified tokens remembered at most (the map is cleared when full).
@@ -252,6 +253,22 @@ impl EdgeTokens {
             .is_some_and(|kid| kid.starts_with("edge-") && keys.keys.iter().any(|k| k.kid == kid))
     }
 
+    /// `None` when `token` is not one of this edge's (another issuer's JWT); else the
+    /// claims of a valid, unrevoked token for one of `audiences`, or why not.
+    pub fn check(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<Result<Arc<EdgeClaims>, JwtRejection>> {
+        if let Some(claims) = self.verified.get(token).map(|c| c.clone()) {
+            return Some(self.still_good(token, claims, audiences));
+        }
+        if !self.is_ours(token) {
+            return None;
+        }
+        Some(self.verify(token, audiences))
+    }
+
     /// The claims of a valid, unrevoked token for one of `audiences`: from the cache of
     /// verified tokens while it has not expired, else verified in full.
     pub fn verify(
@@ -259,24 +276,34 @@ impl EdgeTokens {
         token: &str,
         audiences: &[String],
     ) -> Result<Arc<EdgeClaims>, JwtRejection> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(claims) = self.verified.get(&digest).map(|c| c.clone()) {
-            if claims.exp + self.leeway.as_secs() <= now_secs() {
-                self.verified.remove(&digest);
-                return Err(JwtRejection::Expired);
-            }
-            if self.revoked.contains_key(&claims.fam) {
-                return Err(JwtRejection::Revoked);
-            }
-            if audiences.contains(&claims.aud) {
-                return Ok(claims);
-            }
+        if let Some(claims) = self.verified.get(token).map(|c| c.clone()) {
+            return self.still_good(token, claims, audiences);
         }
         let claims = Arc::new(self.verify_in_full(token, audiences)?);
         if self.verified.len() >= VERIFIED_MAX {
             self.verified.clear();
         }
-        self.verified.insert(digest, claims.clone());
+        self.verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// A cached token's claims, checked again for what changes with time.
+    fn still_good(
+        &self,
+        token: &str,
+        claims: Arc<EdgeClaims>,
+        audiences: &[String],
+    ) -> Result<Arc<EdgeClaims>, JwtRejection> {
+        if claims.exp + self.leeway.as_secs() <= now_secs() {
+            self.verified.remove(token);
+            return Err(JwtRejection::Expired);
+        }
+        if self.revoked.contains_key(&claims.fam) {
+            return Err(JwtRejection::Revoked);
+        }
+        if !audiences.contains(&claims.aud) {
+            return Err(JwtRejection::WrongAudience);
+        }
         Ok(claims)
     }
 

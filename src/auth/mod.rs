@@ -183,11 +183,11 @@ impl Authenticator {
 
     /// An edge access token: its principal is the one its sign-in found, as it is
     /// now (a key principal's current rate and tool list; gone when its key is).
-    fn edge_principal(&self, edge: &EdgeAuth, token: &str) -> Result<Principal, AuthFailure> {
-        let claims = edge
-            .tokens
-            .verify(token, &edge.audiences)
-            .map_err(AuthFailure::InvalidToken)?;
+    fn edge_principal(
+        &self,
+        edge: &EdgeAuth,
+        claims: &EdgeClaims,
+    ) -> Result<Principal, AuthFailure> {
         let mut principal = match claims.via.as_str() {
             "key" => self
                 .key_by_credential(&claims.cred)
@@ -220,11 +220,10 @@ impl Authenticator {
         let token = bearer_token(headers)?;
         if let Some(edge) = &self.edge
             && looks_like_jwt(token.expose_secret())
-            && edge.tokens.is_ours(token.expose_secret())
+            && let Some(checked) = edge.tokens.check(token.expose_secret(), &edge.audiences)
         {
-            return self
-                .edge_principal(edge, token.expose_secret())
-                .map(Arc::new);
+            let claims = checked.map_err(AuthFailure::InvalidToken)?;
+            return self.edge_principal(edge, &claims).map(Arc::new);
         }
         if let Some(jwt) = &self.jwt
             && (self.api_keys.is_none() || looks_like_jwt(token.expose_secret()))
