@@ -179,12 +179,10 @@ async fn open_and_leave(http: &reqwest::Client, url: &str) -> String {
 /// the burst's growth must go) with a deadline far above the idle timeout plus one
 /// sweep, so neither the machine's speed nor its load decides it.
 ///
-/// Ignored until the fix lands: it fails with glibc's malloc, which keeps the pages
-/// (RSS stays at the peak, every probed session answers 404), and passes when freed
-/// pages go back (checked with jemalloc preloaded, background purging on). Run it with
-/// `cargo test --test integration memory_of_a_burst -- --ignored`.
+/// Without the trim after a sweep (`crate::memory::trim_heap`) it fails with glibc's
+/// malloc, which keeps the pages (RSS stays at the peak, every probed session answers
+/// 404).
 #[tokio::test]
-#[ignore = "issue 23: the allocator keeps a burst's pages until the fix lands"]
 async fn memory_of_a_burst_of_expired_sessions_is_given_back() {
     const SESSIONS: usize = 400;
     let fx = Fixture::new();
