@@ -111,9 +111,10 @@ const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl McpParts {
     /// Sweep the session registry in the background (see [`sweep_sessions`]);
-    /// abort the task to stop. A sweep that forgot sessions then gives the freed heap
-    /// back to the system ([`crate::memory::trim_heap`], issue 23), on a blocking
-    /// thread and awaited, so at most one trim per tick.
+    /// abort the task to stop. When sessions ended since the last tick (idle timeout,
+    /// DELETE, revocation), the freed heap is then given back to the system
+    /// ([`crate::memory::trim_heap`], issue 23), on a blocking thread and awaited, so
+    /// at most one trim per tick.
     pub fn spawn_session_sweeps(&self) -> tokio::task::JoinHandle<()> {
         let registry = self.registry.clone();
         let manager = self.session_manager.clone();
@@ -122,7 +123,8 @@ impl McpParts {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if sweep_sessions(&registry, &manager).await > 0 {
+                sweep_sessions(&registry, &manager).await;
+                if registry.take_ended() > 0 {
                     let _ = tokio::task::spawn_blocking(crate::memory::trim_heap).await;
                 }
             }
@@ -131,8 +133,8 @@ impl McpParts {
 }
 
 /// Forget sessions rmcp has already dropped (idle timeout, transport closed), so
-/// they stop counting against the caps. Returns how many were forgotten.
-pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) -> usize {
+/// they stop counting against the caps.
+pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionManager) {
     let live = manager.sessions.read().await;
     let gone: Vec<String> = registry
         .session_ids(SessionKind::StreamableHttp)
@@ -140,11 +142,10 @@ pub async fn sweep_sessions(registry: &SessionRegistry, manager: &LocalSessionMa
         .filter(|id| !live.contains_key(id.as_str()))
         .collect();
     drop(live);
-    for id in &gone {
+    for id in gone {
         tracing::debug!(session = %id, "session expired");
-        registry.remove(id);
+        registry.remove(&id);
     }
-    gone.len()
 }
 
 /// May the caller of this request see and call `tool`? Every backend routes its

@@ -173,6 +173,19 @@ async fn open_and_leave(http: &reqwest::Client, url: &str) -> String {
     id
 }
 
+/// DELETE a session as alice; it must succeed.
+async fn delete_as_alice(http: &reqwest::Client, url: &str, id: &str) {
+    let r = http
+        .delete(url)
+        .bearer_auth(ALICE_KEY)
+        .header("mcp-session-id", id)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "DELETE answered {}", r.status());
+}
+
 /// Issue 23: sessions that end by their idle timeout (most clients never DELETE) give
 /// their memory back. Before the fix the C allocator kept the pages of the whole burst:
 /// RSS stayed at its peak with no session left. The check is relative (two thirds of
@@ -184,12 +197,29 @@ async fn open_and_leave(http: &reqwest::Client, url: &str) -> String {
 /// 404).
 #[tokio::test]
 async fn memory_of_a_burst_of_expired_sessions_is_given_back() {
+    burst_gives_its_memory_back(false).await;
+}
+
+/// The same for sessions closed by DELETE (the idle timeout far away): they leave the
+/// registry at once, and the next sweep tick trims. Without counting them (only
+/// sessions the sweep forgot) RSS stays at the peak.
+#[tokio::test]
+async fn memory_of_a_burst_of_deleted_sessions_is_given_back() {
+    burst_gives_its_memory_back(true).await;
+}
+
+/// Open a warm-up, then a burst of sessions; end them (DELETE if `delete`, else the
+/// 1 s idle timeout); RSS must come most of the way back to idle within 60 s.
+async fn burst_gives_its_memory_back(delete: bool) {
     const SESSIONS: usize = 400;
     let fx = Fixture::new();
     let (edge, port) = spawn_edge(
         &fx,
         &[
-            ("MCP_SESSION_IDLE_TIMEOUT", "1s"),
+            (
+                "MCP_SESSION_IDLE_TIMEOUT",
+                if delete { "10m" } else { "1s" },
+            ),
             ("MCP_MAX_SESSIONS", "1000"),
             ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1000"),
             ("MCP_RATE_LIMIT", "1000000/s"),
@@ -206,7 +236,10 @@ async fn memory_of_a_burst_of_expired_sessions_is_given_back() {
     // Warm up (first handshakes and searches allocate what stays), let those sessions
     // expire (idle timeout, then a sweep), then read the idle figure.
     for _ in 0..8 {
-        open_and_leave(&http, &url).await;
+        let id = open_and_leave(&http, &url).await;
+        if delete {
+            delete_as_alice(&http, &url, &id).await;
+        }
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
     let idle = rss_kb(pid);
@@ -235,6 +268,21 @@ async fn memory_of_a_burst_of_expired_sessions_is_given_back() {
         "{SESSIONS} sessions take several MB (idle {idle} kB, peak {peak} kB)"
     );
 
+    if delete {
+        let mut closing = tokio::task::JoinSet::new();
+        for part in ids.chunks(SESSIONS / 8) {
+            let (http, url, part) = (http.clone(), url.clone(), part.to_vec());
+            closing.spawn(async move {
+                for id in part {
+                    delete_as_alice(&http, &url, &id).await;
+                }
+            });
+        }
+        while let Some(done) = closing.join_next().await {
+            done.unwrap();
+        }
+    }
+
     let limit = idle + grown / 3;
     let mut last = peak;
     let back = eventually(Duration::from_secs(60), async || {
@@ -242,7 +290,7 @@ async fn memory_of_a_burst_of_expired_sessions_is_given_back() {
         last <= limit
     })
     .await;
-    // Were the sessions gone? A request in an expired session is answered 404.
+    // Were the sessions gone? A request in an ended session is answered 404.
     let mut expired = 0;
     for id in ids.iter().step_by(40) {
         let r = post_as_alice(
@@ -256,7 +304,7 @@ async fn memory_of_a_burst_of_expired_sessions_is_given_back() {
     }
     assert!(
         back,
-        "RSS {last} kB after the sessions expired ({expired} of {} probed answered 404): \
+        "RSS {last} kB after the sessions ended ({expired} of {} probed answered 404): \
          idle {idle} kB, peak {peak} kB, wanted at most {limit} kB",
         SESSIONS.div_ceil(40)
     );
