@@ -1,5 +1,5 @@
 //! mcp-edge: a single-binary TLS edge server for the Model Context Protocol.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod acme;
 pub mod app;
@@ -13,6 +13,7 @@ pub mod healthcheck;
 pub mod host;
 pub mod init_secrets;
 pub mod mcp;
+pub mod memory;
 pub mod metrics;
 pub mod oauth;
 pub mod preflight;

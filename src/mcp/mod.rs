@@ -111,15 +111,22 @@ const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl McpParts {
     /// Sweep the session registry in the background (see [`sweep_sessions`]);
-    /// abort the task to stop.
+    /// abort the task to stop. When sessions ended since the last tick (idle timeout,
+    /// DELETE, revocation), the freed heap is then given back to the system
+    /// ([`crate::memory::trim_heap`], issue 23), on a blocking thread and awaited, so
+    /// at most one trim per tick.
     pub fn spawn_session_sweeps(&self) -> tokio::task::JoinHandle<()> {
         let registry = self.registry.clone();
         let manager = self.session_manager.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SESSION_SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 sweep_sessions(&registry, &manager).await;
+                if registry.take_ended() > 0 {
+                    let _ = tokio::task::spawn_blocking(crate::memory::trim_heap).await;
+                }
             }
         })
     }

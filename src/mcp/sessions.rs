@@ -13,6 +13,7 @@
 //! Session ids are opaque strings here (they may be sealed ids).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,8 @@ pub struct SessionRegistry {
     max_per_principal: usize,
     state: Mutex<State>,
     shared: OnceLock<SharedCaps>,
+    /// Sessions removed since [`Self::take_ended`] last read it (any way they ended).
+    ended: AtomicUsize,
 }
 
 /// Whether a request's session id may be used by its principal.
@@ -111,6 +114,7 @@ impl SessionRegistry {
             max_per_principal,
             state: Mutex::new(State::default()),
             shared: OnceLock::new(),
+            ended: AtomicUsize::new(0),
         })
     }
 
@@ -231,6 +235,7 @@ impl SessionRegistry {
         if let Some(owner) = s.owners.remove(session_id) {
             decrement(&mut s.per_principal, &owner.principal);
             drop(s);
+            self.ended.fetch_add(1, Ordering::Relaxed);
             if let Some(shared) = self.shared.get() {
                 let id = session_id.to_owned();
                 shared.spawn(
@@ -241,6 +246,12 @@ impl SessionRegistry {
                 );
             }
         }
+    }
+
+    /// How many sessions were removed (DELETE, idle timeout, revocation, legacy SSE
+    /// stream closed) since the last call; the session sweep trims the heap when any were.
+    pub fn take_ended(&self) -> usize {
+        self.ended.swap(0, Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {
@@ -387,8 +398,13 @@ mod tests {
         assert_eq!(reg.claim("s1", "alice", &k), Ownership::Owner);
         assert_eq!(reg.claim("s1", "bob", &k), Ownership::Foreign);
         assert_eq!(reg.claim("zz", "bob", &k), Ownership::Unknown);
+        assert_eq!(reg.take_ended(), 0);
         reg.remove("s1");
+        reg.remove("s1");
+        reg.remove("zz");
         assert_eq!(reg.len(), 2);
+        assert_eq!(reg.take_ended(), 1, "only a session that was there counts");
+        assert_eq!(reg.take_ended(), 0);
         assert_eq!(reg.sessions_of("alice"), vec!["s2".to_string()]);
         reg.reserve(bob, "k2".into()).unwrap();
         assert_eq!(reg.sessions_using(&["k1".into()]), vec!["s2".to_string()]);

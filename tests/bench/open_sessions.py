@@ -3,7 +3,8 @@
 
 Each session: initialize (protocol 2025-06-18) + notifications/initialized, over HTTP/1.1
 keep-alive connections (a few in parallel), the server certificate checked against --ca.
-The session ids are written to --out, one a line. --warmup N first sends N stateless
+With --call, each session also makes one tools/call search_docs (as most clients do
+before they go away). The session ids are written to --out, one a line. --warmup N first sends N stateless
 tools/list + tools/call requests (to warm the server before an idle-memory reading).
 Standard library only (http.client + ssl), so it runs wherever python3 does.
 Key from MCP_BENCH_KEY. Exit status 1 if any request failed.
@@ -56,7 +57,7 @@ class Client:
         body = resp.read()
         return resp, body
 
-    def open_session(self):
+    def open_session(self, call=False):
         resp, body = self.post({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -73,6 +74,14 @@ class Client:
                                {"Mcp-Session-Id": sid, "MCP-Protocol-Version": version})
         if resp.status // 100 != 2:
             raise RuntimeError(f"notifications/initialized: HTTP {resp.status}: {body[:300]!r}")
+        if call:
+            resp, body = self.post({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "search_docs", "arguments": {"query": "rate limits"}},
+            }, {"Mcp-Session-Id": sid, "MCP-Protocol-Version": version})
+            msg = parse_reply(resp, body) if resp.status == 200 else {}
+            if "result" not in msg or msg["result"].get("isError"):
+                raise RuntimeError(f"session tools/call: HTTP {resp.status}: {body[:300]!r}")
         return sid
 
     def stateless(self, method, params):
@@ -95,6 +104,7 @@ def main():
     ap.add_argument("--count", type=int, default=0, help="sessions to open")
     ap.add_argument("--connections", type=int, default=4, help="parallel keep-alive connections")
     ap.add_argument("--out", help="write the session ids here")
+    ap.add_argument("--call", action="store_true", help="one tools/call per session after initialize")
     ap.add_argument("--warmup", type=int, default=0, help="stateless requests to send first")
     a = ap.parse_args()
     key = os.environ["MCP_BENCH_KEY"]
@@ -120,7 +130,7 @@ def main():
                 if errors or next(todo, None) is None:
                     break
             try:
-                sid = c.open_session()
+                sid = c.open_session(a.call)
             except Exception as e:  # noqa: BLE001 - reported, makes the run fail
                 with lock:
                     errors.append(str(e))
