@@ -413,24 +413,37 @@ pub async fn sign_in_with_key(
         200,
     );
     tracing::info!(principal = %principal.name, client = %pending.client_id, "signed in with an API key");
-    let consenting = Consenting {
-        person: Person {
-            sub: principal.name.to_string(),
-            via: "key".into(),
-            cred: principal.credential.to_string(),
-            groups: Vec::new(),
-            tier: None,
-            idp_refresh: None,
-        },
-        exp: pending.exp,
-        pending: pending.clone(),
-    };
-    let sealed = seal(&oauth, SEAL_CONSENT, &consenting);
     let Some(cookie) = cookie_of(&parts) else {
         return forged_page();
     };
-    let csrf = csrf_token(&oauth, &cookie, &sealed);
-    pages::consent(&asking, &principal.name, &sealed, &csrf)
+    let person = Person {
+        sub: principal.name.to_string(),
+        via: "key".into(),
+        cred: principal.credential.to_string(),
+        groups: Vec::new(),
+        tier: None,
+        idp_refresh: None,
+    };
+    consent_page(&oauth, &cookie, pending, person)
+}
+
+/// The consent page for `person`, signed in for `pending`: the two sealed together in
+/// its form, with the form's CSRF token for this browser's `cookie`.
+fn consent_page(oauth: &OAuth, cookie: &str, pending: Pending, person: Person) -> Response {
+    let consenting = Consenting {
+        exp: pending.exp,
+        pending,
+        person,
+    };
+    let sealed = seal(oauth, SEAL_CONSENT, &consenting);
+    let csrf = csrf_token(oauth, cookie, &sealed);
+    let pending = &consenting.pending;
+    let asking = Asking {
+        client_name: &pending.client_name,
+        redirect_host: &host_of(&pending.redirect_uri),
+        scope: &pending.scope,
+    };
+    pages::consent(&asking, &consenting.person.sub, &sealed, &csrf)
 }
 
 #[derive(Deserialize)]
@@ -694,24 +707,13 @@ pub async fn idp_callback(
         200,
     );
     tracing::info!(principal = %admitted.principal, client = %pending.client_id, "signed in through the identity provider");
-    let consenting = Consenting {
-        person: Person {
-            sub: admitted.principal.clone(),
-            via: "oidc".into(),
-            cred: admitted.cred.clone(),
-            groups: admitted.groups.clone(),
-            tier: admitted.tier.clone(),
-            idp_refresh: admitted.refresh.clone(),
-        },
-        exp: pending.exp,
-        pending: pending.clone(),
+    let person = Person {
+        sub: admitted.principal,
+        via: "oidc".into(),
+        cred: admitted.cred,
+        groups: admitted.groups,
+        tier: admitted.tier,
+        idp_refresh: admitted.refresh,
     };
-    let sealed = seal(&oauth, SEAL_CONSENT, &consenting);
-    let csrf = csrf_token(&oauth, &cookie, &sealed);
-    let asking = Asking {
-        client_name: &pending.client_name,
-        redirect_host: &host_of(&pending.redirect_uri),
-        scope: &pending.scope,
-    };
-    pages::consent(&asking, &admitted.principal, &sealed, &csrf)
+    consent_page(&oauth, &cookie, pending, person)
 }

@@ -168,6 +168,15 @@ fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     computed.as_bytes().ct_eq(challenge.as_bytes()).into()
 }
 
+/// Redis (the replicas' shared sign-in state) cannot be reached: retry later.
+fn state_unavailable() -> OAuthError {
+    OAuthError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the shared sign-in state (Redis) cannot be reached; try again shortly",
+    )
+}
+
 /// Is the person still allowed in? (A removed key ends their access.)
 fn still_admitted(oauth: &OAuth, person: &Person) -> bool {
     match person.via.as_str() {
@@ -298,13 +307,11 @@ async fn code_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<Val
             "resource differs from the one the code was issued for",
         ));
     }
-    let first_use = oauth.grants.use_code(&code).await.map_err(|_| {
-        OAuthError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the shared sign-in state (Redis) cannot be reached; try again shortly",
-        )
-    })?;
+    let first_use = oauth
+        .grants
+        .use_code(&code)
+        .await
+        .map_err(|_| state_unavailable())?;
     if !first_use {
         // RFC 6749 §4.1.2: a replayed code revokes what was issued with it.
         end_family(
@@ -343,13 +350,11 @@ async fn code_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<Val
         resource: code.resource.clone(),
         exp: now_secs() + oauth.config.refresh_token_ttl.as_secs(),
     };
-    let refresh_token = oauth.grants.start_family(&refresh).await.map_err(|_| {
-        OAuthError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the shared sign-in state (Redis) cannot be reached; try again shortly",
-        )
-    })?;
+    let refresh_token = oauth
+        .grants
+        .start_family(&refresh)
+        .await
+        .map_err(|_| state_unavailable())?;
     crate::metrics::oauth_token("authorization_code");
     Ok(issue(oauth, &refresh, refresh_token))
 }
@@ -444,11 +449,7 @@ async fn refresh_refused(
         RefreshRefusal::Invalid => {
             OAuthError::invalid_grant("the refresh token is not valid or has expired")
         }
-        RefreshRefusal::Unavailable => OAuthError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the shared sign-in state (Redis) cannot be reached; try again shortly",
-        ),
+        RefreshRefusal::Unavailable => state_unavailable(),
         RefreshRefusal::UnknownFamily => OAuthError::invalid_grant(
             "the refresh token is not known here (the server restarted): sign in again",
         ),

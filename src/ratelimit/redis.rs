@@ -293,12 +293,12 @@ impl RedisStore {
         self.health().up
     }
 
-    /// Run one script under the availability gate and the command timeout. No lock
-    /// is held across the await.
-    async fn invoke<T: redis::FromRedisValue>(
+    /// Run `query` under the availability gate and the command timeout, and record its
+    /// outcome. No lock is held across the await.
+    async fn guarded<T>(
         &self,
         op: &'static str,
-        invocation: redis::ScriptInvocation<'_>,
+        query: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, Unreachable> {
         if !self.gate() {
             crate::metrics::redis_skipped(op);
@@ -306,7 +306,7 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, invocation.invoke_async::<T>(&mut conn))
+        let result = tokio::time::timeout(self.timeout, query(&mut conn))
             .await
             .map_err(|_| format!("no answer within {:?}", self.timeout))
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -320,6 +320,16 @@ impl RedisStore {
                 Err(Unreachable)
             }
         }
+    }
+
+    /// Run one script (see [`Self::guarded`]).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, Unreachable> {
+        self.guarded(op, async |conn| invocation.invoke_async::<T>(conn).await)
+            .await
     }
 
     fn gcra(reply: (i64, i64, i64, i64)) -> Gcra {
@@ -432,32 +442,14 @@ impl RedisStore {
 
     // ── OAuth grants (`oauth::grants`): state every replica must share ─────────
 
-    /// Run one plain command under the availability gate and the timeout.
+    /// Run one plain command (see [`Self::guarded`]).
     async fn command<T: redis::FromRedisValue>(
         &self,
         op: &'static str,
         cmd: redis::Cmd,
     ) -> Result<T, Unreachable> {
-        if !self.gate() {
-            crate::metrics::redis_skipped(op);
-            return Err(Unreachable);
-        }
-        let mut conn = self.conn.clone();
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn))
+        self.guarded(op, async |conn| cmd.query_async::<T>(conn).await)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        match result {
-            Ok(value) => {
-                self.record(op, started, None);
-                Ok(value)
-            }
-            Err(error) => {
-                self.record(op, started, Some(error));
-                Err(Unreachable)
-            }
-        }
     }
 
     /// Mark an authorization code used (for `ttl`); false when it was used before.

