@@ -187,6 +187,55 @@ fn open<T: for<'de> Deserialize<'de>>(oauth: &OAuth, purpose: &[u8], sealed: &st
     serde_json::from_slice(&plain).ok()
 }
 
+/// Something a sealed value can say it is good until.
+trait Expiring {
+    fn exp(&self) -> u64;
+}
+
+impl Expiring for Pending {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+impl Expiring for Consenting {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+/// The sealed value a form posted back, once its CSRF token matches this browser's
+/// cookie and it has not expired; else the page that says why.
+fn posted<T: for<'de> Deserialize<'de> + Expiring>(
+    oauth: &OAuth,
+    parts: &Parts,
+    purpose: &[u8],
+    sealed: &str,
+    csrf: &str,
+) -> Result<T, NotPosted> {
+    if !csrf_ok(oauth, parts, sealed, csrf) {
+        return Err(NotPosted::Forged);
+    }
+    open::<T>(oauth, purpose, sealed)
+        .filter(|v| v.exp() > now_secs())
+        .ok_or(NotPosted::Expired)
+}
+
+/// Why [`posted`] found no good value.
+enum NotPosted {
+    Forged,
+    Expired,
+}
+
+impl NotPosted {
+    fn page(self) -> Response {
+        match self {
+            NotPosted::Forged => forged_page(),
+            NotPosted::Expired => expired_page(),
+        }
+    }
+}
+
 fn expired_page() -> Response {
     pages::error(
         StatusCode::BAD_REQUEST,
@@ -342,13 +391,9 @@ pub async fn sign_in_with_key(
     Form(form): Form<KeyForm>,
 ) -> Response {
     let ip = crate::conn::client_ip_in(&parts.extensions);
-    if !csrf_ok(&oauth, &parts, &form.request, &form.csrf) {
-        return forged_page();
-    }
-    let Some(pending) =
-        open::<Pending>(&oauth, SEAL_PENDING, &form.request).filter(|p| p.exp > now_secs())
-    else {
-        return expired_page();
+    let pending = match posted::<Pending>(&oauth, &parts, SEAL_PENDING, &form.request, &form.csrf) {
+        Ok(pending) => pending,
+        Err(refused) => return refused.page(),
     };
     let asking = Asking {
         client_name: &pending.client_name,
@@ -460,14 +505,11 @@ pub async fn consent(
     Form(form): Form<ConsentForm>,
 ) -> Response {
     let ip = crate::conn::client_ip_in(&parts.extensions);
-    if !csrf_ok(&oauth, &parts, &form.consent, &form.csrf) {
-        return forged_page();
-    }
-    let Some(consenting) =
-        open::<Consenting>(&oauth, SEAL_CONSENT, &form.consent).filter(|c| c.exp > now_secs())
-    else {
-        return expired_page();
-    };
+    let consenting =
+        match posted::<Consenting>(&oauth, &parts, SEAL_CONSENT, &form.consent, &form.csrf) {
+            Ok(consenting) => consenting,
+            Err(refused) => return refused.page(),
+        };
     let pending = &consenting.pending;
     let person = &consenting.person;
     if form.decision != "approve" {
@@ -476,11 +518,10 @@ pub async fn consent(
             _ => "api_key",
         };
         crate::metrics::oauth_sign_in(method, "denied");
-        oauth.audit(
+        oauth.audit_person(
             "oauth/consent",
             &pending.client_id,
-            Some(&person.sub),
-            Some(&person.cred),
+            person,
             "refused",
             Some("access_denied"),
             ip,
@@ -503,11 +544,10 @@ pub async fn consent(
         resource: pending.resource.clone(),
         exp: now_secs() + CODE_TTL_SECS,
     };
-    oauth.audit(
+    oauth.audit_person(
         "oauth/consent",
         &pending.client_id,
-        Some(&person.sub),
-        Some(&person.cred),
+        person,
         "ok",
         None,
         ip,
@@ -565,13 +605,9 @@ pub async fn sign_in_with_idp(
     let Some(idp) = &oauth.idp else {
         return no_idp();
     };
-    if !csrf_ok(&oauth, &parts, &form.request, &form.csrf) {
-        return forged_page();
-    }
-    let Some(pending) =
-        open::<Pending>(&oauth, SEAL_PENDING, &form.request).filter(|p| p.exp > now_secs())
-    else {
-        return expired_page();
+    let pending = match posted::<Pending>(&oauth, &parts, SEAL_PENDING, &form.request, &form.csrf) {
+        Ok(pending) => pending,
+        Err(refused) => return refused.page(),
     };
     let Some(cookie) = cookie_of(&parts) else {
         return forged_page();

@@ -156,6 +156,30 @@ impl OAuth {
         self.config.key_only_hosts.iter().any(|h| h == host)
     }
 
+    /// [`OAuth::audit`] for a signed-in person.
+    #[allow(clippy::too_many_arguments)]
+    fn audit_person(
+        &self,
+        method: &str,
+        client_id: &str,
+        person: &grants::Person,
+        outcome: &'static str,
+        reason: Option<&str>,
+        ip: IpAddr,
+        status: u16,
+    ) {
+        self.audit(
+            method,
+            client_id,
+            Some(&person.sub),
+            Some(&person.cred),
+            outcome,
+            reason,
+            ip,
+            status,
+        );
+    }
+
     /// One audit record for a sign-in, consent, revocation or refresh reuse.
     #[allow(clippy::too_many_arguments)]
     fn audit(

@@ -321,11 +321,10 @@ async fn code_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<Val
         )
         .await;
         crate::metrics::oauth_refused("token", "code_replay");
-        oauth.audit(
+        oauth.audit_person(
             "oauth/code_replay",
             &code.client_id,
-            Some(&code.person.sub),
-            Some(&code.person.cred),
+            &code.person,
             "refused",
             Some("code_replay"),
             ip,
@@ -384,11 +383,10 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
                 Err(e) if e.code == "temporarily_unavailable" => return Err(e),
                 Err(e) => {
                     end_family(oauth, &current.fam, current.exp).await;
-                    oauth.audit(
+                    oauth.audit_person(
                         "oauth/revoke",
                         &current.client_id,
-                        Some(&current.person.sub),
-                        Some(&current.person.cred),
+                        &current.person,
                         "ok",
                         Some("not_admitted"),
                         ip,
@@ -421,11 +419,10 @@ async fn refresh_grant(oauth: &OAuth, parts: &Parts, form: TokenForm) -> Result<
     }
     if !still_admitted(oauth, &refresh.person) {
         end_family(oauth, &refresh.fam, refresh.exp).await;
-        oauth.audit(
+        oauth.audit_person(
             "oauth/revoke",
             &refresh.client_id,
-            Some(&refresh.person.sub),
-            Some(&refresh.person.cred),
+            &refresh.person,
             "ok",
             Some("credential_gone"),
             ip,
@@ -459,11 +456,10 @@ async fn refresh_refused(
         RefreshRefusal::Reused => {
             if let Some(opened) = opened {
                 end_family(oauth, &opened.fam, opened.exp).await;
-                oauth.audit(
+                oauth.audit_person(
                     "oauth/refresh_reuse",
                     &opened.client_id,
-                    Some(&opened.person.sub),
-                    Some(&opened.person.cred),
+                    &opened.person,
                     "refused",
                     Some("refresh_reuse"),
                     ip,
@@ -521,11 +517,10 @@ pub async fn revoke_endpoint(oauth: &OAuth, parts: &Parts, token: &str) {
     let ip = crate::conn::client_ip_in(&parts.extensions);
     if let Some(refresh) = oauth.grants.open_refresh(token) {
         end_family(oauth, &refresh.fam, refresh.exp).await;
-        oauth.audit(
+        oauth.audit_person(
             "oauth/revoke",
             &refresh.client_id,
-            Some(&refresh.person.sub),
-            Some(&refresh.person.cred),
+            &refresh.person,
             "ok",
             None,
             ip,
