@@ -1147,6 +1147,8 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
         audit.display().to_string(),
     );
     let issuer = format!("http://127.0.0.1:{idp_port}");
+    let docs = document_server().await;
+    let docs_ca = docs.ca_path.display().to_string();
     let edge = Edge::start_with_file(
         |_| {
             "[rate_limit.tiers.gold]\nrate = \"6000/min\"\nburst = 500\n\n\
@@ -1170,6 +1172,8 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
                 "example.com".into(),
             );
             env.insert("MCP_OAUTH_OIDC_ALLOWED_GROUPS".into(), "eng".into());
+            env.insert("MCP_OAUTH_METADATA_ALLOW_PRIVATE".into(), "true".into());
+            env.insert("MCP_OAUTH_METADATA_CA_FILE".into(), docs_ca);
             env.insert("MCP_AUDIT_OUTPUT".into(), "file".into());
             env.insert("MCP_AUDIT_FILE".into(), audit_text);
         },
@@ -1181,7 +1185,7 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
         secret,
     )
     .await;
-    let run = |login: &str, wait: Option<&str>| {
+    let run = |login: &str, wait: Option<&str>, metadata_url: Option<String>| {
         let mut cmd = tokio::process::Command::new("node");
         cmd.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1195,13 +1199,16 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
         if let Some(ms) = wait {
             cmd.env("MCP_WAIT_FOR_EXPIRY_MS", ms);
         }
+        if let Some(url) = metadata_url {
+            cmd.env("MCP_CLIENT_METADATA_URL", url);
+        }
         cmd.output()
     };
 
     // Bob (eng, gold-team): signed in through the IdP; his groups open read_doc; past
     // the access token's expiry the SDK refreshes, the edge asks the IdP again, and
     // the call goes on.
-    let out = run("bob", Some("16000")).await.unwrap();
+    let out = run("bob", Some("16000"), None).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1220,8 +1227,25 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
     );
     assert!(seen["refreshed"].as_u64().unwrap() >= 1, "{seen}");
 
+    // A client identified by its metadata document signs bob in through the IdP too.
+    let out = run("bob", None, Some(format!("{}/good.json", docs.base)))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["registered"], "cimd", "{seen}");
+    assert!(
+        seen["first"].as_str().unwrap().contains("guide/tls.md"),
+        "{seen}"
+    );
+
     // Mallory (contractors only) is not admitted: the browser shows why.
-    let out = run("mallory", None).await.unwrap();
+    let out = run("mallory", None, None).await.unwrap();
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("none of the groups allowed"), "{said}");
@@ -1240,7 +1264,7 @@ async fn a_person_signs_in_through_the_team_identity_provider() {
                 .status()
         })
     };
-    let out = run("alice", Some("16000")).await.unwrap();
+    let out = run("alice", Some("16000"), None).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
