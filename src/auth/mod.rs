@@ -372,6 +372,57 @@ mod tests {
         h
     }
 
+    #[tokio::test]
+    async fn an_idp_sign_in_token_carries_its_groups_as_scopes_and_its_tier_as_limit() {
+        use crate::config::Rate;
+        let tokens = EdgeTokens::new("https://edge.test".into(), SigningKeys::random());
+        let gold = (
+            Rate::parse("6000/min").unwrap(),
+            NonZeroU32::new(500).unwrap(),
+        );
+        let auth = Authenticator::new(None, None).with_edge_tokens(
+            tokens.clone(),
+            vec!["https://edge.test/mcp".into()],
+            [("gold".to_string(), gold)].into(),
+        );
+        let token = tokens.sign(&EdgeClaims {
+            iss: "https://edge.test".into(),
+            sub: "bob@example.com".into(),
+            aud: "https://edge.test/mcp".into(),
+            exp: edge_token::now_secs() + 60,
+            iat: edge_token::now_secs(),
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: String::new(),
+            fam: "f".into(),
+            via: "oidc".into(),
+            cred: "oidc:0123456789ab".into(),
+            grp: vec!["eng".into(), "gold-team".into()],
+            tier: Some("gold".into()),
+        });
+        let principal = auth
+            .authenticate(&headers(&format!("Bearer {token}")))
+            .await
+            .unwrap();
+        assert_eq!(&*principal.name, "bob@example.com");
+        assert_eq!(principal.kind, PrincipalKind::Oidc);
+        assert_eq!(
+            principal.limit,
+            Some(gold),
+            "the group's tier is its rate limit"
+        );
+        let scopes = principal.scopes.as_ref().unwrap();
+        assert!(scopes.contains("gold-team") && scopes.contains("eng"));
+        assert_eq!(principal.token_id.as_deref(), Some("j"));
+        // Revoked at once, from the cache too.
+        tokens.revoke_family("f", edge_token::now_secs() + 60);
+        assert!(
+            auth.authenticate(&headers(&format!("Bearer {token}")))
+                .await
+                .is_err()
+        );
+    }
+
     #[test]
     fn bearer_parsing() {
         assert_eq!(
