@@ -58,6 +58,9 @@ struct Entry {
 #[derive(Default)]
 pub struct KeyStore {
     by_digest: HashMap<Digest32, Entry>,
+    /// The same principals by credential id: an OAuth token signed in with a key is
+    /// checked against it on every request.
+    by_credential: HashMap<Arc<str>, Arc<Principal>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -96,10 +99,18 @@ impl KeyStore {
     /// The principal of the key behind `credential` (`key:<digest prefix>`), if that
     /// key is still in the file.
     pub fn by_credential(&self, credential: &str) -> Option<Arc<Principal>> {
-        self.by_digest
+        self.by_credential.get(credential).cloned()
+    }
+
+    fn from_entries(by_digest: HashMap<Digest32, Entry>) -> KeyStore {
+        let by_credential = by_digest
             .values()
-            .find(|e| e.principal.credential.as_ref() == credential)
-            .map(|e| e.principal.clone())
+            .map(|e| (e.principal.credential.clone(), e.principal.clone()))
+            .collect();
+        KeyStore {
+            by_digest,
+            by_credential,
+        }
     }
 
     /// Distinct principals, sorted.
@@ -127,7 +138,7 @@ impl KeyStore {
                 principal: Arc::new(p),
             },
         );
-        KeyStore { by_digest }
+        KeyStore::from_entries(by_digest)
     }
 
     pub fn load_file(path: &Path, ctx: &KeyContext) -> Result<KeyStore, ApiKeysError> {
@@ -294,7 +305,7 @@ impl Collected {
                 },
             );
         }
-        KeyStore { by_digest }
+        KeyStore::from_entries(by_digest)
     }
 }
 

@@ -78,23 +78,18 @@ pub struct Proxy {
     session: Arc<SessionState>,
 }
 
-fn principal_label(context: &RequestContext<RoleServer>) -> Option<String> {
-    context
-        .extensions
-        .get::<::http::request::Parts>()
-        .and_then(|p| p.extensions.get::<Arc<crate::auth::Principal>>())
-        .map(|p| p.name.to_string())
-}
-
-/// Whom a stateless request's principal connection serves. A request with no
-/// principal (the stdio transport, `auth.mode = "none"`) is the anonymous one.
-fn principal_name(context: &RequestContext<RoleServer>) -> Arc<str> {
+fn principal_of(context: &RequestContext<RoleServer>) -> Option<Arc<str>> {
     context
         .extensions
         .get::<::http::request::Parts>()
         .and_then(|p| p.extensions.get::<Arc<crate::auth::Principal>>())
         .map(|p| p.name.clone())
-        .unwrap_or_else(|| "anonymous".into())
+}
+
+/// Whom a stateless request's principal connection serves. A request with no
+/// principal (the stdio transport, `auth.mode = "none"`) is the anonymous one.
+fn principal_name(context: &RequestContext<RoleServer>) -> Arc<str> {
+    principal_of(context).unwrap_or_else(|| "anonymous".into())
 }
 
 fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
@@ -413,7 +408,7 @@ impl ServerHandler for Proxy {
         context.peer.set_peer_info(request.clone());
         {
             let mut label = lock(&self.session.label);
-            *label = match principal_label(&context) {
+            *label = match principal_of(&context) {
                 Some(p) => format!("{p} (new)"),
                 None => "(new)".into(),
             };

@@ -277,6 +277,11 @@ impl Upstream {
             if tenant.gone {
                 continue;
             }
+            // The common case, on every call: the child is there (nothing to build).
+            if let Some(conn) = tenant.slot.conn().filter(|c| c.is_alive()) {
+                conn.touch();
+                return Ok(conn.clone());
+            }
             let label = Arc::new(Mutex::new(format!("principal {principal}")));
             let conn = self
                 .slot_conn(dial, &mut tenant.slot, None, label, &edge_client_info())
