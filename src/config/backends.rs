@@ -57,6 +57,9 @@ pub enum Share {
     /// servers that keep no state between calls; one person's calls can see what
     /// another's left behind in a stateful one).
     All,
+    /// One child per principal serves all of that principal's sessions and stateless
+    /// calls (for heavyweight servers; a person's sessions share its state).
+    Principal,
 }
 
 /// `backends[].kind`, as written (with its settings, [`BackendKind`]).
@@ -464,7 +467,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("backends[1].command in "), "{text}");
         assert!(
-            text.contains(r#"must be "none" or "all", got "everyone""#),
+            text.contains(r#"must be "none", "all" or "principal", got "everyone""#),
             "{text}"
         );
         assert!(text.contains("edge.toml"), "{text}");

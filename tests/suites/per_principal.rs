@@ -290,3 +290,196 @@ async fn idle_principal_children_are_reaped() {
     );
     edge.running.shutdown().await;
 }
+
+/// What a session client heard from the edge outside its calls' answers.
+#[derive(Clone, Default)]
+struct Heard(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+#[allow(deprecated)] // logging is SEP-2577-deprecated, still what the test server sends
+impl rmcp::ClientHandler for Heard {
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.lock().unwrap().push(params.data.to_string());
+    }
+}
+
+impl Heard {
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// An rmcp client in session mode with `key`, recording the log messages it hears.
+async fn session_client(
+    edge: &Edge,
+    key: &str,
+) -> (
+    rmcp::service::RunningService<rmcp::RoleClient, Heard>,
+    Heard,
+) {
+    use rmcp::ServiceExt;
+    let transport = StreamableHttpClientTransport::with_client(
+        edge.http(),
+        StreamableHttpClientTransportConfig::with_uri(edge.url()).auth_header(key),
+    );
+    let heard = Heard::default();
+    let client = heard
+        .clone()
+        .serve(transport)
+        .await
+        .expect("session client");
+    (client, heard)
+}
+
+async fn session_call(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, Heard>,
+    name: &'static str,
+    arguments: Value,
+) -> String {
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new(name).with_arguments(arguments.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    r.content[0].as_text().unwrap().text.clone()
+}
+
+/// A `tools/call` within session `session`, by hand (so the JSON-RPC id is ours),
+/// asking for progress with token `p<id>`; the whole answer body.
+async fn session_call_raw(edge: &Edge, key: &str, session: &str, id: u64, name: &str) -> String {
+    let mut body = stateless_call(id, name, json!({"seconds": 1}), true);
+    body["params"]["_meta"] = json!({"progressToken": format!("p{id}")});
+    edge.rpc(key, session, &body).await.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn share_principal_serves_a_persons_sessions_and_stateless_calls_from_one_child() {
+    let (edge, _dir) = edge(&stateful("share = \"principal\"\n"), |env| {
+        env.insert("MCP_POOL_IDLE_TIMEOUT".into(), "1s".into());
+        env.insert("MCP_KILL_GRACE".into(), "1s".into());
+    })
+    .await;
+    let live = edge.running.backend().live_children().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || live
+            .load(Ordering::Relaxed)
+            == 0)
+        .await,
+        "the probe's child serves nobody"
+    );
+    let (alice1, heard1) = session_client(&edge, ALICE_KEY).await;
+    let (alice2, heard2) = session_client(&edge, ALICE_KEY).await;
+    let (bob, heard_bob) = session_client(&edge, BOB_KEY).await;
+    let alice_stateless = stateless_client(&edge, ALICE_KEY).await;
+
+    // One child for all of alice's sessions and stateless calls; bob has his own.
+    let pid = session_call(&alice1, "pid", json!({})).await;
+    assert_eq!(session_call(&alice2, "pid", json!({})).await, pid);
+    assert_eq!(call_text(&alice_stateless, "pid", json!({})).await, pid);
+    assert_ne!(session_call(&bob, "pid", json!({})).await, pid);
+    assert_eq!(live.load(Ordering::Relaxed), 2, "two people, two children");
+
+    // Her sessions share her state; bob never sees it.
+    assert_eq!(
+        session_call(&alice1, "remember", json!({"note": "alice-shared"})).await,
+        "kept"
+    );
+    assert_eq!(
+        session_call(&alice2, "recall", json!({})).await,
+        "note=alice-shared"
+    );
+    assert_eq!(
+        call_text(&alice_stateless, "recall", json!({})).await,
+        "note=alice-shared"
+    );
+    assert_eq!(session_call(&bob, "recall", json!({})).await, "note=");
+
+    // The child's own notifications reach her sessions, never bob's.
+    assert_eq!(
+        session_call(&alice1, "whisper", json!({})).await,
+        "whispered"
+    );
+    let said = "note=alice-shared";
+    assert!(
+        eventually(Duration::from_secs(5), async || [&heard1, &heard2]
+            .iter()
+            .all(|h| h.all().iter().any(|m| m.contains(said))))
+        .await,
+        "{:?} {:?}",
+        heard1.all(),
+        heard2.all()
+    );
+    assert_eq!(session_call(&bob, "whisper", json!({})).await, "whispered");
+    assert!(
+        eventually(Duration::from_secs(5), async || heard_bob
+            .all()
+            .iter()
+            .any(|m| m.contains("note=")))
+        .await
+    );
+    assert!(
+        !heard_bob.all().iter().any(|m| m.contains(said)),
+        "{:?}",
+        heard_bob.all()
+    );
+
+    // Two of her sessions send the same JSON-RPC id and progress token at once: the
+    // child sees the edge's own ids, and each gets its own answer and progress.
+    let s1 = edge.session(ALICE_KEY).await;
+    let s2 = edge.session(ALICE_KEY).await;
+    let (slow, quick) = tokio::join!(
+        session_call_raw(&edge, ALICE_KEY, &s1, 5, "slow_stream"),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            session_call_raw(&edge, ALICE_KEY, &s2, 5, "progress").await
+        }
+    );
+    for (body, answer) in [(&slow, "slow done"), (&quick, "done")] {
+        let msgs = messages(body);
+        let results: Vec<_> = msgs.iter().filter(|m| m["id"] == 5).collect();
+        assert_eq!(results.len(), 1, "{body}");
+        assert_eq!(results[0]["result"]["content"][0]["text"], answer, "{body}");
+        let progress = msgs
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .count();
+        assert_eq!(progress, 1, "its own progress only: {body}");
+    }
+    assert_eq!(live.load(Ordering::Relaxed), 2);
+
+    // While her sessions live, her child is theirs: not reaped when idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(live.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        session_call(&alice2, "recall", json!({})).await,
+        "note=alice-shared"
+    );
+    // Once they end, it is an idle principal child like any other, and is reaped.
+    for s in [&s1, &s2] {
+        let _ = edge
+            .http()
+            .delete(edge.url())
+            .bearer_auth(ALICE_KEY)
+            .header("mcp-session-id", s.as_str())
+            .send()
+            .await
+            .unwrap();
+    }
+    alice1.cancel().await.unwrap();
+    alice2.cancel().await.unwrap();
+    alice_stateless.cancel().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || live
+            .load(Ordering::Relaxed)
+            == 1)
+        .await,
+        "alice's child reaped once her sessions ended; bob's stays"
+    );
+    assert_eq!(session_call(&bob, "recall", json!({})).await, "note=");
+    bob.cancel().await.unwrap();
+    edge.running.shutdown().await;
+}

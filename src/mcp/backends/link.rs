@@ -39,6 +39,8 @@ pub struct Route {
     pub peer: Peer<RoleServer>,
     pub client_token: Option<ProgressToken>,
     pub downstream_id: RequestId,
+    /// The caller is a session-mode client (it can be asked things on its stream).
+    pub in_session: bool,
     call: u64,
     /// Set when the response arrives: how many notifications were queued by then.
     barrier: Arc<AtomicU64>,
@@ -49,10 +51,80 @@ struct RouteEntry {
     route: Route,
 }
 
-/// One notification on its way to a downstream client.
+/// One notification on its way downstream.
 struct Outgoing {
-    peer: Peer<RoleServer>,
+    to: Audience,
     notification: ServerNotification,
+}
+
+/// Who gets one notification: the caller of one request (its progress), or every
+/// session listening to the connection (logging, list changes, resource updates).
+enum Audience {
+    Caller(Peer<RoleServer>),
+    Sessions(Vec<Peer<RoleServer>>),
+}
+
+/// The downstream sessions a connection's own notifications go to: the one session
+/// of a session's child, every session of the principal whose child it is (`share =
+/// "principal"`), none for a connection that serves only stateless calls. Shared with
+/// the principal's entry, so it outlives a restart of the child.
+#[derive(Clone, Default)]
+pub struct Listeners(Arc<Mutex<Vec<Listener>>>);
+
+/// One attached session: its guard's id and its client.
+type Listener = (u64, Peer<RoleServer>);
+
+impl Listeners {
+    /// The listeners of a session's own connection: that session alone.
+    pub fn one(peer: Peer<RoleServer>) -> (Listeners, Listening) {
+        let listeners = Listeners::default();
+        let listening = listeners.attach(peer);
+        (listeners, listening)
+    }
+
+    /// `peer` hears the connection's notifications until the guard is dropped.
+    pub fn attach(&self, peer: Peer<RoleServer>) -> Listening {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        lock(&self.0).push((id, peer));
+        Listening {
+            listeners: self.clone(),
+            id,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+
+    fn peers(&self) -> Vec<Peer<RoleServer>> {
+        lock(&self.0).iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// The session that attached last (asked when no session's request is in flight).
+    fn newest(&self) -> Option<Peer<RoleServer>> {
+        lock(&self.0).last().map(|(_, p)| p.clone())
+    }
+}
+
+/// One session listening to a connection; dropped with the session.
+pub struct Listening {
+    listeners: Listeners,
+    id: u64,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        lock(&self.listeners.0).retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// A downstream request in flight on a connection.
+struct InFlight {
+    call: u64,
+    downstream_id: RequestId,
+    /// Its client, when that is a session (which can be asked things).
+    session: Option<Peer<RoleServer>>,
 }
 
 /// State shared by a connection's transport, its [`Forwarder`] and the proxy.
@@ -61,13 +133,13 @@ pub struct Link {
     /// `Some(prefix)` when several backends are namespaced: resource URIs in
     /// notifications get `<prefix>+`.
     pub uri_prefix: Option<String>,
-    /// The downstream session's client, for session-mode connections. Pooled
-    /// (stateless) connections have none: only progress reaches their callers.
-    pub session_peer: Option<Peer<RoleServer>>,
+    /// The downstream sessions this connection's own notifications go to. None for
+    /// connections that serve only stateless calls: only progress reaches their callers.
+    pub listeners: Listeners,
     /// Upstream progress token (rmcp assigns its own) → the caller to tell.
     routes: Mutex<HashMap<ProgressToken, RouteEntry>>,
     /// Downstream requests in flight on this connection, oldest first.
-    in_flight: Mutex<Vec<RequestId>>,
+    in_flight: Mutex<Vec<InFlight>>,
     next_call: AtomicU64,
     /// The one ordered queue of this connection's notifications, drained by one task.
     queue: mpsc::Sender<Outgoing>,
@@ -82,7 +154,7 @@ impl Link {
     pub fn new(
         backend: Arc<str>,
         uri_prefix: Option<String>,
-        session_peer: Option<Peer<RoleServer>>,
+        listeners: Listeners,
         call_timeout: Duration,
         label: Arc<Mutex<String>>,
     ) -> Arc<Link> {
@@ -92,7 +164,7 @@ impl Link {
         Arc::new(Link {
             backend,
             uri_prefix,
-            session_peer,
+            listeners,
             routes: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Vec::new()),
             next_call: AtomicU64::new(0),
@@ -108,7 +180,7 @@ impl Link {
         lock(&self.routes)
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, Vec<RequestId>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, Vec<InFlight>> {
         lock(&self.in_flight)
     }
 
@@ -119,20 +191,25 @@ impl Link {
         peer: Peer<RoleServer>,
         client_token: Option<ProgressToken>,
         downstream_id: RequestId,
+        in_session: bool,
     ) -> (Route, RouteGuard) {
         let call = self.next_call.fetch_add(1, Ordering::Relaxed);
-        self.in_flight().push(downstream_id.clone());
+        self.in_flight().push(InFlight {
+            call,
+            downstream_id: downstream_id.clone(),
+            session: in_session.then(|| peer.clone()),
+        });
         let route = Route {
             peer,
             client_token,
-            downstream_id: downstream_id.clone(),
+            downstream_id,
+            in_session,
             call,
             barrier: Arc::new(AtomicU64::new(0)),
         };
         let guard = RouteGuard {
             link: self.clone(),
             call,
-            downstream_id,
             barrier: route.barrier.clone(),
         };
         (route, guard)
@@ -176,7 +253,7 @@ impl Link {
 
     /// Who gets `notification`, as the client must see it; `None` drops it.
     fn outgoing(&self, notification: ServerNotification) -> Option<Outgoing> {
-        let (peer, mut notification) = match notification {
+        let (to, mut notification) = match notification {
             ServerNotification::ProgressNotification(mut n) => {
                 let Some(route) = self
                     .routes()
@@ -188,21 +265,32 @@ impl Link {
                 };
                 // The client sees its own token, never the one rmcp made for the upstream.
                 n.params.progress_token = route.client_token?;
-                (route.peer, ServerNotification::ProgressNotification(n))
-            }
-            ServerNotification::ResourceUpdatedNotification(mut n) if self.uri_prefix.is_some() => {
-                let prefix = self.uri_prefix.as_deref().unwrap_or_default();
-                n.params.uri = format!("{prefix}+{}", n.params.uri);
                 (
-                    self.session_peer.clone()?,
-                    ServerNotification::ResourceUpdatedNotification(n),
+                    Audience::Caller(route.peer),
+                    ServerNotification::ProgressNotification(n),
                 )
             }
-            other => (self.session_peer.clone()?, other),
+            other => {
+                let sessions = self.listeners.peers();
+                if sessions.is_empty() {
+                    return None;
+                }
+                let other = match other {
+                    ServerNotification::ResourceUpdatedNotification(mut n)
+                        if self.uri_prefix.is_some() =>
+                    {
+                        let prefix = self.uri_prefix.as_deref().unwrap_or_default();
+                        n.params.uri = format!("{prefix}+{}", n.params.uri);
+                        ServerNotification::ResourceUpdatedNotification(n)
+                    }
+                    other => other,
+                };
+                (Audience::Sessions(sessions), other)
+            }
         };
         // The upstream's notification _meta describes its link to the edge.
         *notification.get_meta_mut() = Default::default();
-        Some(Outgoing { peer, notification })
+        Some(Outgoing { to, notification })
     }
 
     fn enqueue(&self, out: Outgoing, parked: &mut Option<Parked>) {
@@ -238,17 +326,28 @@ async fn deliver_in_order(
     mut rx: mpsc::Receiver<Outgoing>,
     delivered: watch::Sender<u64>,
 ) {
-    while let Some(Outgoing { peer, notification }) = rx.recv().await {
-        match tokio::time::timeout(SLOW_CLIENT_WAIT, peer.send_notification(notification)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(backend = %backend, error = %e, "notification not delivered (client gone)")
-            }
-            Err(_) => {
-                tracing::warn!(backend = %backend, "a notification was dropped: the client did not take it in time")
+    while let Some(Outgoing { to, notification }) = rx.recv().await {
+        match to {
+            Audience::Caller(peer) => deliver(&backend, &peer, notification).await,
+            Audience::Sessions(peers) => {
+                for peer in &peers {
+                    deliver(&backend, peer, notification.clone()).await;
+                }
             }
         }
         delivered.send_modify(|d| *d += 1);
+    }
+}
+
+async fn deliver(backend: &str, peer: &Peer<RoleServer>, notification: ServerNotification) {
+    match tokio::time::timeout(SLOW_CLIENT_WAIT, peer.send_notification(notification)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %backend, error = %e, "notification not delivered (client gone)")
+        }
+        Err(_) => {
+            tracing::warn!(backend = %backend, "a notification was dropped: the client did not take it in time")
+        }
     }
 }
 
@@ -261,7 +360,6 @@ struct Parked {
 pub struct RouteGuard {
     link: Arc<Link>,
     call: u64,
-    downstream_id: RequestId,
     barrier: Arc<AtomicU64>,
 }
 
@@ -276,10 +374,7 @@ impl RouteGuard {
 impl Drop for RouteGuard {
     fn drop(&mut self) {
         self.link.routes().retain(|_, e| e.route.call != self.call);
-        let mut in_flight = self.link.in_flight();
-        if let Some(i) = in_flight.iter().position(|id| *id == self.downstream_id) {
-            in_flight.remove(i);
-        }
+        self.link.in_flight().retain(|f| f.call != self.call);
     }
 }
 
@@ -373,7 +468,17 @@ impl Service<RoleClient> for Forwarder {
         if let ServerRequest::PingRequest(_) = request {
             return Ok(ClientResult::empty(()));
         }
-        let Some(peer) = self.link.session_peer.clone() else {
+        // Ask the session whose call (most likely) caused it: the newest session
+        // request in flight on this connection, on that request's own stream; else
+        // a session listening to the connection.
+        let asked = self
+            .link
+            .in_flight()
+            .iter()
+            .rev()
+            .find_map(|f| Some((f.session.clone()?, Some(f.downstream_id.clone()))))
+            .or_else(|| Some((self.link.listeners.newest()?, None)));
+        let Some((peer, originating)) = asked else {
             return Err(ErrorData::new(
                 ErrorCode::METHOD_NOT_FOUND,
                 "this client has no session (stateless request): server-to-client requests are not available",
@@ -381,9 +486,6 @@ impl Service<RoleClient> for Forwarder {
             ));
         };
         let mut request = request;
-        // Ride the stream of the downstream call that (most likely) caused it: the
-        // newest request in flight on this connection.
-        let originating = self.link.in_flight().last().cloned();
         if let Some(id) = originating {
             request.extensions_mut().insert(OriginatingRequestId(id));
         }

@@ -16,6 +16,7 @@ use super::super::traced;
 use super::error::CallError;
 
 /// Send `request` on `conn` to `backend` and wait (at most `timeout`) for its result.
+/// `in_session`: the caller is a session-mode client (the upstream may ask it things).
 pub async fn send(
     conn: &Conn,
     backend: &Arc<str>,
@@ -23,6 +24,7 @@ pub async fn send(
     context: &RequestContext<RoleServer>,
     span: &tracing::Span,
     timeout: Duration,
+    in_session: bool,
 ) -> Result<ServerResult, CallError> {
     conn.touch();
     *request.get_meta_mut() = forwarded_meta(&context.meta);
@@ -31,6 +33,7 @@ pub async fn send(
         context.peer.clone(),
         context.meta.get_progress_token(),
         context.id.clone(),
+        in_session,
     );
     // The transport registers the route before the request is written.
     request.extensions_mut().insert(route);

@@ -38,7 +38,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::link::Conn;
+use super::link::{Conn, Listeners, Listening};
 use super::process::Supervisor;
 use crate::config::{BackendConfig, ProxyConfig, Share};
 use crate::mcp::{DocsBackend, tool_allowed, tool_denied_error};
@@ -67,6 +67,10 @@ pub struct SessionState {
     client: OnceLock<InitializeRequestParams>,
     info: OnceLock<ServerConfig>,
     slots: AsyncMutex<HashMap<usize, Slot>>,
+    /// `share = "principal"` members: this session hears its principal's connection.
+    listening: Mutex<HashMap<usize, Listening>>,
+    /// Who hears the session's own connections (this session, while it lives).
+    own_listeners: OnceLock<(Listeners, Listening)>,
     label: Arc<Mutex<String>>,
 }
 
@@ -149,7 +153,7 @@ impl Proxy {
                     let link = super::link::Link::new(
                         m.name.clone(),
                         None,
-                        None,
+                        Listeners::default(),
                         self.shared.config.call_timeout,
                         label,
                     );
@@ -210,9 +214,25 @@ impl Proxy {
         let Some(client) = self.session.client.get() else {
             return match up.share() {
                 Share::All => up.pooled_conn(&dial).await,
-                Share::None => self.principal_conn(up, &dial, context).await,
+                Share::None | Share::Principal => {
+                    let (conn, _) = self.principal_conn(up, &dial, context, None, None).await?;
+                    Ok(conn)
+                }
             };
         };
+        if up.share() == Share::Principal {
+            // The principal's one child serves this session too; the first call
+            // attaches the session to its notifications for the session's life.
+            let attach =
+                (!lock(&self.session.listening).contains_key(&index)).then(|| context.peer.clone());
+            let (conn, listening) = self
+                .principal_conn(up, &dial, context, Some(client), attach)
+                .await?;
+            if let Some(listening) = listening {
+                lock(&self.session.listening).insert(index, listening);
+            }
+            return Ok(conn);
+        }
         if let Some(id) = session_id(context) {
             let mut label = lock(&self.session.label);
             if !label.contains(&id) {
@@ -222,23 +242,34 @@ impl Proxy {
         let mut slots = self.session.slots.lock().await;
         let slot = slots.entry(index).or_default();
         let label = self.session.label.clone();
-        up.slot_conn(&dial, slot, Some(context.peer.clone()), label, client)
-            .await
+        let listeners = self
+            .session
+            .own_listeners
+            .get_or_init(|| Listeners::one(context.peer.clone()))
+            .0
+            .clone();
+        up.slot_conn(&dial, slot, listeners, label, client).await
     }
 
-    /// The connection of the request's principal to `up`. At `proxy.max_children`,
-    /// the principal connection idle longest (of any member) is stopped to make room;
-    /// one with a request in flight never is.
+    /// The connection of the request's principal to `up` (see
+    /// [`Upstream::principal_conn`]). At `proxy.max_children`, the principal
+    /// connection idle longest (of any member) is stopped to make room; one with a
+    /// request in flight, or serving sessions, never is.
     async fn principal_conn(
         &self,
         up: &Upstream,
         dial: &Dial<'_>,
         context: &RequestContext<RoleServer>,
-    ) -> Result<Arc<Conn>, CallError> {
+        client: Option<&InitializeRequestParams>,
+        attach: Option<rmcp::service::Peer<RoleServer>>,
+    ) -> Result<(Arc<Conn>, Option<Listening>), CallError> {
         let principal = principal_name(context);
-        match up.principal_conn(dial, &principal).await {
+        match up
+            .principal_conn(dial, &principal, client, attach.clone())
+            .await
+        {
             Err(e) if e.is_at_child_cap() && self.make_room().await => {
-                up.principal_conn(dial, &principal).await
+                up.principal_conn(dial, &principal, client, attach).await
             }
             other => other,
         }
@@ -291,7 +322,17 @@ impl Proxy {
         let result = async {
             let conn = self.conn(index, context).await?;
             let timeout = self.shared.config.call_timeout;
-            forward::send(&conn, &member.name, request, context, &span, timeout).await
+            let in_session = self.session.client.get().is_some();
+            forward::send(
+                &conn,
+                &member.name,
+                request,
+                context,
+                &span,
+                timeout,
+                in_session,
+            )
+            .await
         }
         .await;
         result.map_err(|e| {

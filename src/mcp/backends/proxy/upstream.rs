@@ -16,7 +16,7 @@ use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
 use rmcp::service::Peer;
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::super::link::{Conn, Forwarder, Link};
+use super::super::link::{Conn, Forwarder, Link, Listeners, Listening};
 use super::super::process::{StdioSpec, Supervisor};
 use super::error::{CallError, Fault};
 use super::http::HttpSpec;
@@ -45,6 +45,9 @@ pub struct Upstream {
 #[derive(Default)]
 struct Tenant {
     slot: Slot,
+    /// The principal's sessions served by this connection (`share = "principal"`).
+    /// Kept across restarts of the child; while any is attached the entry stays.
+    listeners: Listeners,
     /// Taken out of the map (evicted or reaped): a request that was waiting for this
     /// entry looks the principal up again.
     gone: bool,
@@ -168,13 +171,13 @@ impl Upstream {
 
     /// The connection in `slot` (a session's, or a principal's), started (or restarted
     /// after a crash, once the backoff allows) as needed. `client` is the session's
-    /// `initialize` (the edge's own for a principal's); `peer` the session's client
-    /// (none for a principal's: only progress reaches its callers).
+    /// `initialize` (the edge's own for a principal's); `listeners` the sessions its
+    /// notifications go to (none for stateless calls: only progress reaches them).
     pub async fn slot_conn(
         &self,
         dial: &Dial<'_>,
         slot: &mut Slot,
-        peer: Option<Peer<RoleServer>>,
+        listeners: Listeners,
         label: Arc<Mutex<String>>,
         client: &ClientConfig,
     ) -> Result<Arc<Conn>, CallError> {
@@ -196,7 +199,7 @@ impl Upstream {
         let link = Link::new(
             dial.backend.clone(),
             dial.prefix.clone(),
-            peer,
+            listeners,
             dial.config.call_timeout,
             label,
         );
@@ -236,7 +239,7 @@ impl Upstream {
             let link = Link::new(
                 dial.backend.clone(),
                 dial.prefix.clone(),
-                None,
+                Listeners::default(),
                 dial.config.call_timeout,
                 Arc::new(Mutex::new("stateless".into())),
             );
@@ -260,14 +263,20 @@ impl Upstream {
         Ok(pool.conns[i].clone())
     }
 
-    /// `principal`'s own connection for its stateless requests, started as needed.
-    /// It serves nobody else: no state, output or notification of one principal's
-    /// child reaches another principal.
+    /// `principal`'s own connection, started as needed: for its stateless requests,
+    /// and with `share = "principal"` for its sessions too. It serves nobody else: no
+    /// state, output or notification of one principal's child reaches another
+    /// principal. A session passes `attach` (its client) the first time, to hear the
+    /// connection's notifications while the returned guard lives; `client` is what
+    /// the child is told about its client when this call starts it (the edge's own
+    /// when `None`).
     pub async fn principal_conn(
         &self,
         dial: &Dial<'_>,
         principal: &Arc<str>,
-    ) -> Result<Arc<Conn>, CallError> {
+        client: Option<&ClientConfig>,
+        attach: Option<Peer<RoleServer>>,
+    ) -> Result<(Arc<Conn>, Option<Listening>), CallError> {
         loop {
             let tenant = lock(&self.tenants)
                 .entry(principal.clone())
@@ -278,16 +287,20 @@ impl Upstream {
                 continue;
             }
             // The common case, on every call: the child is there (nothing to build).
-            if let Some(conn) = tenant.slot.conn().filter(|c| c.is_alive()) {
-                conn.touch();
-                return Ok(conn.clone());
-            }
-            let label = Arc::new(Mutex::new(format!("principal {principal}")));
-            let conn = self
-                .slot_conn(dial, &mut tenant.slot, None, label, &edge_client_info())
-                .await?;
+            let conn = match tenant.slot.conn().filter(|c| c.is_alive()) {
+                Some(conn) => conn.clone(),
+                None => {
+                    let label = Arc::new(Mutex::new(format!("principal {principal}")));
+                    let listeners = tenant.listeners.clone();
+                    let client = client.cloned().unwrap_or_else(edge_client_info);
+                    self.slot_conn(dial, &mut tenant.slot, listeners, label, &client)
+                        .await?
+                }
+            };
             conn.touch();
-            return Ok(conn);
+            // Attached under the entry's lock: the entry cannot be taken out meanwhile.
+            let listening = attach.map(|peer| tenant.listeners.attach(peer));
+            return Ok((conn, listening));
         }
     }
 
@@ -300,7 +313,8 @@ impl Upstream {
             .filter_map(|(principal, tenant)| {
                 let tenant = tenant.try_lock().ok()?;
                 let conn = tenant.slot.conn.as_ref()?;
-                (Arc::strong_count(conn) == 1).then(|| Idle {
+                // A child serving live sessions is theirs, like a session's own child.
+                (Arc::strong_count(conn) == 1 && tenant.listeners.is_empty()).then(|| Idle {
                     principal: principal.clone(),
                     idle_for: conn.idle_for(),
                 })
@@ -314,11 +328,12 @@ impl Upstream {
         let mut tenants = lock(&self.tenants);
         let tenant = tenants.get(principal)?.clone();
         let mut tenant = tenant.try_lock().ok()?;
-        if tenant
-            .slot
-            .conn
-            .as_ref()
-            .is_some_and(|c| Arc::strong_count(c) > 1)
+        if !tenant.listeners.is_empty()
+            || tenant
+                .slot
+                .conn
+                .as_ref()
+                .is_some_and(|c| Arc::strong_count(c) > 1)
         {
             return None;
         }
@@ -365,6 +380,10 @@ impl Upstream {
             let Ok(mut tenant) = tenant.try_lock() else {
                 return true;
             };
+            // Sessions still served by it keep it (their idle timeout ends them).
+            if !tenant.listeners.is_empty() {
+                return true;
+            }
             // A principal whose child exited keeps its entry while the restart
             // backs off, so a crashing server is not restarted at once.
             let remove = match &tenant.slot.conn {
