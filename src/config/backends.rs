@@ -42,6 +42,20 @@ pub struct RawBackend {
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub share: Option<Choice<Share>>,
+    pub credentials: Option<RawCredentials>,
+}
+
+/// `[backends.credentials]`: what each principal's own children get (see
+/// [`CredentialsConfig`]).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    pub dir: Option<String>,
+    pub names: Option<Vec<String>>,
+    pub required: Option<Vec<String>>,
+    pub from_header: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub contact: Option<String>,
 }
 
 /// `backends[].share`: which callers one child (or upstream connection) may serve.
@@ -140,7 +154,78 @@ pub struct BackendConfig {
     #[serde(flatten)]
     pub kind: BackendKind,
     pub share: Share,
+    /// Per-principal credentials for this backend's children (none: everybody's
+    /// children run with the same settings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsConfig>,
 }
+
+/// `backends[].credentials`: credentials that differ per principal. Each NAME is a
+/// file `<dir>/<principal>/<NAME>` (when in `names`) and/or a request header the
+/// client sends (`from_header`); a stdio child gets it as environment variable NAME,
+/// an HTTP upstream as the header `headers` maps to it. Values are never held here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialsConfig {
+    /// `<dir>/<principal>/<NAME>`: one directory per principal.
+    pub dir: Option<PathBuf>,
+    /// Credentials read from the principal's directory.
+    pub names: Vec<String>,
+    /// Client request header (lower case) → NAME. The header is taken off the request
+    /// before anything else sees it.
+    pub from_header: BTreeMap<String, String>,
+    /// HTTP upstreams: upstream request header (lower case) → NAME.
+    pub headers: BTreeMap<String, String>,
+    /// NAMEs a child must not start without (default: all of them).
+    pub required: Vec<String>,
+    /// Whom a principal without a required credential should ask (in the error).
+    pub contact: String,
+}
+
+/// The default `credentials.contact`.
+pub const DEFAULT_CREDENTIALS_CONTACT: &str = "the administrator of this mcp-edge";
+
+/// Client headers a credential can never be taken from: the edge's own access
+/// credential (the MCP spec forbids passing it through) and headers the protocol, the
+/// edge or the HTTP stack already give a meaning to.
+const FORBIDDEN_CLIENT_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "origin",
+    "content-type",
+    "content-length",
+    "accept",
+    "connection",
+    "transfer-encoding",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "x-request-id",
+    "x-forwarded-for",
+    "forwarded",
+    "traceparent",
+    "tracestate",
+];
+
+/// Upstream headers the HTTP client sets itself (a credential there would clash).
+const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "accept",
+    "connection",
+    "transfer-encoding",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "traceparent",
+    "tracestate",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyConfig {
@@ -293,13 +378,200 @@ fn backend(
                     ("url", b.url.is_some()),
                     ("credential_file", b.credential_file.is_some()),
                     ("share", b.share.is_some()),
+                    ("credentials", b.credentials.is_some()),
                 ],
                 "docs",
             );
             BackendKind::Docs
         }
     };
-    Some(BackendConfig { name, kind, share })
+    let credentials = b
+        .credentials
+        .as_ref()
+        .filter(|_| kind != BackendKind::Docs)
+        .and_then(|c| credentials(e, &key, c, &kind, share));
+    Some(BackendConfig {
+        name,
+        kind,
+        share,
+        credentials,
+    })
+}
+
+/// A credential NAME: an environment variable name, so also a safe file name.
+fn valid_credential_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `backends[i].credentials`, or `None` when it was unusable (errors pushed).
+fn credentials(
+    e: &mut Errors<'_>,
+    key: &dyn Fn(&str) -> String,
+    c: &RawCredentials,
+    kind: &BackendKind,
+    share: Share,
+) -> Option<CredentialsConfig> {
+    let at = |field: &str| key(&format!("credentials.{field}"));
+    let before = e.list.len();
+    if share == Share::All {
+        e.push(
+            &key("credentials"),
+            "cannot be used with share = \"all\": one pool serves everybody, so no child belongs to one principal (use share = \"none\")",
+        );
+    }
+    let names = c.names.clone().unwrap_or_default();
+    for n in &names {
+        if !valid_credential_name(n) {
+            e.push(
+                &at("names"),
+                format!("{n:?} must be a variable name (letters, digits and _, not starting with a digit): it names both the file and the environment variable"),
+            );
+        }
+    }
+    let dir = path_of(&c.dir);
+    match (&dir, names.is_empty()) {
+        (None, false) => e.push(
+            &at("dir"),
+            "is required with credentials.names: the directory holding <dir>/<principal>/<NAME>",
+        ),
+        (Some(_), true) => e.push(
+            &at("names"),
+            "is required with credentials.dir: the files each principal's directory holds, e.g. [\"GITHUB_TOKEN\"]",
+        ),
+        _ => {}
+    }
+    let mut from_header = BTreeMap::new();
+    for (header, name) in c.from_header.clone().unwrap_or_default() {
+        let lower = header.trim().to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            e.push(
+                &at("from_header"),
+                format!("{header:?} is not a header name"),
+            );
+        } else if FORBIDDEN_CLIENT_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("x-mcp-edge-")
+        {
+            e.push(
+                &at("from_header"),
+                format!("{header:?} cannot carry a credential: it is the edge's own access credential or a header the protocol or the edge uses (never pass the client's access token on)"),
+            );
+        } else if !valid_credential_name(&name) {
+            e.push(
+                &at("from_header"),
+                format!("{header:?} = {name:?}: {name:?} must be a variable name (letters, digits and _)"),
+            );
+        } else if from_header.insert(lower, name).is_some() {
+            e.push(&at("from_header"), format!("{header:?} is given twice"));
+        }
+    }
+    let all: Vec<String> = {
+        let mut all = names.clone();
+        for n in from_header.values() {
+            if !all.contains(n) {
+                all.push(n.clone());
+            }
+        }
+        all
+    };
+    if all.is_empty() {
+        e.push(
+            &key("credentials"),
+            "names no credential: give dir and names (files) or from_header",
+        );
+    }
+    let required = match &c.required {
+        None => all.clone(),
+        Some(required) => {
+            for n in required {
+                if !all.contains(n) {
+                    e.push(
+                        &at("required"),
+                        format!("{n:?} is not a credential of this backend (credentials.names or credentials.from_header)"),
+                    );
+                }
+            }
+            required.clone()
+        }
+    };
+    let mut headers = BTreeMap::new();
+    match kind {
+        BackendKind::Stdio { env, .. } => {
+            if c.headers.is_some() {
+                e.push(
+                    &at("headers"),
+                    "does not apply to kind = \"stdio\" (a stdio child gets each credential as the environment variable NAME)",
+                );
+            }
+            for n in &all {
+                if env.contains_key(n) {
+                    e.push(
+                        &key("env"),
+                        format!("{n:?} is also a per-principal credential: set it in one place"),
+                    );
+                }
+            }
+        }
+        BackendKind::Http {
+            credential_file, ..
+        } => {
+            for (header, name) in c.headers.clone().unwrap_or_default() {
+                let lower = header.trim().to_ascii_lowercase();
+                if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                    e.push(&at("headers"), format!("{header:?} is not a header name"));
+                } else if RESERVED_UPSTREAM_HEADERS.contains(&lower.as_str()) {
+                    e.push(
+                        &at("headers"),
+                        format!("{header:?} is set by the edge's HTTP client itself"),
+                    );
+                } else if lower == "authorization" && credential_file.is_some() {
+                    e.push(
+                        &at("headers"),
+                        "\"authorization\" is already set from credential_file: use one of the two",
+                    );
+                } else if !all.contains(&name) {
+                    e.push(
+                        &at("headers"),
+                        format!("{header:?} = {name:?}: {name:?} is not a credential of this backend (credentials.names or credentials.from_header)"),
+                    );
+                } else if headers.insert(lower, name).is_some() {
+                    e.push(&at("headers"), format!("{header:?} is given twice"));
+                }
+            }
+            for n in &all {
+                if !headers.values().any(|v| v == n) {
+                    e.push(
+                        &at("headers"),
+                        format!("{n:?} is sent upstream in no header: map a header to it, e.g. headers = {{ \"x-api-token\" = {n:?} }}"),
+                    );
+                }
+            }
+        }
+        BackendKind::Docs => {}
+    }
+    let contact = match c.contact.as_deref().map(str::trim) {
+        Some("") => {
+            e.push(
+                &at("contact"),
+                "must not be empty (whom to ask, e.g. \"#platform in Slack\")",
+            );
+            String::new()
+        }
+        Some(text) => text.to_owned(),
+        None => DEFAULT_CREDENTIALS_CONTACT.to_owned(),
+    };
+    (e.list.len() == before).then_some(CredentialsConfig {
+        dir,
+        names,
+        from_header,
+        headers,
+        required,
+        contact,
+    })
 }
 
 /// Fields of another kind are errors, not silently ignored.
@@ -471,6 +743,85 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("edge.toml"), "{text}");
+    }
+
+    #[test]
+    fn per_principal_credentials_parse_with_their_defaults() {
+        let c = load_file(
+            "[[backends]]\nname = \"gh\"\ncommand = [\"gh-mcp\"]\n\
+             [backends.credentials]\ndir = \"/run/secrets/gh\"\nnames = [\"GITHUB_TOKEN\"]\n\
+             from_header = { \"X-GitHub-Token\" = \"GITHUB_TOKEN\", \"x-jira\" = \"JIRA_TOKEN\" }\n\n\
+             [[backends]]\nname = \"api\"\nurl = \"https://api.example.com/mcp\"\n\
+             [backends.credentials]\ndir = \"/run/secrets/api\"\nnames = [\"TOKEN\"]\nrequired = []\n\
+             headers = { \"X-Api-Token\" = \"TOKEN\" }\ncontact = \"ask #platform in Slack\"\n",
+        )
+        .unwrap();
+        let gh = c.backends[0].credentials.as_ref().unwrap();
+        assert_eq!(
+            gh.dir.as_deref(),
+            Some(std::path::Path::new("/run/secrets/gh"))
+        );
+        assert_eq!(
+            gh.required,
+            ["GITHUB_TOKEN", "JIRA_TOKEN"],
+            "all required by default"
+        );
+        assert_eq!(
+            gh.from_header["x-github-token"], "GITHUB_TOKEN",
+            "header names lower-cased"
+        );
+        assert_eq!(gh.contact, DEFAULT_CREDENTIALS_CONTACT);
+        let api = c.backends[1].credentials.as_ref().unwrap();
+        assert!(api.required.is_empty());
+        assert_eq!(api.headers["x-api-token"], "TOKEN");
+        assert_eq!(api.contact, "ask #platform in Slack");
+        assert!(c.to_pretty_json().contains("credentials"));
+    }
+
+    #[test]
+    fn every_credentials_problem_is_reported_with_its_key() {
+        let err = load_file(
+            "[[backends]]\nname = \"a\"\ncommand = [\"x\"]\nshare = \"all\"\n\
+             [backends.credentials]\ndir = \"/d\"\nnames = [\"T\"]\n\n\
+             [[backends]]\nname = \"b\"\ncommand = [\"x\"]\nenv = { T = \"1\" }\n\
+             [backends.credentials]\nnames = [\"T\", \"bad-name\"]\nheaders = { x = \"T\" }\n\
+             from_header = { Authorization = \"T\", \"mcp-session-id\" = \"T\" }\nrequired = [\"U\"]\ncontact = \" \"\n\n\
+             [[backends]]\nname = \"c\"\nurl = \"https://c.example.com/mcp\"\ncredential_file = \"/f\"\n\
+             [backends.credentials]\nfrom_header = { x-c = \"C\", x-d = \"D\" }\nheaders = { authorization = \"C\", accept = \"D\" }\n\n\
+             [[backends]]\nname = \"d\"\nkind = \"docs\"\n[backends.credentials]\ndir = \"/d\"\n\n\
+             [[backends]]\nname = \"e\"\ncommand = [\"x\"]\n[backends.credentials]\ncontact = \"x\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "backends[0].credentials",
+                "backends[1].credentials.names",
+                "backends[1].credentials.dir",
+                "backends[1].credentials.from_header",
+                "backends[1].credentials.from_header",
+                "backends[1].credentials.required",
+                "backends[1].credentials.headers",
+                "backends[1].env",
+                "backends[1].credentials.contact",
+                "backends[2].credentials.headers",
+                "backends[2].credentials.headers",
+                "backends[2].credentials.headers",
+                "backends[2].credentials.headers",
+                "backends[3].credentials",
+                "backends[4].credentials",
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("share = \"all\""), "{text}");
+        assert!(
+            text.contains("\"Authorization\" cannot carry a credential"),
+            "{text}"
+        );
+        assert!(text.contains("does not apply to kind = \"docs\""), "{text}");
+        assert!(text.contains("names no credential"), "{text}");
     }
 
     #[test]

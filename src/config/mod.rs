@@ -28,7 +28,9 @@ pub use auth::{
     AccessConfig, AuthConfig, AuthMode, DEFAULT_JWT_PRINCIPAL_PREFIX, JwtConfig, JwtKeyConfig,
     sibling_resource,
 };
-pub use backends::{BackendConfig, BackendKind, ProxyConfig, RawBackendKind, Share};
+pub use backends::{
+    BackendConfig, BackendKind, CredentialsConfig, ProxyConfig, RawBackendKind, Share,
+};
 pub use cluster::ClusterConfig;
 pub use connections::ConnectionsConfig;
 pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig, MetricsMode};

@@ -42,6 +42,11 @@ fn refuse(log: Option<RequestLog>, refusal: EdgeError) -> Response {
 
 async fn steps(state: &AppState, request: Request, next: Next) -> Result<Response, EdgeError> {
     let (mut parts, body) = request.into_parts();
+    // 0. Credential headers for backends leave the headers at once: from here on no
+    //    step, log, span or peer hop can see them; only the principal's own child does.
+    if let Some(credentials) = state.credential_headers.take(&mut parts.headers) {
+        parts.extensions.insert(credentials);
+    }
     let ip = super::request::client_ip_of(&parts);
     let mut spans = Spans::of(&parts.extensions);
     // 1. A foreign Host (DNS rebinding) or Origin (a cross-site page).

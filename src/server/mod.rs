@@ -55,6 +55,7 @@ pub use state::AppState;
 
 use crate::auth::{Authenticator, ToolPolicy};
 use crate::config::Config;
+use crate::mcp::backends::credentials::CredentialHeaders;
 use crate::mcp::{McpService, SessionRegistry};
 use crate::ratelimit::RateLimits;
 
@@ -89,6 +90,7 @@ pub fn app_state(parts: StateParts) -> AppState {
     AppState::new(state::Shared {
         allowed_hosts: Arc::new(crate::mcp::allowed_hosts(&config)),
         routing: Arc::new(crate::mcp::backends::Routing::from_config(&config)),
+        credential_headers: Arc::new(CredentialHeaders::from_config(&config.backends)),
         config,
         auth,
         limits,

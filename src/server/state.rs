@@ -54,6 +54,9 @@ pub struct Shared {
     pub audit: Arc<crate::telemetry::audit::Audit>,
     /// Which backend serves a tool, prompt or resource (for audit and metrics).
     pub routing: Arc<crate::mcp::backends::Routing>,
+    /// Request headers that carry a backend credential (`credentials.from_header`):
+    /// taken off each request first thing, so nothing logs or forwards them.
+    pub credential_headers: Arc<crate::mcp::backends::credentials::CredentialHeaders>,
     /// The edge's own authorization server (`[auth.oauth]`).
     pub oauth: Option<Arc<crate::oauth::OAuth>>,
 }

@@ -2,7 +2,8 @@
 logged-in CLI or a scratchpad does. No dependencies (starts in milliseconds).
 
 Tools: `remember` (keeps `note` in this process), `recall` (`note=<what was kept>`),
-`env` (the value of environment variable `name` in this process), `pid`, `fail` (a tool
+`env` (the value of environment variable `name` in this process), `env_digest` (its
+SHA-256 in hex, for tests that must not see the value in a log), `pid`, `fail` (a tool
 error result), `progress` (one progress notification, then the answer), `slow_stream`
 (one progress notification, then the answer after `seconds`), `whisper` (a log
 notification carrying the kept note, then the answer). Everything it prints goes to
@@ -10,6 +11,7 @@ stdout as one JSON line; stderr gets a line per call, to check it stays with its
 principal.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -21,6 +23,7 @@ TOOLS = [
         ("remember", "keep `note` in this process"),
         ("recall", "what this process keeps"),
         ("env", "the value of environment variable `name`"),
+        ("env_digest", "the SHA-256 (hex) of environment variable `name`"),
         ("pid", "this process's pid"),
         ("fail", "a tool error"),
         ("progress", "a progress notification, then the answer"),
@@ -90,6 +93,10 @@ for line in sys.stdin:
             reply(id_, text("note=" + note))
         elif name == "env":
             reply(id_, text(os.environ.get(str(args.get("name", "")), "<unset>")))
+        elif name == "env_digest":
+            value = os.environ.get(str(args.get("name", "")))
+            digest = hashlib.sha256(value.encode()).hexdigest() if value is not None else "<unset>"
+            reply(id_, text(digest))
         elif name == "pid":
             reply(id_, text(str(os.getpid())))
         elif name == "fail":

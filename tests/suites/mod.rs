@@ -8,6 +8,7 @@ mod cluster;
 mod config_files;
 mod conformance;
 mod connections;
+mod credentials;
 mod deploy;
 mod identity;
 mod limits;

@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 use super::backends::edge_with_config;
 use crate::common::*;
 
-const DAVE_KEY: &str = "dave-key-0123456789abcdef";
+pub(super) const DAVE_KEY: &str = "dave-key-0123456789abcdef";
 
 /// A `[[backends]]` entry for the stateful test server, with `extra` lines.
-fn stateful(extra: &str) -> String {
+pub(super) fn stateful(extra: &str) -> String {
     format!(
         "[[backends]]\nname = \"state\"\ncommand = [\"python3\", \"{}/tests/python/stateful_server.py\"]\n{extra}",
         env!("CARGO_MANIFEST_DIR")
@@ -27,7 +27,7 @@ fn stateful(extra: &str) -> String {
 }
 
 /// The edge with `toml`, and keys for alice, bob, carol and dave (no per-key limits).
-async fn edge(
+pub(super) async fn edge(
     toml: &str,
     customize: impl FnOnce(&mut HashMap<String, String>),
 ) -> (Edge, tempfile::TempDir) {
@@ -51,7 +51,7 @@ async fn edge(
 }
 
 /// An rmcp client in 2026-07-28 (stateless) mode with `key`.
-async fn stateless_client(
+pub(super) async fn stateless_client(
     edge: &Edge,
     key: &str,
 ) -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
@@ -70,7 +70,7 @@ async fn stateless_client(
         .expect("stateless client connects")
 }
 
-async fn call_text(
+pub(super) async fn call_text(
     client: &rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>,
     name: &'static str,
     arguments: Value,

@@ -78,6 +78,24 @@ pub fn check_files(config: &Config) -> Vec<FileProblem> {
             }
             BackendKind::Docs => {}
         }
+        // Each principal's files are read when their child starts; the directory
+        // holding them must be there and listable now.
+        if let Some(dir) = b.credentials.as_ref().and_then(|c| c.dir.as_ref()) {
+            let problem = match std::fs::read_dir(dir) {
+                Ok(_) => None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    Some("is not a directory".to_owned())
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(problem) = problem {
+                problems.push(FileProblem::Unusable(format!(
+                    "{}: {}: {problem}",
+                    at("credentials.dir"),
+                    dir.display()
+                )));
+            }
+        }
     }
     problems
 }

@@ -9,6 +9,7 @@
 #![allow(deprecated)] // set_level and subscribe are deprecated in 2026-07-28 but still forwarded
 
 pub mod check;
+pub mod credentials;
 pub mod link;
 pub mod process;
 pub mod proxy;

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::credentials::Credentials;
 use crate::sync::lock;
 
 /// Every live child of this process (all backends): the one record of them. The
@@ -141,6 +142,7 @@ impl Supervisor {
         &self,
         backend: &str,
         spec: &StdioSpec,
+        credentials: &Credentials,
         label: Arc<Mutex<String>>,
     ) -> Result<(ChildProc, DuplexStream, ChildStdin), SpawnError> {
         let permit = self
@@ -149,10 +151,12 @@ impl Supervisor {
             .try_acquire_owned()
             .map_err(|_| SpawnError::TooMany(self.max))?;
         let program = spec.command[0].clone();
-        let mut child = command(spec).spawn().map_err(|source| SpawnError::Io {
-            program: program.clone(),
-            source,
-        })?;
+        let mut child = command(spec, credentials)
+            .spawn()
+            .map_err(|source| SpawnError::Io {
+                program: program.clone(),
+                source,
+            })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let stdout = child.stdout.take().expect("stdout piped");
         let stdin = child.stdin.take().expect("stdin piped");
@@ -191,8 +195,9 @@ impl Supervisor {
     }
 }
 
-/// The command for `spec`: a cleared environment rebuilt from the allowlist and `env`.
-fn command(spec: &StdioSpec) -> Command {
+/// The command for `spec`: a cleared environment rebuilt from the allowlist and `env`,
+/// then the principal's `credentials` (last, so nothing inherited can shadow them).
+fn command(spec: &StdioSpec, credentials: &Credentials) -> Command {
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
         .env_clear()
@@ -210,6 +215,7 @@ fn command(spec: &StdioSpec) -> Command {
         }
     }
     cmd.envs(&spec.env);
+    cmd.envs(credentials.env());
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }

@@ -10,6 +10,7 @@ use rmcp::ErrorData;
 use rmcp::model::ErrorCode;
 use rmcp::service::ServiceError;
 
+use super::super::credentials::CredentialError;
 use super::super::process::SpawnError;
 
 /// Who a failure is to be blamed on (for logs; the client sees code and message).
@@ -86,6 +87,12 @@ pub enum CallError {
     /// The HTTP upstream's `credential_file` could not be read on connect.
     #[error("backend {backend:?} is unavailable: {why}")]
     Credential { backend: Arc<str>, why: String },
+    /// A per-principal credential is missing or unusable: no child was started.
+    #[error("backend {backend:?}: {source}")]
+    Credentials {
+        backend: Arc<str>,
+        source: CredentialError,
+    },
     #[error("not an upstream backend")]
     NotUpstream,
 }
@@ -132,7 +139,8 @@ impl CallError {
             | Unexpected { .. }
             | Failed { .. } => Fault::Backend,
             Restarting { fault, .. } => *fault,
-            Spawn { .. } | Credential { .. } | NotUpstream => Fault::Edge,
+            Credentials { source, .. } if source.is_the_principals() => Fault::Client,
+            Spawn { .. } | Credential { .. } | Credentials { .. } | NotUpstream => Fault::Edge,
         }
     }
 }
@@ -145,10 +153,17 @@ impl From<CallError> for ErrorData {
             | CallError::UnknownPrompt(_)
             | CallError::UnknownTemplate(_)
             | CallError::UnsupportedReference => ErrorCode::INVALID_PARAMS,
+            // The principal's own setup is missing: nothing a retry or the backend fixes.
+            CallError::Credentials { source, .. } if source.is_the_principals() => {
+                ErrorCode::INVALID_REQUEST
+            }
             _ => ErrorCode::INTERNAL_ERROR,
         };
         match e {
             CallError::Upstream(data) => data,
+            CallError::Credentials { ref source, .. } => {
+                ErrorData::new(code, e.to_string(), source.data())
+            }
             e => ErrorData::new(code, e.to_string(), None),
         }
     }

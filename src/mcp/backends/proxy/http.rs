@@ -1,10 +1,12 @@
 //! Upstreams over Streamable HTTP: the reqwest client built once per backend (its CA
 //! bundle, its connect timeout) and the connect that opens one MCP session upstream.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::{HeaderName, HeaderValue};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -58,14 +60,17 @@ impl HttpSpec {
     }
 }
 
-/// Open an MCP session with the upstream; the handshake must finish within `timeout`.
+/// Open an MCP session with the upstream, sending `headers` (a principal's credentials)
+/// with every request; the handshake must finish within `timeout`.
 pub async fn connect(
     backend: &Arc<str>,
     spec: &HttpSpec,
+    headers: Vec<(HeaderName, HeaderValue)>,
     forwarder: Forwarder,
     timeout: Duration,
 ) -> Result<Conn, CallError> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(spec.url.as_str());
+    let mut config = StreamableHttpClientTransportConfig::with_uri(spec.url.as_str())
+        .custom_headers(HashMap::from_iter(headers));
     if let Some(file) = &spec.credential_file {
         // Read on every connect, so a rotated secret file takes effect.
         let token = read_credential(file).map_err(|why| CallError::Credential {

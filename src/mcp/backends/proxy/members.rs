@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use super::super::credentials::CredentialSpec;
 use super::super::process::StdioSpec;
 use super::http::HttpSpec;
 use super::upstream::{Upstream, UpstreamSpec};
-use crate::config::{BackendConfig, BackendKind, Share};
+use crate::config::{BackendConfig, BackendKind};
 use crate::mcp::DocsBackend;
 
 /// A `[[backends]]` entry the proxy cannot be built with.
@@ -60,7 +61,7 @@ pub fn build(
                     env_allowlist: env_allowlist.clone(),
                     cwd: cwd.clone(),
                 }),
-                b.share,
+                b,
             ),
             BackendKind::Http {
                 url,
@@ -77,7 +78,7 @@ pub fn build(
                     )
                     .map_err(err)?,
                 ),
-                b.share,
+                b,
             ),
         };
         members.push(Member {
@@ -88,6 +89,7 @@ pub fn build(
     Ok(members)
 }
 
-fn upstream(spec: UpstreamSpec, share: Share) -> MemberKind {
-    MemberKind::Upstream(Box::new(Upstream::new(spec, share)))
+fn upstream(spec: UpstreamSpec, b: &BackendConfig) -> MemberKind {
+    let credentials = b.credentials.as_ref().map(CredentialSpec::new);
+    MemberKind::Upstream(Box::new(Upstream::new(spec, b.share, credentials)))
 }

@@ -38,6 +38,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::credentials::{ClientCredentials, Credentials, StartFor};
 use super::link::{Conn, Listeners, Listening};
 use super::process::Supervisor;
 use crate::config::{BackendConfig, ProxyConfig, Share};
@@ -96,6 +97,15 @@ fn principal_name(context: &RequestContext<RoleServer>) -> Arc<str> {
     principal_of(context).unwrap_or_else(|| "anonymous".into())
 }
 
+/// The credential headers the chain took off this request (see [`ClientCredentials`]).
+fn client_credentials(context: &RequestContext<RoleServer>) -> Option<&ClientCredentials> {
+    context
+        .extensions
+        .get::<::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Arc<ClientCredentials>>())
+        .map(|c| &**c)
+}
+
 fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
     context
         .extensions
@@ -148,6 +158,12 @@ impl Proxy {
         for (i, m) in self.shared.members.iter().enumerate() {
             match &m.kind {
                 MemberKind::Docs(d) => infos.push((i, Some(d.get_info()))),
+                // A child of a backend with per-principal credentials starts only for
+                // a principal, with that principal's credentials.
+                MemberKind::Upstream(up) if up.has_credentials() => {
+                    tracing::info!(backend = %m.name, "not probed at start: its processes start per principal, with that principal's credentials");
+                    infos.push((i, None));
+                }
                 MemberKind::Upstream(up) => {
                     let label = Arc::new(Mutex::new("probe".to_string()));
                     let link = super::link::Link::new(
@@ -157,7 +173,11 @@ impl Proxy {
                         self.shared.config.call_timeout,
                         label,
                     );
-                    match up.connect(&self.dial(i), link, edge_client_info()).await {
+                    let none = Credentials::default();
+                    match up
+                        .connect(&self.dial(i), link, edge_client_info(), &none, "")
+                        .await
+                    {
                         Ok(conn) => {
                             let info = conn.peer().peer_info().map(|i| peer_to_info(&i));
                             tracing::info!(
@@ -248,7 +268,14 @@ impl Proxy {
             .get_or_init(|| Listeners::one(context.peer.clone()))
             .0
             .clone();
-        up.slot_conn(&dial, slot, listeners, label, client).await
+        // A session's child is its principal's: started with that principal's credentials.
+        let principal = principal_name(context);
+        let who = StartFor {
+            principal: &principal,
+            client: client_credentials(context),
+        };
+        up.slot_conn(&dial, slot, listeners, label, client, who)
+            .await
     }
 
     /// The connection of the request's principal to `up` (see
@@ -260,16 +287,18 @@ impl Proxy {
         up: &Upstream,
         dial: &Dial<'_>,
         context: &RequestContext<RoleServer>,
-        client: Option<&InitializeRequestParams>,
+        init: Option<&InitializeRequestParams>,
         attach: Option<rmcp::service::Peer<RoleServer>>,
     ) -> Result<(Arc<Conn>, Option<Listening>), CallError> {
         let principal = principal_name(context);
+        let creds = client_credentials(context);
         match up
-            .principal_conn(dial, &principal, client, attach.clone())
+            .principal_conn(dial, &principal, init, creds, attach.clone())
             .await
         {
             Err(e) if e.is_at_child_cap() && self.make_room().await => {
-                up.principal_conn(dial, &principal, client, attach).await
+                up.principal_conn(dial, &principal, init, creds, attach)
+                    .await
             }
             other => other,
         }

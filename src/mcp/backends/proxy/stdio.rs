@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::transport::async_rw::AsyncRwTransport;
 
+use super::super::credentials::Credentials;
 use super::super::link::{Conn, Forwarder, Ordered};
 use super::super::process::{StdioSpec, Supervisor};
 use super::error::CallError;
@@ -14,13 +15,14 @@ use super::error::CallError;
 pub async fn connect(
     backend: &Arc<str>,
     spec: &StdioSpec,
+    credentials: &Credentials,
     supervisor: &Supervisor,
     forwarder: Forwarder,
     timeout: Duration,
 ) -> Result<Conn, CallError> {
     let link = forwarder.link.clone();
     let (child, stdout, stdin) = supervisor
-        .spawn(backend, spec, link.label.clone())
+        .spawn(backend, spec, credentials, link.label.clone())
         .map_err(|source| CallError::Spawn {
             backend: backend.clone(),
             source,

@@ -16,6 +16,9 @@ use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
 use rmcp::service::Peer;
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::super::credentials::{
+    ClientCredentials, CredentialSpec, Credentials, Fingerprint, StartFor,
+};
 use super::super::link::{Conn, Forwarder, Link, Listeners, Listening};
 use super::super::process::{StdioSpec, Supervisor};
 use super::error::{CallError, Fault};
@@ -33,6 +36,9 @@ pub enum UpstreamSpec {
 pub struct Upstream {
     spec: UpstreamSpec,
     share: Share,
+    /// `[backends.credentials]`: resolved for the principal each connection is
+    /// started for (a session's, or a principal's own).
+    credentials: Option<CredentialSpec>,
     /// `share = "all"`: everybody's stateless requests.
     pool: AsyncMutex<Pool>,
     /// `share = "none"`: each principal's stateless requests, on that principal's own
@@ -72,6 +78,8 @@ struct Pool {
 pub struct Slot {
     conn: Option<Arc<Conn>>,
     backoff: Backoff,
+    /// The header-supplied credentials `conn` was started with.
+    started_with: Fingerprint,
 }
 
 impl Slot {
@@ -129,10 +137,11 @@ pub struct Dial<'a> {
 }
 
 impl Upstream {
-    pub fn new(spec: UpstreamSpec, share: Share) -> Upstream {
+    pub fn new(spec: UpstreamSpec, share: Share, credentials: Option<CredentialSpec>) -> Upstream {
         Upstream {
             spec,
             share,
+            credentials,
             pool: AsyncMutex::new(Pool::default()),
             tenants: Mutex::new(HashMap::new()),
         }
@@ -140,6 +149,34 @@ impl Upstream {
 
     pub fn share(&self) -> Share {
         self.share
+    }
+
+    /// Its children need a principal's credentials (so none is started without one).
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// `conn`, started with `started`, can serve `who`'s request as it is (no
+    /// credential header with another value, none required missing).
+    fn fits(&self, started: &Fingerprint, who: StartFor<'_>) -> bool {
+        self.credentials
+            .as_ref()
+            .is_none_or(|c| !c.needs_new(started, who))
+    }
+
+    /// `who`'s credentials for a new connection (none when the backend has none).
+    fn credentials_for(
+        &self,
+        dial: &Dial<'_>,
+        who: StartFor<'_>,
+    ) -> Result<Credentials, CallError> {
+        match &self.credentials {
+            None => Ok(Credentials::default()),
+            Some(spec) => spec.resolve(who).map_err(|source| CallError::Credentials {
+                backend: dial.backend.clone(),
+                source,
+            }),
+        }
     }
 
     /// `stdio` or `http` (for spans).
@@ -150,29 +187,51 @@ impl Upstream {
         }
     }
 
-    /// A new connection on `link`, introducing the edge upstream as `client_info`.
+    /// A new connection on `link`, introducing the edge upstream as `client_info`,
+    /// with a principal's `credentials` (environment of a stdio child, headers to an
+    /// HTTP upstream).
     pub async fn connect(
         &self,
         dial: &Dial<'_>,
         link: Arc<Link>,
         client_info: ClientConfig,
+        credentials: &Credentials,
+        principal: &str,
     ) -> Result<Conn, CallError> {
         let timeout = dial.config.spawn_timeout;
         let forwarder = Forwarder { link, client_info };
         match &self.spec {
             UpstreamSpec::Stdio(spec) => {
-                super::stdio::connect(dial.backend, spec, dial.supervisor, forwarder, timeout).await
+                super::stdio::connect(
+                    dial.backend,
+                    spec,
+                    credentials,
+                    dial.supervisor,
+                    forwarder,
+                    timeout,
+                )
+                .await
             }
             UpstreamSpec::Http(spec) => {
-                super::http::connect(dial.backend, spec, forwarder, timeout).await
+                let headers = match &self.credentials {
+                    None => Vec::new(),
+                    Some(c) => c
+                        .upstream_headers(credentials, principal)
+                        .map_err(|source| CallError::Credentials {
+                            backend: dial.backend.clone(),
+                            source,
+                        })?,
+                };
+                super::http::connect(dial.backend, spec, headers, forwarder, timeout).await
             }
         }
     }
 
     /// The connection in `slot` (a session's, or a principal's), started (or restarted
-    /// after a crash, once the backoff allows) as needed. `client` is the session's
-    /// `initialize` (the edge's own for a principal's); `listeners` the sessions its
-    /// notifications go to (none for stateless calls: only progress reaches them).
+    /// after a crash, once the backoff allows) as needed, with the credentials of
+    /// `who` (the principal it is for). `client` is the session's `initialize` (the
+    /// edge's own for a principal's); `listeners` the sessions its notifications go
+    /// to (none for stateless calls: only progress reaches them).
     pub async fn slot_conn(
         &self,
         dial: &Dial<'_>,
@@ -180,22 +239,37 @@ impl Upstream {
         listeners: Listeners,
         label: Arc<Mutex<String>>,
         client: &ClientConfig,
+        who: StartFor<'_>,
     ) -> Result<Arc<Conn>, CallError> {
         let backoff_max = dial.config.restart_backoff_max;
+        let mut replacing = false;
         if let Some(conn) = &slot.conn {
             if conn.is_alive() {
-                return Ok(conn.clone());
+                if self.fits(&slot.started_with, who) {
+                    return Ok(conn.clone());
+                }
+                // Not a failure: no backoff; the old one is stopped once a new one can start.
+                replacing = true;
+            } else {
+                tracing::warn!(backend = %dial.backend, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), "backend connection lost; restarting it");
+                // A child that ran a good while before dying starts a fresh backoff.
+                if conn.started.elapsed() > Duration::from_secs(60) {
+                    slot.backoff.succeeded();
+                }
+                slot.conn = None;
+                slot.backoff
+                    .failed(backoff_max, "it exited".into(), Fault::Backend);
             }
-            tracing::warn!(backend = %dial.backend, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), "backend connection lost; restarting it");
-            // A child that ran a good while before dying starts a fresh backoff.
-            if conn.started.elapsed() > Duration::from_secs(60) {
-                slot.backoff.succeeded();
-            }
-            slot.conn = None;
-            slot.backoff
-                .failed(backoff_max, "it exited".into(), Fault::Backend);
         }
         slot.backoff.check(dial.backend)?;
+        // Resolved before anything is stopped or started: a principal without its
+        // credential gets the error, and no child is started without it.
+        let credentials = self.credentials_for(dial, who)?;
+        if replacing {
+            // Calls in flight hold their own `Arc<Conn>` and finish on the old child.
+            tracing::info!(backend = %dial.backend, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), "the principal's credential header changed; starting a new backend process with it");
+            slot.conn = None;
+        }
         let link = Link::new(
             dial.backend.clone(),
             dial.prefix.clone(),
@@ -203,10 +277,14 @@ impl Upstream {
             dial.config.call_timeout,
             label,
         );
-        match self.connect(dial, link, client.clone()).await {
+        match self
+            .connect(dial, link, client.clone(), &credentials, who.principal)
+            .await
+        {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 slot.conn = Some(conn.clone());
+                slot.started_with = credentials.fingerprint;
                 // A restart resets the backoff only once the new one proves stable.
                 if slot.backoff.failures > 0 {
                     slot.backoff.retry_at = None;
@@ -243,7 +321,12 @@ impl Upstream {
                 dial.config.call_timeout,
                 Arc::new(Mutex::new("stateless".into())),
             );
-            match self.connect(dial, link, edge_client_info()).await {
+            // `share = "all"` has no per-principal credentials (refused by the config).
+            let none = Credentials::default();
+            match self
+                .connect(dial, link, edge_client_info(), &none, "")
+                .await
+            {
                 Ok(conn) => {
                     pool.backoff.succeeded();
                     let conn = Arc::new(conn);
@@ -267,16 +350,21 @@ impl Upstream {
     /// and with `share = "principal"` for its sessions too. It serves nobody else: no
     /// state, output or notification of one principal's child reaches another
     /// principal. A session passes `attach` (its client) the first time, to hear the
-    /// connection's notifications while the returned guard lives; `client` is what
+    /// connection's notifications while the returned guard lives; `init` is what
     /// the child is told about its client when this call starts it (the edge's own
-    /// when `None`).
+    /// when `None`); `creds` the credentials the request brought in a header.
     pub async fn principal_conn(
         &self,
         dial: &Dial<'_>,
         principal: &Arc<str>,
-        client: Option<&ClientConfig>,
+        init: Option<&ClientConfig>,
+        creds: Option<&ClientCredentials>,
         attach: Option<Peer<RoleServer>>,
     ) -> Result<(Arc<Conn>, Option<Listening>), CallError> {
+        let who = StartFor {
+            principal,
+            client: creds,
+        };
         loop {
             let tenant = lock(&self.tenants)
                 .entry(principal.clone())
@@ -286,14 +374,20 @@ impl Upstream {
             if tenant.gone {
                 continue;
             }
-            // The common case, on every call: the child is there (nothing to build).
-            let conn = match tenant.slot.conn().filter(|c| c.is_alive()) {
-                Some(conn) => conn.clone(),
+            // The common case, on every call: the child is there (nothing to build,
+            // no credential file read).
+            let live = tenant
+                .slot
+                .conn()
+                .filter(|c| c.is_alive() && self.fits(&tenant.slot.started_with, who))
+                .cloned();
+            let conn = match live {
+                Some(conn) => conn,
                 None => {
                     let label = Arc::new(Mutex::new(format!("principal {principal}")));
                     let listeners = tenant.listeners.clone();
-                    let client = client.cloned().unwrap_or_else(edge_client_info);
-                    self.slot_conn(dial, &mut tenant.slot, listeners, label, &client)
+                    let init = init.cloned().unwrap_or_else(edge_client_info);
+                    self.slot_conn(dial, &mut tenant.slot, listeners, label, &init, who)
                         .await?
                 }
             };
