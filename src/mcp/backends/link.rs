@@ -20,6 +20,7 @@ use rmcp::transport::Transport;
 use rmcp::{ErrorData, RoleClient, RoleServer, Service};
 use tokio::sync::{mpsc, watch};
 
+use super::asker::Asker;
 use super::process::ChildProc;
 use crate::sync::lock;
 
@@ -68,6 +69,8 @@ pub struct Link {
     routes: Mutex<HashMap<ProgressToken, RouteEntry>>,
     /// Downstream requests in flight on this connection, oldest first.
     in_flight: Mutex<Vec<RequestId>>,
+    /// Stateless calls in flight that can take the upstream's questions, oldest first.
+    askers: Mutex<Vec<(u64, Asker)>>,
     next_call: AtomicU64,
     /// The one ordered queue of this connection's notifications, drained by one task.
     queue: mpsc::Sender<Outgoing>,
@@ -95,6 +98,7 @@ impl Link {
             session_peer,
             routes: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Vec::new()),
+            askers: Mutex::new(Vec::new()),
             next_call: AtomicU64::new(0),
             queue,
             queued: AtomicU64::new(0),
@@ -136,6 +140,24 @@ impl Link {
             barrier: route.barrier.clone(),
         };
         (route, guard)
+    }
+
+    /// Let the call of `guard` take the upstream's questions (a stateless call).
+    pub fn listen(&self, guard: &RouteGuard, asker: Asker) {
+        lock(&self.askers).push((guard.call, asker));
+    }
+
+    /// The call an upstream question goes to: the newest one listening (as a session's
+    /// question rides its newest request), and none when calls of several principals
+    /// share the connection (`share = "all"`): a question must not reach another
+    /// principal.
+    fn asker(&self) -> Option<Asker> {
+        let askers = lock(&self.askers);
+        let (_, newest) = askers.last()?;
+        askers
+            .iter()
+            .all(|(_, a)| a.principal == newest.principal)
+            .then(|| newest.clone())
     }
 
     /// Sort one message from the upstream, in arrival order: notifications go to the
@@ -276,6 +298,7 @@ impl RouteGuard {
 impl Drop for RouteGuard {
     fn drop(&mut self) {
         self.link.routes().retain(|_, e| e.route.call != self.call);
+        lock(&self.link.askers).retain(|(call, _)| *call != self.call);
         let mut in_flight = self.link.in_flight();
         if let Some(i) = in_flight.iter().position(|id| *id == self.downstream_id) {
             in_flight.remove(i);
@@ -374,11 +397,15 @@ impl Service<RoleClient> for Forwarder {
             return Ok(ClientResult::empty(()));
         }
         let Some(peer) = self.link.session_peer.clone() else {
-            return Err(ErrorData::new(
-                ErrorCode::METHOD_NOT_FOUND,
-                "this client has no session (stateless request): server-to-client requests are not available",
-                None,
-            ));
+            // Stateless: the call that caused it asks its client (input required).
+            return match self.link.asker() {
+                Some(asker) => asker.ask(request, context.ct.cancelled()).await,
+                None => Err(ErrorData::new(
+                    ErrorCode::METHOD_NOT_FOUND,
+                    "this client has no session (stateless request) and no call that can ask it: server-to-client requests are not available",
+                    None,
+                )),
+            };
         };
         let mut request = request;
         // Ride the stream of the downstream call that (most likely) caused it: the

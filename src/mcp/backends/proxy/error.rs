@@ -88,6 +88,17 @@ pub enum CallError {
     Credential { backend: Arc<str>, why: String },
     #[error("not an upstream backend")]
     NotUpstream,
+
+    /// A `requestState` of the edge's that does not open, is another principal's or
+    /// request's, expired or was used (the reason is logged, never shown).
+    #[error("Invalid or expired requestState")]
+    RequestState,
+    #[error("inputResponses[{key:?}] is not a valid answer to the question: {detail}")]
+    BadAnswer { key: String, detail: String },
+    #[error(
+        "the edge already holds its maximum of {0} backend questions awaiting an answer (proxy.max_pending_inputs); try again shortly"
+    )]
+    TooManyQuestions(usize),
 }
 
 impl CallError {
@@ -122,8 +133,14 @@ impl CallError {
     pub fn fault(&self) -> Fault {
         use CallError::*;
         match self {
-            UnknownTool(_) | UnknownPrompt(_) | UnknownResource(_) | UnknownTemplate(_)
-            | UnsupportedReference | Cancelled => Fault::Client,
+            UnknownTool(_)
+            | UnknownPrompt(_)
+            | UnknownResource(_)
+            | UnknownTemplate(_)
+            | UnsupportedReference
+            | Cancelled
+            | RequestState
+            | BadAnswer { .. } => Fault::Client,
             Upstream(_)
             | Handshake { .. }
             | NoHandshake { .. }
@@ -132,7 +149,7 @@ impl CallError {
             | Unexpected { .. }
             | Failed { .. } => Fault::Backend,
             Restarting { fault, .. } => *fault,
-            Spawn { .. } | Credential { .. } | NotUpstream => Fault::Edge,
+            Spawn { .. } | Credential { .. } | NotUpstream | TooManyQuestions(_) => Fault::Edge,
         }
     }
 }
@@ -144,11 +161,20 @@ impl From<CallError> for ErrorData {
             CallError::UnknownTool(_)
             | CallError::UnknownPrompt(_)
             | CallError::UnknownTemplate(_)
-            | CallError::UnsupportedReference => ErrorCode::INVALID_PARAMS,
+            | CallError::UnsupportedReference
+            | CallError::RequestState
+            | CallError::BadAnswer { .. } => ErrorCode::INVALID_PARAMS,
+            CallError::TooManyQuestions(_) => ErrorCode(crate::mcp::codes::BUSY as i32),
             _ => ErrorCode::INTERNAL_ERROR,
         };
         match e {
             CallError::Upstream(data) => data,
+            // As the SDKs refuse a requestState (the Python SDK's wire form).
+            CallError::RequestState => ErrorData::new(
+                code,
+                e.to_string(),
+                Some(serde_json::json!({"reason": "invalid_request_state"})),
+            ),
             e => ErrorData::new(code, e.to_string(), None),
         }
     }

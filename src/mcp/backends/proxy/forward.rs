@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::RoleServer;
 use rmcp::model::{ClientRequest, GetExtensions, GetMeta, RequestMetaObject, ServerResult};
-use rmcp::service::{PeerRequestOptions, RequestContext};
+use rmcp::service::{PeerRequestOptions, RequestContext, RequestHandle};
+use rmcp::{RoleClient, RoleServer};
 use serde::de::DeserializeOwned;
 
-use super::super::link::Conn;
+use super::super::asker::Asker;
+use super::super::link::{Conn, RouteGuard};
 use super::super::traced;
 use super::error::CallError;
 
@@ -19,11 +20,34 @@ use super::error::CallError;
 pub async fn send(
     conn: &Conn,
     backend: &Arc<str>,
-    mut request: ClientRequest,
+    request: ClientRequest,
     context: &RequestContext<RoleServer>,
     span: &tracing::Span,
     timeout: Duration,
 ) -> Result<ServerResult, CallError> {
+    let sent = start(conn, backend, request, context, span, Some(timeout), None).await?;
+    let result = finish(sent, backend, context.ct.cancelled(), timeout).await;
+    conn.touch();
+    result
+}
+
+/// A request written upstream, its result still to come.
+pub struct Sent {
+    handle: RequestHandle<RoleClient>,
+    route_guard: RouteGuard,
+}
+
+/// Write `request` upstream (rmcp's own timeout `timeout`; `None` when the edge bounds
+/// the wait itself). With `asker`, the upstream's questions go to this call.
+pub async fn start(
+    conn: &Conn,
+    backend: &Arc<str>,
+    mut request: ClientRequest,
+    context: &RequestContext<RoleServer>,
+    span: &tracing::Span,
+    timeout: Option<Duration>,
+    asker: Option<Asker>,
+) -> Result<Sent, CallError> {
     conn.touch();
     *request.get_meta_mut() = forwarded_meta(&context.meta);
     traced::propagate(span, request.get_meta_mut());
@@ -32,18 +56,43 @@ pub async fn send(
         context.meta.get_progress_token(),
         context.id.clone(),
     );
+    if let Some(asker) = asker {
+        conn.link.listen(&route_guard, asker);
+    }
     // The transport registers the route before the request is written.
     request.extensions_mut().insert(route);
+    let options = match timeout {
+        Some(t) => PeerRequestOptions::with_timeout(t),
+        None => PeerRequestOptions::no_options(),
+    };
     let handle = conn
         .peer()
-        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+        .send_request_with_option(request, options)
         .await
-        .map_err(|e| CallError::service(backend, e, timeout))?;
+        .map_err(|e| CallError::service(backend, e, timeout.unwrap_or_default()))?;
+    Ok(Sent {
+        handle,
+        route_guard,
+    })
+}
+
+/// Wait for the result of `sent`; `cancelled` passes a cancel on upstream.
+/// `timeout` names the `proxy.call_timeout` in a timeout error.
+pub async fn finish(
+    sent: Sent,
+    backend: &Arc<str>,
+    cancelled: impl Future<Output = ()>,
+    timeout: Duration,
+) -> Result<ServerResult, CallError> {
+    let Sent {
+        handle,
+        route_guard,
+    } = sent;
     let upstream_id = handle.id.clone();
     let peer = handle.peer.clone();
     let result = tokio::select! {
         r = handle.await_response() => r.map_err(|e| CallError::service(backend, e, timeout)),
-        _ = context.ct.cancelled() => {
+        () = cancelled => {
             let _ = peer
                 .notify_cancelled(rmcp::model::CancelledNotificationParam::new(
                     Some(upstream_id),
@@ -55,7 +104,6 @@ pub async fn send(
     };
     route_guard.settle().await;
     drop(route_guard);
-    conn.touch();
     result
 }
 

@@ -123,6 +123,8 @@ pub struct Dial<'a> {
     pub prefix: Option<String>,
     pub config: &'a ProxyConfig,
     pub supervisor: &'a Supervisor,
+    /// Stateless calls can pass the backend's questions to their clients.
+    pub asks: bool,
 }
 
 impl Upstream {
@@ -240,7 +242,10 @@ impl Upstream {
                 dial.config.call_timeout,
                 Arc::new(Mutex::new("stateless".into())),
             );
-            match self.connect(dial, link, edge_client_info()).await {
+            match self
+                .connect(dial, link, stateless_client_info(dial.asks))
+                .await
+            {
                 Ok(conn) => {
                     pool.backoff.succeeded();
                     let conn = Arc::new(conn);
@@ -284,7 +289,13 @@ impl Upstream {
             }
             let label = Arc::new(Mutex::new(format!("principal {principal}")));
             let conn = self
-                .slot_conn(dial, &mut tenant.slot, None, label, &edge_client_info())
+                .slot_conn(
+                    dial,
+                    &mut tenant.slot,
+                    None,
+                    label,
+                    &stateless_client_info(dial.asks),
+                )
                 .await?;
             conn.touch();
             return Ok(conn);
@@ -398,6 +409,21 @@ impl Upstream {
 
 /// How the edge introduces itself upstream when no client's `initialize` is at hand
 /// (the probe, pooled connections).
+/// The edge as the client of a stateless connection: when its callers can be asked
+/// (input-required rounds), it says it can take the backend's questions, so a
+/// backend that checks its client's capabilities asks them.
+pub fn stateless_client_info(asks: bool) -> ClientConfig {
+    let mut c = edge_client_info();
+    if asks {
+        c.capabilities = ClientCapabilities::builder()
+            .enable_roots()
+            .enable_sampling()
+            .enable_elicitation()
+            .build();
+    }
+    c
+}
+
 pub fn edge_client_info() -> ClientConfig {
     let mut c = ClientConfig::new(
         ClientCapabilities::default(),
