@@ -109,6 +109,8 @@ struct Metrics {
     oauth_sign_ins: Family<SignInLabels, Counter>,
     oauth_tokens: Family<GrantLabels, Counter>,
     oauth_refusals: Family<RefusalLabels, Counter>,
+    input_required_rounds: Counter,
+    request_state_refusals: Family<ReasonLabels, Counter>,
     tool_names: Mutex<HashSet<String>>,
 }
 
@@ -134,6 +136,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         oauth_sign_ins: Family::default(),
         oauth_tokens: Family::default(),
         oauth_refusals: Family::default(),
+        input_required_rounds: Counter::default(),
+        request_state_refusals: Family::default(),
         tool_names: Mutex::new(HashSet::new()),
     };
     registry.register(
@@ -226,9 +230,30 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Requests the authorization server refused, by endpoint and reason (the OAuth error code, or refresh_reuse, code_replay, rate_limited, bad_document)",
         m.oauth_refusals.clone(),
     );
+    registry.register(
+        "input_required_rounds",
+        "Backend questions (elicitation, sampling, roots) passed to a stateless client as an input-required result, one per round",
+        m.input_required_rounds.clone(),
+    );
+    registry.register(
+        "request_state_refusals",
+        "Retries whose requestState was refused, by reason (invalid, foreign_principal, expired, other_request, used, owner_unreachable)",
+        m.request_state_refusals.clone(),
+    );
     redis::register(&mut registry);
     Metrics { registry, ..m }
 });
+
+pub fn input_required_round() {
+    METRICS.input_required_rounds.inc();
+}
+
+pub fn request_state_refused(reason: &'static str) {
+    METRICS
+        .request_state_refusals
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
 
 pub fn oauth_sign_in(method: &'static str, result: &'static str) {
     METRICS

@@ -70,8 +70,12 @@ pub enum StartError {
 
 /// The configured backend: the built-in docs (default) and/or proxied MCP servers,
 /// reached once so a wrong command or URL shows in the log at start. Also returns
-/// the docs index, for the caller to keep following the directory.
-pub async fn backend(config: &Config) -> Result<(Backend, Option<Arc<DocsIndex>>), StartError> {
+/// the docs index, for the caller to keep following the directory. With `sealer` (the
+/// cluster), stateless clients can answer the backends' questions.
+pub async fn backend(
+    config: &Config,
+    sealer: Option<Arc<dyn crate::mcp::backends::request_state::Sealer>>,
+) -> Result<(Backend, Option<Arc<DocsIndex>>), StartError> {
     let (docs, index) = if Backend::needs_docs(config) {
         let (docs, index) = docs_backend(config).await?;
         (Some(docs), Some(index))
@@ -79,6 +83,9 @@ pub async fn backend(config: &Config) -> Result<(Backend, Option<Arc<DocsIndex>>
         (None, None)
     };
     let backend = Backend::from_config(config, docs)?;
+    if let Some(sealer) = sealer {
+        backend.set_sealer(sealer);
+    }
     backend.probe().await;
     Ok((backend, index))
 }
@@ -126,7 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .await?;
     let tls = Tls::start(&config, loaded.tls)?;
     let (cluster, peer_listener) = cluster(&config, loaded.ring)?;
-    let (backend, docs) = backend(&config).await?;
+    let (backend, docs) = backend(&config, Some(cluster.clone())).await?;
     let mut background = Background::new();
     let routes = McpRoutes::build(&config, &backend, &cluster, &background.cancel);
     let state = shared_state(
@@ -657,7 +664,7 @@ fn observe_certificate(
 /// Serve the same backend over stdin/stdout (local development; no TLS, no auth).
 pub async fn serve_stdio(config: Config) -> Result<(), StartError> {
     use rmcp::ServiceExt;
-    let (backend, docs) = backend(&config).await?;
+    let (backend, docs) = backend(&config, None).await?;
     // No reloader over stdio (nothing else to reload, and SIGHUP keeps its default).
     let _watcher = docs.and_then(|index| {
         index

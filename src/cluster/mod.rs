@@ -125,6 +125,21 @@ impl Cluster {
     }
 }
 
+/// Sealing of the `requestState` of backend questions (`mcp::backends::request_state`).
+impl crate::mcp::backends::request_state::Sealer for Cluster {
+    fn seal_for(&self, purpose: &[u8], plain: &[u8]) -> String {
+        self.ring.load().seal_for(purpose, plain)
+    }
+
+    fn open_for(&self, purpose: &[u8], sealed: &str, max_len: usize) -> Option<Vec<u8>> {
+        self.ring.load().open_for(purpose, sealed, max_len)
+    }
+
+    fn owner(&self) -> String {
+        self.advertise.clone().unwrap_or_default()
+    }
+}
+
 /// The session-id key ring file: reloaded whole, the last good ring kept when the
 /// new one is bad.
 pub struct RingFile {
@@ -167,5 +182,58 @@ mod tests {
         assert!(one.open(&sealed, &Principal::new("jwt:alice")).is_none());
         let expired = Cluster::new(KeyRing::random(), None, Duration::ZERO);
         assert!(expired.open(&expired.seal("x", &alice), &alice).is_none());
+    }
+
+    #[test]
+    fn request_states_are_sealed_by_the_ring_for_their_own_purpose() {
+        use crate::mcp::backends::request_state::{self, PREFIX, Refusal, StateClaims};
+        let owner = "10.0.0.7:8444";
+        let one = Cluster::new(
+            KeyRing::random(),
+            Some(owner.into()),
+            Duration::from_secs(60),
+        );
+        let claims = StateClaims {
+            id: 7,
+            principal: "alice".into(),
+            binding: request_state::binding("tools/call", 0, "ask"),
+            owner: owner.into(),
+            expires: 2_000,
+        };
+        let state = request_state::seal(&*one, &claims);
+        assert_eq!(
+            request_state::open(&*one, &state, "alice", 1_000),
+            Ok(claims.clone())
+        );
+        assert_eq!(
+            request_state::open(&*one, &state, "bob", 1_000),
+            Err(Refusal::Foreign)
+        );
+        // Every character changed in turn: nothing opens.
+        for i in PREFIX.len()..state.len() {
+            let mut bytes = state.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            if tampered != state {
+                assert_eq!(
+                    request_state::open(&*one, &tampered, "alice", 1_000),
+                    Err(Refusal::Invalid),
+                    "position {i}"
+                );
+            }
+        }
+        // Neither a session id nor another ring's state opens as one, nor the reverse.
+        let alice = Principal::new("alice");
+        assert!(one.open(&state[PREFIX.len()..], &alice).is_none());
+        let sid = one.seal("inner", &alice);
+        assert_eq!(
+            request_state::open(&*one, &format!("{PREFIX}{sid}"), "alice", 0),
+            Err(Refusal::Invalid)
+        );
+        let other = Cluster::new(KeyRing::random(), None, Duration::from_secs(60));
+        assert_eq!(
+            request_state::open(&*other, &state, "alice", 0),
+            Err(Refusal::Invalid)
+        );
     }
 }

@@ -95,6 +95,8 @@ pub struct RawProxy {
     pub pool_idle_timeout: Option<String>,
     pub kill_grace: Option<String>,
     pub restart_backoff_max: Option<String>,
+    pub input_timeout: Option<String>,
+    pub max_pending_inputs: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -248,6 +250,12 @@ pub struct ProxyConfig {
     /// Upper bound of the restart backoff after a backend crashed.
     #[serde(serialize_with = "ser_duration")]
     pub restart_backoff_max: Duration,
+    /// How long a backend's question to a stateless (2026-07-28) client waits for the
+    /// client's retry with the answer; then the backend gets an error for it.
+    #[serde(serialize_with = "ser_duration")]
+    pub input_timeout: Duration,
+    /// Backend questions awaiting a stateless client's answer, at most (all backends).
+    pub max_pending_inputs: usize,
 }
 
 impl Default for ProxyConfig {
@@ -260,6 +268,8 @@ impl Default for ProxyConfig {
             pool_idle_timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
             restart_backoff_max: Duration::from_secs(30),
+            input_timeout: Duration::from_secs(300),
+            max_pending_inputs: 1000,
         }
     }
 }
@@ -317,6 +327,24 @@ fn proxy(e: &mut Errors<'_>, raw: &super::RawConfig) -> ProxyConfig {
             "proxy.restart_backoff_max",
             p.restart_backoff_max.as_deref(),
             d.restart_backoff_max,
+        ),
+        input_timeout: {
+            let t = duration(
+                e,
+                "proxy.input_timeout",
+                p.input_timeout.as_deref(),
+                d.input_timeout,
+            );
+            if t.is_zero() {
+                e.push("proxy.input_timeout", "must be longer than zero");
+            }
+            t
+        },
+        max_pending_inputs: positive(
+            e,
+            "proxy.max_pending_inputs",
+            p.max_pending_inputs,
+            d.max_pending_inputs as u64,
         ),
     }
 }

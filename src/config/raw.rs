@@ -487,6 +487,8 @@ pub const KEYS: &[KeySpec] = &[
     key!(text, proxy.pool_idle_timeout, MCP_POOL_IDLE_TIMEOUT),
     key!(text, proxy.kill_grace, MCP_KILL_GRACE),
     key!(text, proxy.restart_backoff_max, MCP_RESTART_BACKOFF_MAX),
+    key!(text, proxy.input_timeout, MCP_INPUT_TIMEOUT),
+    key!(number, proxy.max_pending_inputs, MCP_MAX_PENDING_INPUTS),
     key!(flag, legacy_sse.enabled, MCP_LEGACY_SSE),
     key!(text, cluster.peer_listen, MCP_PEER_LISTEN),
     key!(text, cluster.advertise, MCP_PEER_ADVERTISE),
@@ -621,6 +623,7 @@ mod tests {
                     || k.ends_with("per_principal")
                     || k.ends_with("max_tracked_clients")
                     || k.ends_with("max_children")
+                    || k.ends_with("max_pending_inputs")
                     || k.ends_with("pool_size")
                     || k.ends_with("max_token_bytes")
                     || k.ends_with("connections")

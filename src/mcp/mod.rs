@@ -31,6 +31,7 @@ pub mod codes {
     pub const RATE_LIMITED: i64 = -32029;
     pub const BUSY: i64 = -32000;
     pub const INVALID_REQUEST: i64 = -32600;
+    pub const INVALID_PARAMS: i64 = -32602;
 }
 
 pub type McpService = StreamableHttpService<Backend, LocalSessionManager>;

@@ -79,6 +79,10 @@ pub enum EdgeError {
     RateLimited(Decision),
     #[error("session not found: start a new session with initialize")]
     SessionNotFound,
+    /// A retry's `requestState` names a backend question held by a replica that
+    /// cannot be reached (the spec's error for a state that cannot be used).
+    #[error("Invalid or expired requestState")]
+    RequestStateRefused,
     #[error("{0}")]
     SessionLimit(SessionLimit),
     #[error("request body larger than {0} bytes")]
@@ -109,6 +113,7 @@ impl EdgeError {
             EdgeError::Forbidden(_) => "forbidden",
             EdgeError::RateLimited(_) => "rate_limited",
             EdgeError::SessionNotFound => "session_not_found",
+            EdgeError::RequestStateRefused => "request_state_refused",
             EdgeError::SessionLimit(SessionLimit::PerPrincipal(_)) => "session_limit_principal",
             EdgeError::SessionLimit(SessionLimit::Total(_)) => "session_limit_total",
             EdgeError::PayloadTooLarge(_) => "payload_too_large",
@@ -132,7 +137,7 @@ impl EdgeError {
             | EdgeError::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::BadRequest(_) | EdgeError::RequestStateRefused => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -150,6 +155,7 @@ impl EdgeError {
             EdgeError::PayloadTooLarge(_)
             | EdgeError::BadRequest(_)
             | EdgeError::RequestTimeout(_) => codes::INVALID_REQUEST,
+            EdgeError::RequestStateRefused => codes::INVALID_PARAMS,
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct McpCall {
     pub audited: Option<Audited>,
     /// The W3C trace context in the message's `params._meta`.
     pub trace: TraceHeaders,
+    /// The edge's own `requestState` on a retry (an audited call answering a backend's
+    /// question): step 7 sends the request to the replica holding that question.
+    pub request_state: Option<String>,
 }
 
 /// What the audit trail records of a call's request.
@@ -68,6 +71,8 @@ struct CallParams<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "_meta")]
     meta: Option<TraceMeta<'a>>,
+    #[serde(borrow, default, rename = "requestState")]
+    request_state: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +130,12 @@ pub fn inspect(body: &[u8], keep_arguments: bool) -> McpCall {
             request_bytes: body.len() as u64,
         }
     });
+    let request_state = params
+        .as_ref()
+        .filter(|_| audited.is_some())
+        .and_then(|p| p.request_state.as_deref())
+        .filter(|s| crate::mcp::backends::request_state::is_edge_state(s))
+        .map(str::to_owned);
     let trace = params
         .and_then(|p| p.meta)
         .map(|m| TraceHeaders {
@@ -138,6 +149,7 @@ pub fn inspect(body: &[u8], keep_arguments: bool) -> McpCall {
         counted,
         audited,
         trace,
+        request_state,
     }
 }
 

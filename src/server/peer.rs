@@ -19,13 +19,15 @@ use crate::cluster::peer::{self, Forwarded, Outgoing, PeerClient};
 use crate::host::HostName;
 
 /// Send `request` to `owner`'s peer listener and stream its answer back; an
-/// unreachable owner is `404 session not found` (clients start a new session).
+/// unreachable owner is `unreachable` (`404 session not found` for a session: clients
+/// start a new one).
 pub async fn forward(
     state: &AppState,
     client: &PeerClient,
     principal: &Principal,
     owner: &str,
     request: Request,
+    unreachable: EdgeError,
 ) -> Response {
     let client_addr = client_ip(&request);
     let host = host_name(&request);
@@ -53,8 +55,8 @@ pub async fn forward(
             None => response,
         },
         Err(e) => {
-            tracing::warn!(owner, error = %e, "session owner unreachable; answering 404 so the client starts a new session");
-            EdgeError::SessionNotFound.into_response()
+            tracing::warn!(owner, error = %e, refusal = unreachable.reason(), "owner replica unreachable");
+            unreachable.into_response()
         }
     }
 }

@@ -20,6 +20,7 @@ use super::state::AppState;
 use crate::auth::Principal;
 use crate::cluster::Cluster;
 use crate::cluster::peer::is_forwarded;
+use crate::mcp::backends::request_state;
 use crate::mcp::sessions::Reservation;
 use crate::mcp::{Ownership, SESSION_HEADER};
 
@@ -50,7 +51,7 @@ pub async fn admit(
     request: Request,
     call: &McpCall,
 ) -> Result<Admission, EdgeError> {
-    let (request, presented) = match route(state, principal, request).await {
+    let (request, presented) = match route(state, principal, request, call).await {
         Routed::Local(request, presented) => (request, presented),
         Routed::Done(response) => return Ok(Admission::Done(response)),
     };
@@ -191,7 +192,12 @@ fn replace_legacy_session(request: &mut Request, inner: &str) {
 
 /// Open the session id of a request (header, or `sessionId` on `/messages`), then
 /// refuse it, forward it to its owner, or rewrite it to the inner id.
-async fn route(state: &AppState, principal: &Arc<Principal>, mut request: Request) -> Routed {
+async fn route(
+    state: &AppState,
+    principal: &Arc<Principal>,
+    mut request: Request,
+    call: &McpCall,
+) -> Routed {
     let from_header = request
         .headers()
         .get(SESSION_HEADER)
@@ -201,7 +207,7 @@ async fn route(state: &AppState, principal: &Arc<Principal>, mut request: Reques
         Some(Err(_)) => return Routed::Done(EdgeError::SessionNotFound.into_response()),
         None => match legacy_session(&request) {
             Some(id) => (id, true),
-            None => return Routed::Local(request, None),
+            None => return route_answer(state, principal, request, call).await,
         },
     };
     let cluster = &state.cluster;
@@ -213,7 +219,16 @@ async fn route(state: &AppState, principal: &Arc<Principal>, mut request: Reques
         let response = match cluster.peer_client() {
             Some(client) if !claims.owner.is_empty() && !is_forwarded(&request) => {
                 RequestLog::note(&request, |l| l.hop = Some(format!("to {}", claims.owner)));
-                super::peer::forward(state, client, principal, &claims.owner, request).await
+                let unreachable = EdgeError::SessionNotFound;
+                super::peer::forward(
+                    state,
+                    client,
+                    principal,
+                    &claims.owner,
+                    request,
+                    unreachable,
+                )
+                .await
             }
             _ => EdgeError::SessionNotFound.into_response(),
         };
@@ -231,6 +246,46 @@ async fn route(state: &AppState, principal: &Arc<Principal>, mut request: Reques
             inner: claims.inner,
         }),
     )
+}
+
+/// A stateless retry answering a backend's question (it carries the edge's
+/// `requestState`) goes to the replica holding the question. A state that does not
+/// open, or names this replica, is left to the handler, which refuses it (or takes
+/// it) with the request's own JSON-RPC id.
+async fn route_answer(
+    state: &AppState,
+    principal: &Arc<Principal>,
+    request: Request,
+    call: &McpCall,
+) -> Routed {
+    let Some(presented) = &call.request_state else {
+        return Routed::Local(request, None);
+    };
+    let now = request_state::unix_now();
+    let cluster = &*state.cluster;
+    let Ok(claims) = request_state::open(cluster, presented, &principal.name, now) else {
+        return Routed::Local(request, None);
+    };
+    if claims.owner.is_empty() || claims.owner == cluster.advertise().unwrap_or_default() {
+        return Routed::Local(request, None);
+    }
+    match cluster.peer_client() {
+        Some(client) if !is_forwarded(&request) => {
+            RequestLog::note(&request, |l| l.hop = Some(format!("to {}", claims.owner)));
+            let unreachable = EdgeError::RequestStateRefused;
+            let response = super::peer::forward(
+                state,
+                client,
+                principal,
+                &claims.owner,
+                request,
+                unreachable,
+            )
+            .await;
+            Routed::Done(response)
+        }
+        _ => Routed::Local(request, None),
+    }
 }
 
 /// Put the sealed id on a response in place of rmcp's inner one (a new session from

@@ -6,7 +6,10 @@ Tools: `remember` (keeps `note` in this process), `recall` (`note=<what was kept
 SHA-256 in hex, for tests that must not see the value in a log), `pid`, `fail` (a tool
 error result), `progress` (one progress notification, then the answer), `slow_stream`
 (one progress notification, then the answer after `seconds`), `whisper` (a log
-notification carrying the kept note, then the answer). Everything it prints goes to
+notification carrying the kept note, then the answer), `ask` (asks its client for a
+name by elicitation, then, unless `sample` is false, for a word by sampling, and answers
+with both), `last_question_error` (the error its last question got, if any). Everything
+it prints goes to
 stdout as one JSON line; stderr gets a line per call, to check it stays with its
 principal.
 """
@@ -29,10 +32,14 @@ TOOLS = [
         ("progress", "a progress notification, then the answer"),
         ("slow_stream", "a progress notification, then the answer after `seconds`"),
         ("whisper", "a log notification with the kept note, then the answer"),
+        ("ask", "asks its client (elicitation, then sampling) and answers with both"),
+        ("last_question_error", "the error the last question got"),
     ]
 ]
 
 note = ""
+last_question_error = "<none>"
+asked = 0
 
 
 def send(msg):
@@ -61,6 +68,55 @@ def progress(params):
     if token is not None:
         send({"jsonrpc": "2.0", "method": "notifications/progress",
               "params": {"progressToken": token, "progress": 1, "total": 2}})
+
+
+def ask_client(method, params):
+    """Send a request to the client and read stdin until its answer: this server
+    handles one message at a time, so the call stays pending meanwhile."""
+    global asked
+    asked += 1
+    qid = f"q{asked}"
+    send({"jsonrpc": "2.0", "id": qid, "method": method, "params": params})
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            sys.exit(0)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("id") == qid and "method" not in msg:
+            return msg.get("result"), msg.get("error")
+        if msg.get("method") and msg.get("id") is not None:
+            reply(msg["id"], error={"code": -32000, "message": "busy with a question"})
+
+
+def ask_tool(args):
+    global last_question_error
+    answer, error = ask_client("elicitation/create", {
+        "mode": "form",
+        "message": "What is your name?",
+        "requestedSchema": {"type": "object",
+                            "properties": {"name": {"type": "string"}},
+                            "required": ["name"]},
+    })
+    if error is not None:
+        last_question_error = error.get("message", "?")
+        return text("elicitation failed: " + last_question_error, is_error=True)
+    if answer.get("action") != "accept":
+        return text("name=<" + str(answer.get("action")) + ">")
+    name = (answer.get("content") or {}).get("name", "")
+    if args.get("sample") is False:
+        return text("name=" + name)
+    answer, error = ask_client("sampling/createMessage", {
+        "messages": [{"role": "user", "content": {"type": "text", "text": "Say a word"}}],
+        "maxTokens": 10,
+    })
+    if error is not None:
+        last_question_error = error.get("message", "?")
+        return text("sampling failed: " + last_question_error, is_error=True)
+    word = (answer.get("content") or {}).get("text", "")
+    return text(f"name={name} word={word}")
 
 
 for line in sys.stdin:
@@ -112,6 +168,10 @@ for line in sys.stdin:
             send({"jsonrpc": "2.0", "method": "notifications/message",
                   "params": {"level": "info", "data": "note=" + note}})
             reply(id_, text("whispered"))
+        elif name == "ask":
+            reply(id_, ask_tool(args))
+        elif name == "last_question_error":
+            reply(id_, text(last_question_error))
         else:
             reply(id_, error={"code": -32602, "message": f"unknown tool {name}"})
     else:

@@ -20,6 +20,7 @@ mod observability;
 mod otel;
 mod per_principal;
 mod python_sdk;
+mod questions;
 mod reloads;
 mod replicas;
 mod rotation;

@@ -20,6 +20,7 @@ use rmcp::transport::Transport;
 use rmcp::{ErrorData, RoleClient, RoleServer, Service};
 use tokio::sync::{mpsc, watch};
 
+use super::asker::Asker;
 use super::process::ChildProc;
 use crate::sync::lock;
 
@@ -140,6 +141,8 @@ pub struct Link {
     routes: Mutex<HashMap<ProgressToken, RouteEntry>>,
     /// Downstream requests in flight on this connection, oldest first.
     in_flight: Mutex<Vec<InFlight>>,
+    /// Stateless calls in flight that can take the upstream's questions, oldest first.
+    askers: Mutex<Vec<(u64, Asker)>>,
     next_call: AtomicU64,
     /// The one ordered queue of this connection's notifications, drained by one task.
     queue: mpsc::Sender<Outgoing>,
@@ -167,6 +170,7 @@ impl Link {
             listeners,
             routes: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Vec::new()),
+            askers: Mutex::new(Vec::new()),
             next_call: AtomicU64::new(0),
             queue,
             queued: AtomicU64::new(0),
@@ -213,6 +217,24 @@ impl Link {
             barrier: route.barrier.clone(),
         };
         (route, guard)
+    }
+
+    /// Let the call of `guard` take the upstream's questions (a stateless call).
+    pub fn listen(&self, guard: &RouteGuard, asker: Asker) {
+        lock(&self.askers).push((guard.call, asker));
+    }
+
+    /// The call an upstream question goes to: the newest one listening (as a session's
+    /// question rides its newest request), and none when calls of several principals
+    /// share the connection (`share = "all"`): a question must not reach another
+    /// principal.
+    fn asker(&self) -> Option<Asker> {
+        let askers = lock(&self.askers);
+        let (_, newest) = askers.last()?;
+        askers
+            .iter()
+            .all(|(_, a)| a.principal == newest.principal)
+            .then(|| newest.clone())
     }
 
     /// Sort one message from the upstream, in arrival order: notifications go to the
@@ -374,6 +396,7 @@ impl RouteGuard {
 impl Drop for RouteGuard {
     fn drop(&mut self) {
         self.link.routes().retain(|_, e| e.route.call != self.call);
+        lock(&self.link.askers).retain(|(call, _)| *call != self.call);
         self.link.in_flight().retain(|f| f.call != self.call);
     }
 }
@@ -468,7 +491,16 @@ impl Service<RoleClient> for Forwarder {
         if let ServerRequest::PingRequest(_) = request {
             return Ok(ClientResult::empty(()));
         }
-        // Ask the session whose call (most likely) caused it: the newest session
+        // A stateless call newest in flight asks its client (input required).
+        let newest_is_stateless = self
+            .link
+            .in_flight()
+            .last()
+            .is_some_and(|f| f.session.is_none());
+        if newest_is_stateless && let Some(asker) = self.link.asker() {
+            return asker.ask(request, context.ct.cancelled()).await;
+        }
+        // Else the session whose call (most likely) caused it: the newest session
         // request in flight on this connection, on that request's own stream; else
         // a session listening to the connection.
         let asked = self
@@ -479,11 +511,14 @@ impl Service<RoleClient> for Forwarder {
             .find_map(|f| Some((f.session.clone()?, Some(f.downstream_id.clone()))))
             .or_else(|| Some((self.link.listeners.newest()?, None)));
         let Some((peer, originating)) = asked else {
-            return Err(ErrorData::new(
-                ErrorCode::METHOD_NOT_FOUND,
-                "this client has no session (stateless request): server-to-client requests are not available",
-                None,
-            ));
+            return match self.link.asker() {
+                Some(asker) => asker.ask(request, context.ct.cancelled()).await,
+                None => Err(ErrorData::new(
+                    ErrorCode::METHOD_NOT_FOUND,
+                    "this client has no session (stateless request) and no call that can ask it: server-to-client requests are not available",
+                    None,
+                )),
+            };
         };
         let mut request = request;
         if let Some(id) = originating {

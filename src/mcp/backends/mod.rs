@@ -8,11 +8,13 @@
 
 #![allow(deprecated)] // set_level and subscribe are deprecated in 2026-07-28 but still forwarded
 
+pub mod asker;
 pub mod check;
 pub mod credentials;
 pub mod link;
 pub mod process;
 pub mod proxy;
+pub mod request_state;
 pub mod traced;
 
 use std::sync::Arc;
@@ -117,6 +119,14 @@ impl Backend {
         match self {
             Backend::Docs(d) => Backend::Docs(d.clone()),
             Backend::Proxy(p) => Backend::Proxy(p.instance()),
+        }
+    }
+
+    /// Let stateless clients answer backends' questions, sealing their `requestState`
+    /// with `sealer` (the cluster's key ring).
+    pub fn set_sealer(&self, sealer: Arc<dyn request_state::Sealer>) {
+        if let Backend::Proxy(p) = self {
+            p.set_sealer(sealer);
         }
     }
 

@@ -95,6 +95,17 @@ pub enum CallError {
     },
     #[error("not an upstream backend")]
     NotUpstream,
+
+    /// A `requestState` of the edge's that does not open, is another principal's or
+    /// request's, expired or was used (the reason is logged, never shown).
+    #[error("Invalid or expired requestState")]
+    RequestState,
+    #[error("inputResponses[{key:?}] is not a valid answer to the question: {detail}")]
+    BadAnswer { key: String, detail: String },
+    #[error(
+        "the edge already holds its maximum of {0} backend questions awaiting an answer (proxy.max_pending_inputs); try again shortly"
+    )]
+    TooManyQuestions(usize),
 }
 
 impl CallError {
@@ -129,8 +140,14 @@ impl CallError {
     pub fn fault(&self) -> Fault {
         use CallError::*;
         match self {
-            UnknownTool(_) | UnknownPrompt(_) | UnknownResource(_) | UnknownTemplate(_)
-            | UnsupportedReference | Cancelled => Fault::Client,
+            UnknownTool(_)
+            | UnknownPrompt(_)
+            | UnknownResource(_)
+            | UnknownTemplate(_)
+            | UnsupportedReference
+            | Cancelled
+            | RequestState
+            | BadAnswer { .. } => Fault::Client,
             Upstream(_)
             | Handshake { .. }
             | NoHandshake { .. }
@@ -140,7 +157,11 @@ impl CallError {
             | Failed { .. } => Fault::Backend,
             Restarting { fault, .. } => *fault,
             Credentials { source, .. } if source.is_the_principals() => Fault::Client,
-            Spawn { .. } | Credential { .. } | Credentials { .. } | NotUpstream => Fault::Edge,
+            Spawn { .. }
+            | Credential { .. }
+            | Credentials { .. }
+            | NotUpstream
+            | TooManyQuestions(_) => Fault::Edge,
         }
     }
 }
@@ -152,11 +173,14 @@ impl From<CallError> for ErrorData {
             CallError::UnknownTool(_)
             | CallError::UnknownPrompt(_)
             | CallError::UnknownTemplate(_)
-            | CallError::UnsupportedReference => ErrorCode::INVALID_PARAMS,
+            | CallError::UnsupportedReference
+            | CallError::RequestState
+            | CallError::BadAnswer { .. } => ErrorCode::INVALID_PARAMS,
             // The principal's own setup is missing: nothing a retry or the backend fixes.
             CallError::Credentials { source, .. } if source.is_the_principals() => {
                 ErrorCode::INVALID_REQUEST
             }
+            CallError::TooManyQuestions(_) => ErrorCode(crate::mcp::codes::BUSY as i32),
             _ => ErrorCode::INTERNAL_ERROR,
         };
         match e {
@@ -164,6 +188,12 @@ impl From<CallError> for ErrorData {
             CallError::Credentials { ref source, .. } => {
                 ErrorData::new(code, e.to_string(), source.data())
             }
+            // As the SDKs refuse a requestState (the Python SDK's wire form).
+            CallError::RequestState => ErrorData::new(
+                code,
+                e.to_string(),
+                Some(serde_json::json!({"reason": "invalid_request_state"})),
+            ),
             e => ErrorData::new(code, e.to_string(), None),
         }
     }

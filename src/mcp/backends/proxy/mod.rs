@@ -15,6 +15,7 @@ mod forward;
 mod http;
 mod members;
 mod namespacing;
+mod questions;
 mod stdio;
 mod upstream;
 
@@ -29,7 +30,7 @@ use rmcp::model::{
     ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest,
     ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Reference, ServerConfig, ServerResult,
+    ReadResourceResponse, ReadResourceResult, Reference, ResultType, ServerConfig, ServerResult,
     SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
     UnsubscribeRequest, UnsubscribeRequestParams,
 };
@@ -49,7 +50,7 @@ use forward::expect;
 pub use members::{Member, MemberKind, ProxyError};
 pub use namespacing::{NAME_SEP, Namespace, URI_SEP};
 use namespacing::{default_info, peer_to_info, rename_contents_uri};
-use upstream::{Dial, Slot, edge_client_info};
+use upstream::{Dial, Slot, stateless_client_info};
 pub use upstream::{Upstream, UpstreamSpec};
 
 pub struct Shared {
@@ -59,6 +60,8 @@ pub struct Shared {
     supervisor: Supervisor,
     /// Capabilities learned from the backends (probe at start, then each session).
     info: Mutex<ServerConfig>,
+    /// Backend questions awaiting a stateless client's retry.
+    questions: Arc<questions::Questions>,
 }
 
 /// Per-session (or per stateless request) state of one handler instance.
@@ -130,6 +133,7 @@ impl Proxy {
             config: config.clone(),
             supervisor: Supervisor::new(config.max_children, config.kill_grace),
             info: Mutex::new(default_info()),
+            questions: questions::Questions::new(config.max_pending_inputs, config.input_timeout),
         });
         spawn_pool_reaper(Arc::downgrade(&shared));
         Ok(Proxy {
@@ -144,6 +148,11 @@ impl Proxy {
             shared: self.shared.clone(),
             session: Arc::default(),
         }
+    }
+
+    /// Let stateless clients answer backends' questions (see `questions`).
+    pub fn set_sealer(&self, sealer: Arc<dyn super::request_state::Sealer>) {
+        self.shared.questions.set_sealer(sealer);
     }
 
     /// Live child processes (all sessions and pools of this proxy).
@@ -174,10 +183,9 @@ impl Proxy {
                         label,
                     );
                     let none = Credentials::default();
-                    match up
-                        .connect(&self.dial(i), link, edge_client_info(), &none, "")
-                        .await
-                    {
+                    // Kept as the first pooled connection: introduced as those are.
+                    let info = stateless_client_info(self.shared.questions.enabled());
+                    match up.connect(&self.dial(i), link, info, &none, "").await {
                         Ok(conn) => {
                             let info = conn.peer().peer_info().map(|i| peer_to_info(&i));
                             tracing::info!(
@@ -203,6 +211,7 @@ impl Proxy {
 
     /// Stop every child (on shutdown) and wait until they are reaped.
     pub async fn shutdown(&self, timeout: Duration) {
+        self.shared.questions.clear();
         for m in &self.shared.members {
             if let MemberKind::Upstream(up) = &m.kind {
                 up.close_pool().await;
@@ -217,6 +226,7 @@ impl Proxy {
             prefix: self.shared.ns.prefix(index),
             config: &self.shared.config,
             supervisor: &self.shared.supervisor,
+            asks: self.shared.questions.enabled(),
         }
     }
 
@@ -349,8 +359,28 @@ impl Proxy {
         };
         let span = super::traced::backend_span(context, request.method(), &member.name, kind);
         let result = async {
-            let conn = self.conn(index, context).await?;
             let timeout = self.shared.config.call_timeout;
+            let questions = &self.shared.questions;
+            if let Some(ask) = questions::askable(index, &request) {
+                let caller = questions::Caller {
+                    principal: principal_name(context),
+                    binding: ask.binding,
+                };
+                if let Some(state) = ask.state {
+                    return questions
+                        .resume(&state, ask.responses, context, timeout, caller)
+                        .await;
+                }
+                // A stateless client cannot be asked directly: the backend's questions
+                // become input-required rounds.
+                if self.session.client.get().is_none() && questions.enabled() {
+                    let conn = self.conn(index, context).await?;
+                    return questions
+                        .call(conn, &member.name, request, context, &span, timeout, caller)
+                        .await;
+                }
+            }
+            let conn = self.conn(index, context).await?;
             let in_session = self.session.client.get().is_some();
             forward::send(
                 &conn,
@@ -577,11 +607,16 @@ impl ServerHandler for Proxy {
                         &context,
                     )
                     .await?;
-                match result {
-                    ServerResult::CallToolResult(r) => Ok(r.into()),
-                    ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
-                    other => Ok(CallToolResponse::Complete(expect(&backend, other)?)),
-                }
+                let mut r = match result {
+                    ServerResult::CallToolResult(r) => r,
+                    ServerResult::InputRequiredResult(r) => {
+                        return Ok(CallToolResponse::InputRequired(r));
+                    }
+                    other => expect(&backend, other)?,
+                };
+                // A 2026-07-28 client needs it; rmcp drops it again for older ones.
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(CallToolResponse::Complete(r))
             }
         }
     }
@@ -635,11 +670,15 @@ impl ServerHandler for Proxy {
                         &context,
                     )
                     .await?;
-                match r {
-                    ServerResult::GetPromptResult(r) => Ok(r.into()),
-                    ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
-                    other => Ok(expect::<GetPromptResult>(&backend, other)?.into()),
-                }
+                let mut r = match r {
+                    ServerResult::GetPromptResult(r) => r,
+                    ServerResult::InputRequiredResult(r) => {
+                        return Ok(GetPromptResponse::InputRequired(r));
+                    }
+                    other => expect::<GetPromptResult>(&backend, other)?,
+                };
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(r.into())
             }
         }
     }
@@ -726,11 +765,15 @@ impl ServerHandler for Proxy {
                         &context,
                     )
                     .await?;
-                match r {
-                    ServerResult::ReadResourceResult(r) => r.into(),
-                    ServerResult::InputRequiredResult(r) => ReadResourceResponse::InputRequired(r),
-                    other => expect::<ReadResourceResult>(&backend, other)?.into(),
-                }
+                let mut r = match r {
+                    ServerResult::ReadResourceResult(r) => r,
+                    ServerResult::InputRequiredResult(r) => {
+                        return Ok(ReadResourceResponse::InputRequired(r));
+                    }
+                    other => expect::<ReadResourceResult>(&backend, other)?,
+                };
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                r.into()
             }
         };
         Ok(match result {

@@ -134,6 +134,8 @@ pub struct Dial<'a> {
     pub prefix: Option<String>,
     pub config: &'a ProxyConfig,
     pub supervisor: &'a Supervisor,
+    /// Stateless calls can pass the backend's questions to their clients.
+    pub asks: bool,
 }
 
 impl Upstream {
@@ -324,7 +326,7 @@ impl Upstream {
             // `share = "all"` has no per-principal credentials (refused by the config).
             let none = Credentials::default();
             match self
-                .connect(dial, link, edge_client_info(), &none, "")
+                .connect(dial, link, stateless_client_info(dial.asks), &none, "")
                 .await
             {
                 Ok(conn) => {
@@ -386,7 +388,9 @@ impl Upstream {
                 None => {
                     let label = Arc::new(Mutex::new(format!("principal {principal}")));
                     let listeners = tenant.listeners.clone();
-                    let init = init.cloned().unwrap_or_else(edge_client_info);
+                    let init = init
+                        .cloned()
+                        .unwrap_or_else(|| stateless_client_info(dial.asks));
                     self.slot_conn(dial, &mut tenant.slot, listeners, label, &init, who)
                         .await?
                 }
@@ -511,6 +515,21 @@ impl Upstream {
 
 /// How the edge introduces itself upstream when no client's `initialize` is at hand
 /// (the probe, pooled connections).
+/// The edge as the client of a stateless connection: when its callers can be asked
+/// (input-required rounds), it says it can take the backend's questions, so a
+/// backend that checks its client's capabilities asks them.
+pub fn stateless_client_info(asks: bool) -> ClientConfig {
+    let mut c = edge_client_info();
+    if asks {
+        c.capabilities = ClientCapabilities::builder()
+            .enable_roots()
+            .enable_sampling()
+            .enable_elicitation()
+            .build();
+    }
+    c
+}
+
 pub fn edge_client_info() -> ClientConfig {
     let mut c = ClientConfig::new(
         ClientCapabilities::default(),
