@@ -444,3 +444,33 @@ async fn credentials_on_a_backend_everybody_shares_are_a_config_error() {
     assert!(stderr.contains("backends[0].credentials"), "{stderr}");
     assert!(stderr.contains("share = \"all\""), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_principals_one_child_with_share_principal_gets_that_principals_credential() {
+    let secrets = tempfile::tempdir().unwrap();
+    put(secrets.path(), "alice", "STATE_TOKEN", "alice-token");
+    put(secrets.path(), "bob", "STATE_TOKEN", "bob-token");
+    let toml = stateful(&format!(
+        "share = \"principal\"\n[backends.credentials]\ndir = \"{}\"\nnames = [\"STATE_TOKEN\"]\n",
+        secrets.path().display()
+    ));
+    let (edge, _dir) = edge(&toml, "").await;
+    let token = json!({"name": "STATE_TOKEN"});
+    let alice_session = session_client(&edge, ALICE_KEY).await;
+    let alice = stateless_client(&edge, ALICE_KEY).await;
+    let bob_session = session_client(&edge, BOB_KEY).await;
+    // Alice's session and stateless calls share her one child, with her credential.
+    let pid = call_text(&alice_session, "pid", json!({})).await;
+    assert_eq!(call_text(&alice, "pid", json!({})).await, pid);
+    assert_eq!(
+        call_text(&alice_session, "env", token.clone()).await,
+        "alice-token"
+    );
+    assert_eq!(call_text(&alice, "env", token.clone()).await, "alice-token");
+    assert_eq!(
+        call_text(&bob_session, "env", token.clone()).await,
+        "bob-token"
+    );
+    assert_ne!(call_text(&bob_session, "pid", json!({})).await, pid);
+    edge.running.shutdown().await;
+}

@@ -127,6 +127,8 @@ fn record_one_of_each() {
     metrics::oauth_sign_in(t, t);
     metrics::oauth_token(t);
     metrics::oauth_refused(t, t);
+    metrics::input_required_round();
+    metrics::request_state_refused(t);
 }
 
 /// The family names `src/metrics.rs` and `src/metrics/*.rs` register (`registry.register("name", …)`),
