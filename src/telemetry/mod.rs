@@ -3,6 +3,7 @@
 //! `server::access_log`.
 
 pub mod audit;
+mod lines;
 pub mod otel;
 
 use tracing_subscriber::Layer;
@@ -16,12 +17,22 @@ use crate::config::{Config, LogFormat};
 #[derive(Default)]
 pub struct Telemetry {
     exporting: Option<otel::Exporting>,
+    lines: Option<lines::LogLines>,
 }
 
 impl Telemetry {
-    pub async fn shutdown(self) {
-        if let Some(e) = self.exporting {
+    pub async fn shutdown(mut self) {
+        if let Some(e) = self.exporting.take() {
             e.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    /// The last buffered log lines are written out however the process ends.
+    fn drop(&mut self) {
+        if let Some(lines) = &self.lines {
+            lines.flush();
         }
     }
 }
@@ -46,7 +57,8 @@ pub fn init(config: &Config) -> Telemetry {
         .with_target(otel::TARGET, LevelFilter::OFF)
         .with_default(LevelFilter::TRACE);
     let logs_filter = filter.and(not_traces);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = lines::LogLines::start();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(lines.clone());
     let logs = match log.format {
         LogFormat::Json => fmt
             .json()
@@ -86,5 +98,8 @@ pub fn init(config: &Config) -> Telemetry {
     } else if let Some(o) = &config.otel {
         tracing::info!(endpoint = %o.endpoint, protocol = ?o.protocol, sample_ratio = o.sample_ratio, "exporting traces");
     }
-    Telemetry { exporting }
+    Telemetry {
+        exporting,
+        lines: Some(lines),
+    }
 }
