@@ -145,7 +145,9 @@ pub struct Link {
     askers: Mutex<Vec<(u64, Asker)>>,
     next_call: AtomicU64,
     /// The one ordered queue of this connection's notifications, drained by one task.
-    queue: mpsc::Sender<Outgoing>,
+    /// Boxed: tokio allocates a channel's first block of 32 slots at once, and a
+    /// connection (one per session) mostly never queues anything.
+    queue: mpsc::Sender<Box<Outgoing>>,
     /// Notifications put in `queue` so far, and (from the task) handed to the client.
     queued: AtomicU64,
     delivered: watch::Receiver<u64>,
@@ -249,7 +251,7 @@ impl Link {
                 if !matches!(notification, ServerNotification::CancelledNotification(_)) =>
             {
                 if let Some(out) = self.outgoing(notification) {
-                    self.enqueue(out, parked);
+                    self.enqueue(Box::new(out), parked);
                 }
                 return None;
             }
@@ -315,7 +317,7 @@ impl Link {
         Some(Outgoing { to, notification })
     }
 
-    fn enqueue(&self, out: Outgoing, parked: &mut Option<Parked>) {
+    fn enqueue(&self, out: Box<Outgoing>, parked: &mut Option<Parked>) {
         match self.queue.try_send(out) {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::AcqRel);
@@ -345,10 +347,11 @@ impl Link {
 /// answers only once its transport took the message, so the order holds downstream.
 async fn deliver_in_order(
     backend: Arc<str>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: mpsc::Receiver<Box<Outgoing>>,
     delivered: watch::Sender<u64>,
 ) {
-    while let Some(Outgoing { to, notification }) = rx.recv().await {
+    while let Some(out) = rx.recv().await {
+        let Outgoing { to, notification } = *out;
         match to {
             Audience::Caller(peer) => deliver(&backend, &peer, notification).await,
             Audience::Sessions(peers) => {
@@ -375,7 +378,7 @@ async fn deliver(backend: &str, peer: &Peer<RoleServer>, notification: ServerNot
 
 /// A notification waiting for room in the queue; the upstream is not read meanwhile.
 struct Parked {
-    out: Outgoing,
+    out: Box<Outgoing>,
     until: tokio::time::Instant,
 }
 
