@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -144,7 +143,7 @@ impl Supervisor {
         spec: &StdioSpec,
         credentials: &Credentials,
         label: Arc<Mutex<String>>,
-    ) -> Result<(ChildProc, DuplexStream, ChildStdin), SpawnError> {
+    ) -> Result<(ChildProc, CheckedStdout, ChildStdin), SpawnError> {
         let permit = self
             .slots
             .clone()
@@ -316,47 +315,131 @@ fn check_stdout(
     pid: i32,
     label: Arc<Mutex<String>>,
     broken: CancellationToken,
-) -> DuplexStream {
-    let (mut tx, rx) = tokio::io::duplex(256 << 10);
-    tokio::spawn(async move {
-        let mut lines = BufReader::with_capacity(64 << 10, stdout);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match (&mut lines)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .await
-            {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let text = line.trim_ascii();
-            if text.is_empty() {
-                continue;
-            }
-            if line.len() > MAX_LINE
-                || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
-            {
-                let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
-                let session = label.lock().map(|l| l.clone()).unwrap_or_default();
-                tracing::error!(
-                    backend = %backend, pid, session = %session, line = %shown,
-                    "backend process wrote something other than JSON-RPC to stdout; stopping it (log to stderr instead)"
-                );
-                broken.cancel();
-                break;
-            }
-            if tx.write_all(&line).await.is_err() {
-                break;
-            }
-            if !line.ends_with(b"\n") && tx.write_all(b"\n").await.is_err() {
-                break;
+) -> CheckedStdout {
+    CheckedStdout {
+        inner: stdout,
+        read: vec![0; 8 << 10].into_boxed_slice(),
+        line: Vec::new(),
+        ready: Vec::new(),
+        sent: 0,
+        ended: false,
+        backend,
+        pid,
+        label,
+        broken,
+    }
+}
+
+/// A child's stdout as rmcp reads it: each line is checked to be JSON as it passes,
+/// in the reader's own task (no task of its own, no copy through a pipe, no wake-up
+/// per message). The first line that is not (or is longer than [`MAX_LINE`]) stops
+/// the child: it is logged, `broken` is cancelled and the reader sees the end.
+pub struct CheckedStdout {
+    inner: ChildStdout,
+    read: Box<[u8]>,
+    /// The line being read (no newline yet).
+    line: Vec<u8>,
+    /// Checked lines not yet handed to the reader, from `sent` on.
+    ready: Vec<u8>,
+    sent: usize,
+    ended: bool,
+    backend: Arc<str>,
+    pid: i32,
+    label: Arc<Mutex<String>>,
+    broken: CancellationToken,
+}
+
+impl CheckedStdout {
+    /// Check the line in `self.line` (no newline) and queue it; false stops the child.
+    fn pass_line(&mut self) -> bool {
+        let text = self.line.trim_ascii();
+        if text.is_empty() {
+            self.line.clear();
+            return true;
+        }
+        if self.line.len() > MAX_LINE
+            || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
+        {
+            let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+            let session = self.label.lock().map(|l| l.clone()).unwrap_or_default();
+            tracing::error!(
+                backend = %self.backend, pid = self.pid, session = %session, line = %shown,
+                "backend process wrote something other than JSON-RPC to stdout; stopping it (log to stderr instead)"
+            );
+            self.broken.cancel();
+            self.line = Vec::new();
+            return false;
+        }
+        self.ready.extend_from_slice(&self.line);
+        self.ready.push(b'\n');
+        self.line.clear();
+        true
+    }
+
+    /// Sort freshly read bytes into checked lines.
+    fn take(&mut self, n: usize) {
+        let mut rest = 0..n;
+        while !rest.is_empty() {
+            let chunk = &self.read[rest.clone()];
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.line.extend_from_slice(&chunk[..i]);
+                    rest.start += i + 1;
+                    if !self.pass_line() {
+                        self.ended = true;
+                        return;
+                    }
+                }
+                None => {
+                    self.line.extend_from_slice(chunk);
+                    rest.start = rest.end;
+                }
             }
         }
-        let _ = tx.shutdown().await;
-    });
-    rx
+        if self.line.len() > MAX_LINE && !self.pass_line() {
+            self.ended = true;
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for CheckedStdout {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if this.sent < this.ready.len() {
+                let n = out.remaining().min(this.ready.len() - this.sent);
+                out.put_slice(&this.ready[this.sent..this.sent + n]);
+                this.sent += n;
+                if this.sent == this.ready.len() {
+                    this.ready.clear();
+                    this.sent = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.ended {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut this.read);
+            let read = std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut buf);
+            let n = buf.filled().len();
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if n > 0 => this.take(n),
+                // The end (or a read error): a last line without a newline still counts.
+                Poll::Ready(_) => {
+                    this.ended = true;
+                    if !this.line.is_empty() {
+                        this.pass_line();
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn signal_group(pid: i32, signal: Signal) {
@@ -427,4 +510,65 @@ pub fn start_pid1_reaper() -> Option<tokio::task::JoinHandle<()>> {
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// The stdout of `sh -c script`, checked.
+    fn checked(script: &str) -> (CheckedStdout, CancellationToken, Child) {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let broken = CancellationToken::new();
+        let stdout = check_stdout(
+            child.stdout.take().unwrap(),
+            "t".into(),
+            0,
+            Arc::default(),
+            broken.clone(),
+        );
+        (stdout, broken, child)
+    }
+
+    #[tokio::test]
+    async fn json_lines_pass_and_the_first_other_line_ends_the_stream() {
+        let (mut out, broken, mut child) = checked(
+            r#"printf '{"a":1}\n\n  {"b":[2,'; sleep 0.1; printf '3]}\nnot json\n{"c":3}\n'"#,
+        );
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        assert_eq!(
+            text, "{\"a\":1}\n  {\"b\":[2,3]}\n",
+            "split reads join; blank lines go"
+        );
+        assert!(broken.is_cancelled());
+        let _ = child.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_last_line_without_a_newline_still_counts() {
+        let (mut out, broken, mut child) = checked(r#"printf '{"a":1}\n{"z":0}'"#);
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"z\":0}\n");
+        assert!(!broken.is_cancelled());
+        let _ = child.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_read_buffer_arrives_whole() {
+        let (mut out, _, mut child) =
+            checked(r#"printf '{"x":"'; head -c 100000 /dev/zero | tr '\0' y; printf '"}\n'"#);
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text.len(), 100_000 + 9);
+        assert!(text.ends_with("y\"}\n"));
+        let _ = child.wait().await;
+    }
 }
