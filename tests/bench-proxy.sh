@@ -16,8 +16,12 @@
 #   - callgrind instructions per call (one call at a time, `mcp-edge bench`, counters
 #     zeroed before and dumped after BENCH_CG_CALLS calls).
 # Other gateways: none are built here; compare with the figures in the issue/README.
+# Before/after in one run: MCP_EDGE_BIN_BASE=path runs a second binary (`base`) beside
+# the first in every round, section and measure, and prints the ratios edge/base
+# (on a shared machine only ratios from one run mean anything).
 # Usage: tests/bench-proxy.sh
 #   MCP_EDGE_BIN=path   use this binary (default: cargo build --release)
+#   MCP_EDGE_BIN_BASE=path  also run this one, alternating (optional)
 #   BENCH_DURATION=5s   BENCH_ROUNDS=3   BENCH_BACKENDS="echo everything"
 #   BENCH_MODES="session stateless"  BENCH_CONCS="1 16 64"  BENCH_SESSIONS=64
 #   BENCH_KEEP=200      BENCH_CG_CALLS=300   BENCH_STRACE=1 (0 skips strace)
@@ -30,6 +34,12 @@ if [ -n "${MCP_EDGE_BIN:-}" ]; then
 else
   cargo build --release --quiet --bin mcp-edge
   bin=${CARGO_TARGET_DIR:-$repo/target}/release/mcp-edge
+fi
+declare -A BIN=([edge]=$bin)
+systems=(edge)
+if [ -n "${MCP_EDGE_BIN_BASE:-}" ]; then
+  BIN[base]=$(realpath "$MCP_EDGE_BIN_BASE")
+  systems=(edge base)
 fi
 for tool in wrk python3 curl openssl; do
   command -v "$tool" >/dev/null || { echo "bench-proxy: $tool is not installed" >&2; exit 1; }
@@ -87,11 +97,11 @@ command_of() { # backend → the TOML command array
   esac
 }
 
-# start_edge NAME BACKEND [wrapper...]: sets PORT[NAME], PID[NAME].
+# start_edge NAME BACKEND SYSTEM [wrapper...]: sets PORT[NAME], PID[NAME].
 declare -A PORT PID
 start_edge() {
-  local name=$1 backend=$2 dir=$work/$1 port
-  shift 2
+  local name=$1 backend=$2 sysbin=${BIN[$3]} dir=$work/$1 port
+  shift 3
   mkdir -p "$dir"
   printf '[[backends]]\nname = "%s"\ncommand = %s\n' "$backend" "$(command_of "$backend")" >"$dir/edge.toml"
   port=$(free_port)
@@ -101,7 +111,7 @@ start_edge() {
     MCP_RATE_LIMIT=1000000/s MCP_RATE_BURST=1000000 MCP_PROTOCOL_RATE=1000000/s MCP_PROTOCOL_BURST=1000000 \
     MCP_MAX_SESSIONS=100000 MCP_MAX_SESSIONS_PER_PRINCIPAL=100000 MCP_MAX_CHILDREN=1000 \
     MCP_SESSION_IDLE_TIMEOUT=2h MCP_POOL_IDLE_TIMEOUT=2h TMPDIR="$dir" \
-    "$@" "$bin" serve >"$dir/stdout.log" 2>"$dir/server.log") &
+    "$@" "$sysbin" serve >"$dir/stdout.log" 2>"$dir/server.log") &
   PID[$name]=$!
   pids+=("$!")
   PORT[$name]=$port
@@ -150,106 +160,138 @@ med() { # FIELD-ARRAY-NAME name mode c
   for r in $(seq "$rounds"); do echo "${a[$2|$3|$4|$r]}"; done | median
 }
 
-echo "bench-proxy: binary $bin"
+for sys in "${systems[@]}"; do echo "bench-proxy: $sys binary ${BIN[$sys]}"; done
 echo "bench-proxy: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tools/call echo through a stdio backend; wrk -t2 HTTPS/1.1, $duration per run, $rounds alternating rounds; $nsessions sessions in session mode"
-for b in "${backends[@]}"; do
-  start_edge "$b" "$b"
-  [[ " ${modes[*]} " != *" session "* ]] || open_sessions "$b" "$nsessions" "$work/$b.sessions"
+for sys in "${systems[@]}"; do
+  for b in "${backends[@]}"; do
+    start_edge "$sys-$b" "$b" "$sys"
+    [[ " ${modes[*]} " != *" session "* ]] || open_sessions "$sys-$b" "$nsessions" "$work/$sys-$b.sessions"
+  done
 done
 for r in $(seq "$rounds"); do
   for c in "${concs[@]}"; do
     for b in "${backends[@]}"; do
       for m in "${modes[@]}"; do
-        run "$b" "$m" "$c" "$r"
+        for sys in "${systems[@]}"; do
+          run "$sys-$b" "$m" "$c" "$r"
+        done
       done
     done
   done
 done
 echo
-echo "| backend | mode | c | calls/s (rounds) | p50 | p99 | edge CPU per call |"
-echo "|---|---|---|---|---|---|---|"
+echo "| binary | backend | mode | c | calls/s (rounds) | p50 | p99 | edge CPU per call |"
+echo "|---|---|---|---|---|---|---|---|"
 for b in "${backends[@]}"; do
   for m in "${modes[@]}"; do
     for c in "${concs[@]}"; do
-      all=$(for r in $(seq "$rounds"); do printf '%.0f ' "${RPS[$b|$m|$c|$r]}"; done)
-      printf '| %s | %s | %d | %.0f (%s) | %.2f ms | %.2f ms | %s µs |\n' "$b" "$m" "$c" \
-        "$(med RPS "$b" "$m" "$c")" "${all% }" \
-        "$(awk -v u="$(med P50 "$b" "$m" "$c")" 'BEGIN { print u / 1000 }')" \
-        "$(awk -v u="$(med P99 "$b" "$m" "$c")" 'BEGIN { print u / 1000 }')" "$(med CPU "$b" "$m" "$c")"
+      for sys in "${systems[@]}"; do
+        n=$sys-$b
+        all=$(for r in $(seq "$rounds"); do printf '%.0f ' "${RPS[$n|$m|$c|$r]}"; done)
+        printf '| %s | %s | %s | %d | %.0f (%s) | %.2f ms | %.2f ms | %s µs |\n' "$sys" "$b" "$m" "$c" \
+          "$(med RPS "$n" "$m" "$c")" "${all% }" \
+          "$(awk -v u="$(med P50 "$n" "$m" "$c")" 'BEGIN { print u / 1000 }')" \
+          "$(awk -v u="$(med P99 "$n" "$m" "$c")" 'BEGIN { print u / 1000 }')" "$(med CPU "$n" "$m" "$c")"
+      done
     done
   done
 done
-for b in "${backends[@]}"; do stop_edge "$b"; done
+if [ "${#systems[@]}" = 2 ]; then
+  echo
+  echo "| backend | mode | c | calls/s edge/base (per round) | CPU per call edge/base (per round) |"
+  echo "|---|---|---|---|---|"
+  for b in "${backends[@]}"; do
+    for m in "${modes[@]}"; do
+      for c in "${concs[@]}"; do
+        rr=() cr=()
+        for r in $(seq "$rounds"); do
+          rr+=("$(awk -v a="${RPS[edge-$b|$m|$c|$r]}" -v z="${RPS[base-$b|$m|$c|$r]}" 'BEGIN { printf "%.2f", a / z }')")
+          cr+=("$(awk -v a="${CPU[edge-$b|$m|$c|$r]}" -v z="${CPU[base-$b|$m|$c|$r]}" 'BEGIN { printf "%.2f", a / z }')")
+        done
+        printf '| %s | %s | %d | %.2f (%s) | %.2f (%s) |\n' "$b" "$m" "$c" \
+          "$(printf '%s\n' "${rr[@]}" | median)" "${rr[*]}" "$(printf '%s\n' "${cr[@]}" | median)" "${cr[*]}"
+      done
+    done
+  done
+fi
+for sys in "${systems[@]}"; do for b in "${backends[@]}"; do stop_edge "$sys-$b"; done; done
 
 # --- memory per proxied session ------------------------------------------------------------
 echo
-start_edge mem echo
-open_sessions mem 4 "$work/warm.sessions" --call
-sleep 1
-before=$(rss_kb "${PID[mem]}")
-open_sessions mem "$keep" "$work/mem.sessions" --call
-sleep 1
-after=$(rss_kb "${PID[mem]}")
-awk -v b="$before" -v a="$after" -v n="$keep" 'BEGIN {
-  printf "edge memory per proxied session (echo, %d sessions, one call each; children not counted): %.1f KiB (RSS %.1f -> %.1f MB)\n", n, (a - b) / n, b / 1024, a / 1024 }'
-stop_edge mem
+for sys in "${systems[@]}"; do
+  start_edge "mem-$sys" echo "$sys"
+  open_sessions "mem-$sys" 4 "$work/warm.sessions" --call
+  sleep 1
+  before=$(rss_kb "${PID[mem-$sys]}")
+  open_sessions "mem-$sys" "$keep" "$work/mem.sessions" --call
+  sleep 1
+  after=$(rss_kb "${PID[mem-$sys]}")
+  awk -v s="$sys" -v b="$before" -v a="$after" -v n="$keep" 'BEGIN {
+    printf "%s: memory per proxied session (echo, %d sessions, one call each; children not counted): %.1f KiB (RSS %.1f -> %.1f MB)\n", s, n, (a - b) / n, b / 1024, a / 1024 }'
+  stop_edge "mem-$sys"
+done
 
 # --- system calls per call ------------------------------------------------------------------
 if [ "${BENCH_STRACE:-1}" != 0 ] && command -v strace >/dev/null; then
   echo
-  start_edge sys echo
-  open_sessions sys "$nsessions" "$work/sys.sessions"
-  for m in "${modes[@]}"; do
-    export WRK_THREADS=2 WRK_SESSIONS_FILE=$work/sys.sessions
-    script=stateless.lua
-    [ "$m" = stateless ] || script=session.lua
-    url="https://localhost:${PORT[sys]}/mcp"
-    wrk -t2 -c16 -d1s -s "$WRK_LUA_DIR/$script" "$url" >/dev/null 2>&1 || true
-    strace -f -c -q -p "${PID[sys]}" -o "$work/strace-$m.txt" &
-    spid=$!
-    sleep 1
-    wrk -t2 -c16 -d5s --timeout 10s -s "$WRK_LUA_DIR/$script" "$url" >"$work/wrk-sys-$m.log" 2>&1 || true
-    kill -INT "$spid" 2>/dev/null || true
-    wait "$spid" 2>/dev/null || true
-    n=$(field requests "$(grep '^WRK_RESULT' "$work/wrk-sys-$m.log")")
-    awk -v n="$n" -v m="$m" '
-      $NF == "total" { total = $(NF - 1 - ($(NF - 2) ~ /^[0-9]+$/ ? 1 : 0)) }
-      $NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { calls[$NF] = $4 }
-      END {
-        s = 0; for (k in calls) s += calls[k]
-        printf "system calls per %s call (strace -f, c=16, %d calls): %.1f;", m, n, s / n
-        for (k in calls) if (calls[k] / n >= 0.1) printf " %s %.2f", k, calls[k] / n
-        printf "\n"
-      }' "$work/strace-$m.txt"
+  for sys in "${systems[@]}"; do
+    start_edge "sys-$sys" echo "$sys"
+    open_sessions "sys-$sys" "$nsessions" "$work/sys-$sys.sessions"
+    for m in "${modes[@]}"; do
+      export WRK_THREADS=2 WRK_SESSIONS_FILE=$work/sys-$sys.sessions
+      script=stateless.lua
+      [ "$m" = stateless ] || script=session.lua
+      url="https://localhost:${PORT[sys-$sys]}/mcp"
+      wrk -t2 -c16 -d1s -s "$WRK_LUA_DIR/$script" "$url" >/dev/null 2>&1 || true
+      strace -f -c -q -p "${PID[sys-$sys]}" -o "$work/strace-$sys-$m.txt" &
+      spid=$!
+      sleep 1
+      wrk -t2 -c16 -d5s --timeout 10s -s "$WRK_LUA_DIR/$script" "$url" >"$work/wrk-sys-$sys-$m.log" 2>&1 || true
+      kill -INT "$spid" 2>/dev/null || true
+      wait "$spid" 2>/dev/null || true
+      n=$(field requests "$(grep '^WRK_RESULT' "$work/wrk-sys-$sys-$m.log")")
+      awk -v n="$n" -v m="$m" -v sys="$sys" '
+        $NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { calls[$NF] = $4 }
+        END {
+          s = 0; for (k in calls) s += calls[k]
+          printf "%s: system calls per %s call (strace -f, c=16, %d calls): %.1f;", sys, m, n, s / n
+          for (k in calls) if (calls[k] / n >= 0.1) printf " %s %.2f", k, calls[k] / n
+          printf "\n"
+        }' "$work/strace-$sys-$m.txt"
+    done
+    stop_edge "sys-$sys"
   done
-  stop_edge sys
 fi
 
 # --- instructions per call ------------------------------------------------------------------
 if command -v valgrind >/dev/null; then
   echo
-  start_edge cg echo valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p"
-  cgpid=${PID[cg]}
-  # valgrind and vgdb (behind callgrind_control) meet in the edge's TMPDIR.
-  for m in "${modes[@]}"; do
-    calls() {
-      "$bin" bench --url "https://localhost:${PORT[cg]}/mcp" --ca-file "$ca" --mode "$m" --http1 \
-        --concurrency 1 --requests "$1" --warmup 0s --tool echo --args '{"message":"hi","text":"hi"}' >/dev/null
-    }
-    calls 30
-    TMPDIR=$work/cg callgrind_control -z "$cgpid" >/dev/null
-    calls "$cg_calls"
-    before=$(ls "$work"/cg.* | wc -l)
-    TMPDIR=$work/cg callgrind_control -d "$cgpid" >/dev/null
-    # The dump is written when the edge next runs under valgrind: wait for the file.
-    for _ in $(seq 300); do
-      [ "$(ls "$work"/cg.* | wc -l)" -gt "$before" ] && break
-      sleep 0.1
+  for sys in "${systems[@]}"; do
+    cg=cg-$sys
+    mkdir -p "$work/$cg-out"
+    start_edge "$cg" echo "$sys" valgrind --tool=callgrind --callgrind-out-file="$work/$cg-out/cg.%p"
+    cgpid=${PID[$cg]}
+    for m in "${modes[@]}"; do
+      calls() {
+        "$bin" bench --url "https://localhost:${PORT[$cg]}/mcp" --ca-file "$ca" --mode "$m" --http1 \
+          --concurrency 1 --requests "$1" --warmup 0s --tool echo --args '{"message":"hi","text":"hi"}' >/dev/null
+      }
+      calls 30
+      # valgrind and vgdb (behind callgrind_control) meet in the edge's TMPDIR.
+      TMPDIR=$work/$cg callgrind_control -z "$cgpid" >/dev/null
+      calls "$cg_calls"
+      before=$(ls "$work/$cg-out" | wc -l)
+      TMPDIR=$work/$cg callgrind_control -d "$cgpid" >/dev/null
+      # The dump is written when the edge next runs under valgrind: wait for the file.
+      for _ in $(seq 300); do
+        [ "$(ls "$work/$cg-out" | wc -l)" -gt "$before" ] && break
+        sleep 0.1
+      done
+      sleep 0.5
+      dump=$(ls -t "$work/$cg-out"/cg.* | head -1)
+      awk -v n="$cg_calls" -v m="$m" -v sys="$sys" '/^(summary|totals):/ { printf "%s: callgrind, instructions per %s call (echo, one at a time, %d calls): %d\n", sys, m, n, $2 / n; exit }' "$dump"
     done
-    sleep 0.5
-    dump=$(ls -t "$work"/cg.* | head -1)
-    awk -v n="$cg_calls" -v m="$m" '/^(summary|totals):/ { printf "callgrind, instructions per %s call (echo, one at a time, %d calls): %d\n", m, n, $2 / n; exit }' "$dump"
+    stop_edge "$cg"
   done
-  stop_edge cg
 fi
