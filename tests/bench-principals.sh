@@ -39,26 +39,12 @@ export WRK_LUA_DIR=$repo/tests/bench WRK_MCP_NAME=echo WRK_ARGS='{"text":"hi"}'
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
-rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# shellcheck source=tests/bench/lib.sh
+source "$repo/tests/bench/lib.sh"
 children_of() { pgrep -P "$1" || true; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 mkdir -p "$work/secrets"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$work/secrets/key.pem" -out "$work/secrets/cert.pem" 2>/dev/null
+make_tls "$work/secrets"
 keys=()
 for i in $(seq -w 1 $max); do
   k=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
@@ -89,7 +75,7 @@ TOML
   PID[$name]=$!
   pids+=("$!")
   PORT[$name]=$port
-  CA[$name]=$work/secrets/cert.pem
+  CA[$name]=$work/secrets/ca.pem
   for _ in $(seq 100); do
     curl -s -o /dev/null --cacert "${CA[$name]}" "https://localhost:$port/health" && return
     sleep 0.1

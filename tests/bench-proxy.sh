@@ -58,31 +58,11 @@ export WRK_MCP_METHOD=tools/call
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status"; }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# shellcheck source=tests/bench/lib.sh
+source "$repo/tests/bench/lib.sh"
 
 mkdir -p "$work/secrets"
-# A CA and a leaf for localhost (rustls clients refuse a CA certificate as the server's).
-(cd "$work/secrets" &&
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
-    -keyout ca.key -out ca.pem 2>/dev/null &&
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-    -keyout key.pem -out leaf.csr 2>/dev/null &&
-  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-    -extfile <(printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n') -out cert.pem 2>/dev/null)
+make_tls "$work/secrets"
 ca=$work/secrets/ca.pem
 key=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 echo "bench $key" >"$work/secrets/api_keys"
