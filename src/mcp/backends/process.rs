@@ -223,7 +223,9 @@ fn command(spec: &StdioSpec, credentials: &Credentials) -> Command {
 
 /// The child's stderr, line by line (long lines cut), into the edge's log.
 async fn log_stderr(stderr: ChildStderr, backend: Arc<str>, pid: i32, label: Arc<Mutex<String>>) {
-    let mut lines = BufReader::new(stderr).lines();
+    // Small: held for every child's life, and stderr lines are few and short (longer
+    // ones still arrive whole: `lines` reads on).
+    let mut lines = BufReader::with_capacity(1024, stderr).lines();
     loop {
         match lines.next_line().await {
             Ok(Some(mut line)) => {
