@@ -304,18 +304,23 @@ impl Edge {
             .send()
             .await
             .unwrap();
-        let text = r.text().await.unwrap();
-        let reply = messages(&text)
-            .into_iter()
-            .find(|m| m["id"] == 1)
-            .unwrap_or_else(|| panic!("no answer: {text}"));
-        match reply["result"]["content"][0]["text"].as_str() {
-            Some(t) => t.to_owned(),
-            None => reply["error"]["message"]
-                .as_str()
-                .unwrap_or(&text)
-                .to_owned(),
-        }
+        answer_text(&r.text().await.unwrap())
+    }
+}
+
+/// The text of the answer to request id 1 in a JSON or SSE reply body: its result's
+/// first text content, or its error's message.
+pub fn answer_text(text: &str) -> String {
+    let reply = messages(text)
+        .into_iter()
+        .find(|m| m["id"] == 1)
+        .unwrap_or_else(|| panic!("no answer: {text}"));
+    match reply["result"]["content"][0]["text"].as_str() {
+        Some(t) => t.to_owned(),
+        None => reply["error"]["message"]
+            .as_str()
+            .unwrap_or(text)
+            .to_owned(),
     }
 }
 

@@ -230,18 +230,7 @@ async fn call_with_headers(
     for (h, v) in headers {
         rb = rb.header(*h, *v);
     }
-    let text = rb.json(&body).send().await.unwrap().text().await.unwrap();
-    let reply = messages(&text)
-        .into_iter()
-        .find(|m| m["id"] == 1)
-        .unwrap_or_else(|| panic!("no answer: {text}"));
-    match reply["result"]["content"][0]["text"].as_str() {
-        Some(t) => t.to_owned(),
-        None => reply["error"]["message"]
-            .as_str()
-            .unwrap_or(&text)
-            .to_owned(),
-    }
+    answer_text(&rb.json(&body).send().await.unwrap().text().await.unwrap())
 }
 
 fn sha256_hex(text: &str) -> String {

@@ -361,7 +361,13 @@ impl Proxy {
         let result = async {
             let timeout = self.shared.config.call_timeout;
             let questions = &self.shared.questions;
-            if let Some(ask) = questions::askable(index, &request) {
+            let stateless = self.session.client.get().is_none();
+            // Only a stateless call can be asked (or bring an answer): a session's call
+            // skips the binding's digest.
+            if let Some(ask) = stateless
+                .then(|| questions::askable(index, &request))
+                .flatten()
+            {
                 let caller = questions::Caller {
                     principal: principal_name(context),
                     binding: ask.binding,
@@ -373,7 +379,7 @@ impl Proxy {
                 }
                 // A stateless client cannot be asked directly: the backend's questions
                 // become input-required rounds.
-                if self.session.client.get().is_none() && questions.enabled() {
+                if questions.enabled() {
                     let conn = self.conn(index, context).await?;
                     return questions
                         .call(conn, &member.name, request, context, &span, timeout, caller)
@@ -381,7 +387,7 @@ impl Proxy {
                 }
             }
             let conn = self.conn(index, context).await?;
-            let in_session = self.session.client.get().is_some();
+            let in_session = !stateless;
             forward::send(
                 &conn,
                 &member.name,
