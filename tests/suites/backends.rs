@@ -557,6 +557,27 @@ async fn per_call_timeout_and_env_allowlist() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(err.to_string().contains("proxy.call_timeout"), "{err}");
 
+    // A stateless call past the timeout is cancelled in the child too (its upstream
+    // call is polled by the request itself until then).
+    let flag = edge.fx.dir.path().join("stateless-cancelled");
+    let started = std::time::Instant::now();
+    let text = edge
+        .stateless_text(
+            ALICE_KEY,
+            "wait_for_cancel",
+            json!({"path": flag.display().to_string()}),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(text.contains("proxy.call_timeout"), "{text}");
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            std::fs::read_to_string(&flag).is_ok_and(|t| t == "cancelled")
+        })
+        .await,
+        "the child never saw the stateless call cancelled"
+    );
+
     let r = client
         .call_tool(CallToolRequestParams::new("whoami"))
         .await

@@ -310,7 +310,7 @@ impl Running {
 /// Longest stdout line passed on (a JSON-RPC message); longer is treated as garbage.
 const MAX_LINE: usize = 16 << 20;
 
-/// Pass the child's stdout on to rmcp line by line, as long as each line is JSON.
+/// Pass the child's stdout on to rmcp, as long as each line is JSON.
 fn check_stdout(
     stdout: ChildStdout,
     backend: Arc<str>,
@@ -320,10 +320,7 @@ fn check_stdout(
 ) -> CheckedStdout {
     CheckedStdout {
         inner: stdout,
-        read: vec![0; 8 << 10].into_boxed_slice(),
         line: Vec::new(),
-        ready: Vec::new(),
-        sent: 0,
         ended: false,
         backend,
         pid,
@@ -332,18 +329,20 @@ fn check_stdout(
     }
 }
 
+/// The longest unfinished line kept between reads without giving its memory back.
+const KEPT_LINE_CAPACITY: usize = 64 << 10;
+
 /// A child's stdout as rmcp reads it: each line is checked to be JSON as it passes,
 /// in the reader's own task (no task of its own, no copy through a pipe, no wake-up
-/// per message). The first line that is not (or is longer than [`MAX_LINE`]) stops
-/// the child: it is logged, `broken` is cancelled and the reader sees the end.
+/// per message). The child's bytes are read straight into rmcp's buffer and checked
+/// there (no buffer or copy of its own), except a line split across reads, whose
+/// start is kept until its end arrives. The first line that is not JSON (or is longer
+/// than [`MAX_LINE`]) stops the child: it is logged, `broken` is cancelled and the
+/// reader sees the end (a line's start already passed is dropped by rmcp at the end).
 pub struct CheckedStdout {
     inner: ChildStdout,
-    read: Box<[u8]>,
-    /// The line being read (no newline yet).
+    /// The start of a line split across reads (no newline yet).
     line: Vec<u8>,
-    /// Checked lines not yet handed to the reader, from `sent` on.
-    ready: Vec<u8>,
-    sent: usize,
     ended: bool,
     backend: Arc<str>,
     pid: i32,
@@ -352,55 +351,55 @@ pub struct CheckedStdout {
 }
 
 impl CheckedStdout {
-    /// Check the line in `self.line` (no newline) and queue it; false stops the child.
-    fn pass_line(&mut self) -> bool {
-        let text = self.line.trim_ascii();
+    /// Is `line` (no newline) one rmcp may read? Blank lines are (rmcp skips them).
+    fn acceptable(&self, line: &[u8]) -> bool {
+        let text = line.trim_ascii();
         if text.is_empty() {
-            self.line.clear();
             return true;
         }
-        if self.line.len() > MAX_LINE
-            || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
-        {
-            let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
-            let session = self.label.lock().map(|l| l.clone()).unwrap_or_default();
-            tracing::error!(
-                backend = %self.backend, pid = self.pid, session = %session, line = %shown,
-                "backend process wrote something other than JSON-RPC to stdout; stopping it (log to stderr instead)"
-            );
-            self.broken.cancel();
-            self.line = Vec::new();
-            return false;
+        if line.len() <= MAX_LINE && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+            return true;
         }
-        self.ready.extend_from_slice(&self.line);
-        self.ready.push(b'\n');
-        self.line.clear();
-        true
+        let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+        let session = self.label.lock().map(|l| l.clone()).unwrap_or_default();
+        tracing::error!(
+            backend = %self.backend, pid = self.pid, session = %session, line = %shown,
+            "backend process wrote something other than JSON-RPC to stdout; stopping it (log to stderr instead)"
+        );
+        self.broken.cancel();
+        false
     }
 
-    /// Sort freshly read bytes into checked lines.
-    fn take(&mut self, n: usize) {
-        let mut rest = 0..n;
-        while !rest.is_empty() {
-            let chunk = &self.read[rest.clone()];
-            match chunk.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    self.line.extend_from_slice(&chunk[..i]);
-                    rest.start += i + 1;
-                    if !self.pass_line() {
-                        self.ended = true;
-                        return;
-                    }
+    /// Check the lines in freshly read `bytes`; `Some(n)`: only the first `n` bytes
+    /// pass, the line after them is not JSON.
+    fn check(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut pos = 0;
+        while let Some(i) = memchr::memchr(b'\n', &bytes[pos..]) {
+            let end = pos + i;
+            let ok = if self.line.is_empty() {
+                self.acceptable(&bytes[pos..end])
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&bytes[pos..end]);
+                let ok = self.acceptable(&line);
+                line.clear();
+                if line.capacity() <= KEPT_LINE_CAPACITY {
+                    self.line = line;
                 }
-                None => {
-                    self.line.extend_from_slice(chunk);
-                    rest.start = rest.end;
-                }
+                ok
+            };
+            if !ok {
+                return Some(pos);
             }
+            pos = end + 1;
         }
-        if self.line.len() > MAX_LINE && !self.pass_line() {
-            self.ended = true;
+        self.line.extend_from_slice(&bytes[pos..]);
+        if self.line.len() > MAX_LINE {
+            let line = std::mem::take(&mut self.line);
+            self.acceptable(&line);
+            return Some(pos);
         }
+        None
     }
 }
 
@@ -412,33 +411,27 @@ impl tokio::io::AsyncRead for CheckedStdout {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let this = self.get_mut();
-        loop {
-            if this.sent < this.ready.len() {
-                let n = out.remaining().min(this.ready.len() - this.sent);
-                out.put_slice(&this.ready[this.sent..this.sent + n]);
-                this.sent += n;
-                if this.sent == this.ready.len() {
-                    this.ready.clear();
-                    this.sent = 0;
-                }
-                return Poll::Ready(Ok(()));
-            }
-            if this.ended {
-                return Poll::Ready(Ok(()));
-            }
-            let mut buf = tokio::io::ReadBuf::new(&mut this.read);
-            let read = std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut buf);
-            let n = buf.filled().len();
-            match read {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) if n > 0 => this.take(n),
-                // The end (or a read error): a last line without a newline still counts.
-                Poll::Ready(_) => {
+        if this.ended {
+            return Poll::Ready(Ok(()));
+        }
+        let start = out.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, out) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if out.filled().len() > start => {
+                if let Some(passed) = this.check(&out.filled()[start..]) {
+                    out.set_filled(start + passed);
                     this.ended = true;
-                    if !this.line.is_empty() {
-                        this.pass_line();
-                    }
                 }
+                Poll::Ready(Ok(()))
+            }
+            // The end (or a read error): a last line without a newline still counts.
+            Poll::Ready(_) => {
+                this.ended = true;
+                let line = std::mem::take(&mut this.line);
+                if !line.is_empty() && this.acceptable(&line) && out.remaining() > 0 {
+                    out.put_slice(b"\n");
+                }
+                Poll::Ready(Ok(()))
             }
         }
     }
@@ -546,9 +539,21 @@ mod tests {
         let mut text = String::new();
         out.read_to_string(&mut text).await.unwrap();
         assert_eq!(
-            text, "{\"a\":1}\n  {\"b\":[2,3]}\n",
-            "split reads join; blank lines go"
+            text, "{\"a\":1}\n\n  {\"b\":[2,3]}\n",
+            "split reads join; blank lines pass (rmcp skips them)"
         );
+        assert!(broken.is_cancelled());
+        let _ = child.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_line_that_turns_out_not_json_after_a_split_read_ends_the_stream() {
+        let (mut out, broken, mut child) =
+            checked(r#"printf '{"a":1}\n{"b":'; sleep 0.1; printf ' oops\n{"c":3}\n'"#);
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        // The start already passed; rmcp drops an unfinished line at the end.
+        assert_eq!(text, "{\"a\":1}\n{\"b\":");
         assert!(broken.is_cancelled());
         let _ = child.wait().await;
     }

@@ -1,20 +1,25 @@
 //! Backend questions for stateless (2026-07-28) clients: multi-round-trip requests
 //! (SEP-2322) on behalf of backends that still ask their client directly.
 //!
-//! A stateless `tools/call`, `prompts/get` or `resources/read` runs upstream in a task
-//! of its own ([`Questions::call`]); the connection's `Forwarder` hands the upstream's
+//! A stateless `tools/call`, `prompts/get` or `resources/read` is sent upstream with an
+//! asker ([`Questions::call`]); the connection's `Forwarder` hands the upstream's
 //! elicitation, sampling or roots request to it ([`super::super::asker`]). The client
 //! then gets an input-required result carrying the question(s) and a sealed
 //! `requestState` ([`super::super::request_state`]), while the upstream call and its
 //! question stay open here, in a bounded map of pending entries. The client's retry
 //! with `inputResponses` and that state ([`Questions::resume`]) answers the backend,
-//! which may ask again (another round) or finish (its result answers the retry). A
+//! which may ask again (another round) or finish (its result answers the retry). The
+//! upstream call is polled by the request itself until the backend asks (most calls
+//! never do: no task, channel or wake-up between threads); only a parked call moves to
+//! a task of its own. A
 //! state is single use; an entry nobody answers within `proxy.input_timeout` is
 //! dropped by the sweep, which gives the backend an error for its question and cancels
 //! the upstream call. With several replicas the retry is forwarded to the replica
 //! holding the entry (`server::session`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -109,12 +114,67 @@ struct Flight {
     questions: mpsc::Receiver<Question>,
     /// The call ended: no more questions can come.
     closed: bool,
-    result: oneshot::Receiver<Result<ServerResult, CallError>>,
+    result: Outcome,
     /// Asked of the client and not answered yet.
     open: Vec<Open>,
     asked: u32,
     /// Dropping the flight (expired, refused, cancelled) cancels the upstream call.
     _cancel: DropGuard,
+}
+
+type Finish = Pin<Box<dyn Future<Output = Result<ServerResult, CallError>> + Send>>;
+
+/// The upstream call's result to come.
+enum Outcome {
+    /// Polled by the request waiting for it; `None` once it gave its result.
+    Inline(Option<Finish>),
+    /// Moved to a task of its own while the call is parked between rounds.
+    Spawned(oneshot::Receiver<Result<ServerResult, CallError>>),
+}
+
+impl Outcome {
+    async fn wait(&mut self, backend: &Arc<str>) -> Result<ServerResult, CallError> {
+        let went_away = || CallError::WentAway {
+            backend: backend.clone(),
+        };
+        match self {
+            Outcome::Inline(slot) => {
+                let Some(finish) = slot.as_mut() else {
+                    return Err(went_away());
+                };
+                let result = finish.await;
+                *slot = None;
+                result
+            }
+            Outcome::Spawned(result) => result.await.unwrap_or_else(|_| Err(went_away())),
+        }
+    }
+
+    /// Keep the call going without the request that polled it (it is parked).
+    fn detach(&mut self) {
+        if let Outcome::Inline(slot) = self
+            && let Some(finish) = slot.take()
+        {
+            let (tx, result) = oneshot::channel();
+            tokio::spawn(async move {
+                let _ = tx.send(finish.await);
+            });
+            *self = Outcome::Spawned(result);
+        }
+    }
+}
+
+impl Drop for Outcome {
+    /// A call dropped unfinished (timeout, the client gone) still runs to its end in a
+    /// task: the flight's cancel guard makes it tell the upstream and settle its route.
+    fn drop(&mut self) {
+        if let Outcome::Inline(slot) = self
+            && let Some(finish) = slot.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(finish);
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -159,8 +219,8 @@ impl Questions {
         drop(all);
     }
 
-    /// A stateless call whose backend may ask its client: sent upstream from a task of
-    /// its own, then the first round.
+    /// A stateless call whose backend may ask its client: sent upstream, then the
+    /// first round.
     #[allow(clippy::too_many_arguments)]
     pub async fn call(
         &self,
@@ -182,20 +242,19 @@ impl Questions {
         };
         let sent = forward::start(&conn, backend, request, context, span, how).await?;
         let cancel = CancellationToken::new();
-        let (tx, result) = oneshot::channel();
-        let (task_backend, task_conn, token) = (backend.clone(), conn.clone(), cancel.clone());
-        tokio::spawn(async move {
+        let (finish_backend, finish_conn, token) = (backend.clone(), conn.clone(), cancel.clone());
+        let finish: Finish = Box::pin(async move {
             let r =
-                forward::finish(sent, &task_backend, token.cancelled_owned(), call_timeout).await;
-            task_conn.touch();
-            let _ = tx.send(r);
+                forward::finish(sent, &finish_backend, token.cancelled_owned(), call_timeout).await;
+            finish_conn.touch();
+            r
         });
         let flight = Flight {
             backend: backend.clone(),
             _conn: conn,
             questions,
             closed: false,
-            result,
+            result: Outcome::Inline(Some(finish)),
             open: Vec::new(),
             asked: 0,
             _cancel: cancel.drop_guard(),
@@ -267,9 +326,7 @@ impl Questions {
         while flight.open.is_empty() {
             tokio::select! {
                 biased;
-                r = &mut flight.result => {
-                    return r.unwrap_or_else(|_| Err(CallError::WentAway { backend: flight.backend.clone() }));
-                }
+                r = flight.result.wait(&flight.backend) => return r,
                 q = flight.questions.recv(), if !flight.closed => match q {
                     Some(q) => flight.take_question(q, &caps),
                     None => flight.closed = true,
@@ -288,7 +345,7 @@ impl Questions {
     }
 
     /// Keep `flight` pending and answer with its open questions and a sealed state.
-    fn pend(&self, flight: Flight, caller: Caller) -> Result<ServerResult, CallError> {
+    fn pend(&self, mut flight: Flight, caller: Caller) -> Result<ServerResult, CallError> {
         let sealer = self.sealer.get().ok_or(CallError::RequestState)?;
         let id: u128 = rand::random();
         let claims = StateClaims {
@@ -305,6 +362,7 @@ impl Questions {
             .map(|o| (o.key.clone(), o.request.clone()))
             .collect();
         let backend = flight.backend.clone();
+        flight.result.detach();
         {
             let mut pending = lock(&self.pending);
             if pending.len() >= self.max {
