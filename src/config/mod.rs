@@ -14,6 +14,7 @@ pub mod limits;
 pub mod oauth;
 pub mod observe;
 pub mod raw;
+pub mod reference;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
