@@ -680,17 +680,17 @@ pub const KEYS: &[KeySpec] = &[
     // [auth]
     key!(choice, auth.mode, MCP_AUTH_MODE,
         "How callers authenticate: API keys, JWTs, both (JWT-shaped tokens as JWTs), or \"none\" (loopback only).")
-        .derived("\"api-keys\"; \"jwt\" when auth.jwt.issuer is set without auth.api_keys_file"),
+        .derived("\"api-keys\"; with auth.jwt.issuer set, \"api-keys+jwt\", or \"jwt\" when auth.api_keys_file is not set"),
     key!(path, auth.api_keys_file, MCP_API_KEYS_FILE,
         "API keys, one `<principal> <key|sha256:hex> [options]` per line; sessions of removed keys are closed on reload.")
-        .derived("none: one key generated at start in the dev profile")
+        .derived("required; in the dev profile, one key generated at start")
         .reloads(FILE_RELOAD),
     key!(url, auth.resource, MCP_RESOURCE_URI,
         "This server's canonical resource URI (RFC 8707): the default JWT audience and the metadata's `resource`.")
         .derived("https://<first public hostname>[:<port> unless 443]/mcp"),
     key!(list, auth.authorization_servers, MCP_AUTHORIZATION_SERVERS,
         "Authorization servers listed in the protected-resource metadata.")
-        .derived("[auth.jwt.issuer], or the edge itself with [auth.oauth]"),
+        .derived("auth.jwt.issuer when JWTs are accepted; with auth.oauth.enabled the edge itself comes first"),
     key!(words, auth.required_scopes, MCP_REQUIRED_SCOPES,
         "Scopes every JWT needs to use /mcp at all (else 403 insufficient_scope).")
         .default_is(""),
@@ -736,7 +736,7 @@ pub const KEYS: &[KeySpec] = &[
         .default_is("false"),
     key!(path, auth.oauth.signing_key_file, MCP_OAUTH_SIGNING_KEY_FILE,
         "PKCS#8 P-256 private keys (PEM) signing access tokens: the first signs, all verify.")
-        .derived("none: a random key per process (tokens end at restart)")
+        .derived("a random key per process (tokens end at restart)")
         .reloads(FILE_RELOAD),
     key!(duration, auth.oauth.access_token_ttl, MCP_OAUTH_ACCESS_TOKEN_TTL,
         "Access-token lifetime: how long a person whose key was removed keeps access at most (10s to 24h).")
@@ -760,8 +760,7 @@ pub const KEYS: &[KeySpec] = &[
         "Fetch such documents from loopback and private addresses too (labs, tests).")
         .default_is("false"),
     key!(path, auth.oauth.metadata_ca_file, MCP_OAUTH_METADATA_CA_FILE,
-        "Extra CA (PEM) trusted for client metadata documents.")
-        .reloads(Reload::Live("file contents, read at each fetch")),
+        "Extra CA (PEM) trusted for client metadata documents (read at start)."),
     key!(list, auth.oauth.key_only_hosts, MCP_OAUTH_KEY_ONLY_HOSTS,
         "Host names on which nothing of OAuth is published, for clients that drop their key once discovery answers.")
         .default_is(""),
@@ -909,7 +908,7 @@ pub const KEYS: &[KeySpec] = &[
         .derived("cluster.peer_listen, unless that is 0.0.0.0 or ::"),
     key!(path, cluster.key_ring_file, MCP_SESSION_KEYS_FILE,
         "Session-id key ring: one base64 32-byte key per line, the first seals (required with peer_listen).")
-        .derived("none: a random in-memory key")
+        .derived("a random in-memory key (a single replica)")
         .reloads(FILE_RELOAD),
     // [otel]
     key!(url, otel.endpoint, MCP_OTEL_ENDPOINT,
@@ -1077,7 +1076,7 @@ pub const TABLES: &[TableSpec] = &[
     TableSpec {
         key: "access.default_tool_scopes",
         ty: T::List,
-        meaning: "Scopes a JWT needs for tools no access.tool_scopes entry matches (default: none).",
+        meaning: "Scopes a JWT needs for tools no access.tool_scopes entry matches (default: none needed).",
         fields: &[],
     },
     TableSpec {
@@ -1089,7 +1088,7 @@ pub const TABLES: &[TableSpec] = &[
     TableSpec {
         key: "rate_limit.tiers",
         ty: T::Table,
-        meaning: "Named budgets, chosen by `tier=` on a keys-file line or by auth.jwt.tier_claim: [rate_limit.tiers.<name>].",
+        meaning: "Named budgets, chosen by `tier=` on a keys-file line or by auth.jwt.tier_claim.",
         fields: &[
             FieldSpec::new("rate", T::Rate, "The tier's budget per principal (required)."),
             FieldSpec::new("burst", T::Integer, "Calls at once before the rate applies.")

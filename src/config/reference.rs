@@ -76,11 +76,13 @@ pub fn markdown() -> String {
 fn table_markdown(out: &mut String, table: &TableSpec) {
     let header = match table.ty {
         ValueType::Tables => format!("[[{}]]", table.key),
+        // Named entries, each a table of the fields below.
+        ValueType::Table if !table.fields.is_empty() => format!("[{}.&lt;name&gt;]", table.key),
         _ => table.key.to_owned(),
     };
     let _ = write!(
         out,
-        "\n### {header}\n\n{} ({}.)\n",
+        "\n### {header}\n\n{} Type: {}.\n",
         cell(table.meaning),
         table.ty.name()
     );
@@ -108,9 +110,21 @@ fn table_markdown(out: &mut String, table: &TableSpec) {
     }
 }
 
-/// A table cell: `|` would end it.
+/// Text for the page: `|` would end a table cell, and outside code spans `<name>`
+/// would be taken for an HTML tag.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|")
+    let mut out = String::new();
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 0 {
+            out.push_str(&part.replace('<', "&lt;").replace('>', "&gt;"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out.replace('|', "\\|")
 }
 
 fn type_text(ty: ValueType, words: &[&str]) -> String {
