@@ -228,3 +228,41 @@ fn reload_json(reload: Reload) -> serde_json::Value {
         Reload::Live(what) => serde_json::json!({ "live": true, "what": what }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One table per section: a section split in two in KEYS would print two headings.
+    #[test]
+    fn each_section_is_one_run_of_keys() {
+        let mut seen: Vec<&str> = Vec::new();
+        for spec in KEYS {
+            if seen.last() != Some(&spec.section()) {
+                assert!(
+                    !seen.contains(&spec.section()),
+                    "{}: [{}] is split in KEYS; keep its keys together",
+                    spec.key,
+                    spec.section()
+                );
+                seen.push(spec.section());
+            }
+        }
+        let page = markdown();
+        for section in seen {
+            assert_eq!(page.matches(&format!("\n## [{section}]\n")).count(), 1);
+        }
+    }
+
+    #[test]
+    fn cells_escape_pipes_everywhere_and_angle_brackets_outside_code() {
+        assert_eq!(cell("a <b> `<c>|d` e|f"), "a &lt;b&gt; `<c>\\|d` e\\|f");
+        assert_eq!(
+            toml_value(ValueType::Words, "a b,c"),
+            "[\"a\", \"b\", \"c\"]"
+        );
+        assert_eq!(toml_value(ValueType::List, ""), "[]");
+        assert_eq!(toml_value(ValueType::Duration, "5m"), "\"5m\"");
+        assert_eq!(toml_value(ValueType::Integer, "5"), "5");
+    }
+}
