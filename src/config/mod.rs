@@ -14,6 +14,7 @@ pub mod limits;
 pub mod oauth;
 pub mod observe;
 pub mod raw;
+pub mod reference;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -232,9 +233,7 @@ fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
             format!("{prefix}.{k}")
         };
         match v {
-            toml::Value::Table(t) if !raw::TABLE_KEYS.contains(&path.as_str()) => {
-                key_paths(t, &path, out)
-            }
+            toml::Value::Table(t) if raw::table_key(&path).is_none() => key_paths(t, &path, out),
             _ => out.push(path),
         }
     }
@@ -258,7 +257,7 @@ fn read_file(path: &Path) -> Result<(RawConfig, Vec<&'static str>), Vec<ConfigEr
     for key in &present {
         match KEYS.iter().find(|k| k.key == key) {
             Some(spec) => known.push(spec.key),
-            None => match raw::TABLE_KEYS.iter().find(|k| *k == key) {
+            None => match raw::table_key(key) {
                 Some(table_key) => known.push(table_key),
                 None => errors.push(file_err(key, "unknown key".into())),
             },

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use mcp_edge::config::FlagOverrides;
+use mcp_edge::config::{FlagOverrides, KEYS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,18 +43,25 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// `(key, flag, value)` for each flag given; the flag's name is the one the key
+    /// list ([`KEYS`]) gives, which the reference prints and a test checks against clap.
     pub fn to_flags(&self) -> FlagOverrides {
         let mut flags = Vec::new();
-        let mut add = |key: &'static str, flag: &'static str, v: &Option<String>| {
+        let mut add = |key: &'static str, v: &Option<String>| {
             if let Some(v) = v {
+                let flag = KEYS
+                    .iter()
+                    .find(|k| k.key == key)
+                    .and_then(|k| k.flag)
+                    .unwrap_or("(a flag)");
                 flags.push((key, flag, v.clone()));
             }
         };
-        add("server.host", "--host", &self.host);
-        add("server.port", "--port", &self.port);
-        add("server.transport", "--transport", &self.transport);
-        add("docs.dir", "--docs-dir", &self.docs_dir);
-        add("log.format", "--log-format", &self.log_format);
+        add("server.host", &self.host);
+        add("server.port", &self.port);
+        add("server.transport", &self.transport);
+        add("docs.dir", &self.docs_dir);
+        add("log.format", &self.log_format);
         FlagOverrides(flags)
     }
 }
@@ -77,6 +84,25 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Create missing secret files (API key, self-signed certificate, upstream token) 0400.
     InitSecrets(mcp_edge::init_secrets::InitSecretsArgs),
+    /// About the configuration itself.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every key: TOML path, environment variable, flag, type, default, whether
+    /// it reloads, and its meaning.
+    Reference {
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReferenceFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReferenceFormat {
+    Markdown,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -87,4 +113,41 @@ pub struct HealthcheckArgs {
     /// Give up after this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, CommandFactory};
+
+    use super::*;
+
+    /// Every flag the key list names is a real flag setting that key, and there is no
+    /// override flag the list (and so the reference) does not name.
+    #[test]
+    fn the_override_flags_are_the_ones_the_key_list_names() {
+        let named: Vec<_> = KEYS.iter().filter_map(|k| Some((k.key, k.flag?))).collect();
+        let mut argv = vec!["mcp-edge".to_owned()];
+        for (_, flag) in &named {
+            argv.push(flag.to_string());
+            argv.push("x".to_owned());
+        }
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let given: Vec<_> = cli
+            .overrides
+            .to_flags()
+            .0
+            .into_iter()
+            .map(|(key, flag, _)| (key, flag))
+            .collect();
+        for pair in &named {
+            assert!(given.contains(pair), "{pair:?} is in KEYS but not a flag");
+        }
+        let overrides = Overrides::augment_args(clap::Command::new("x"));
+        assert_eq!(
+            overrides.get_arguments().count(),
+            named.len(),
+            "an override flag is missing from KEYS (give its key .flag(\"--name\"))"
+        );
+        Cli::command().debug_assert();
+    }
 }

@@ -65,6 +65,16 @@ fn main() -> ExitCode {
             });
         }
         Command::Healthcheck(args) => return healthcheck(&cli, args),
+        Command::Config(cli::ConfigCommand::Reference { format }) => {
+            print!(
+                "{}",
+                match format {
+                    cli::ReferenceFormat::Markdown => config::reference::markdown(),
+                    cli::ReferenceFormat::Json => config::reference::json(),
+                }
+            );
+            return ExitCode::SUCCESS;
+        }
         _ => {}
     }
     let config = match load_config(&cli) {
