@@ -290,6 +290,8 @@ pub struct RawAcme {
 pub struct RawMetrics {
     pub mode: Option<Choice<MetricsMode>>,
     pub admin_listen: Option<String>,
+    pub status_page: Option<bool>,
+    pub status_token_file: Option<String>,
 }
 
 /// Sets one key of a [`RawConfig`] from a string (an environment variable or a flag).
@@ -480,6 +482,8 @@ pub const KEYS: &[KeySpec] = &[
     key!(text, log.level, MCP_LOG_LEVEL),
     key!(choice, metrics.mode, MCP_METRICS_MODE),
     key!(text, metrics.admin_listen, MCP_METRICS_LISTEN),
+    key!(flag, metrics.status_page, MCP_STATUS_PAGE),
+    key!(text, metrics.status_token_file, MCP_STATUS_TOKEN_FILE),
     key!(text, proxy.call_timeout, MCP_CALL_TIMEOUT),
     key!(text, proxy.spawn_timeout, MCP_SPAWN_TIMEOUT),
     key!(number, proxy.max_children, MCP_MAX_CHILDREN),
@@ -639,7 +643,8 @@ mod tests {
                     || k.ends_with("sign_in")
                     || k.ends_with("registration")
                     || k.ends_with("documents")
-                    || k.ends_with("allow_private") =>
+                    || k.ends_with("allow_private")
+                    || k.ends_with("status_page") =>
                 {
                     "true"
                 }
