@@ -258,7 +258,7 @@ pub fn view(s: &Snapshot) -> View {
         id: "recent-refusals",
         title: "Recent refusals".into(),
         note: "Newest first.".into(),
-        headers: ["Time", "Reason", "Principal", "Status", "Tool"]
+        headers: ["Time", "Reason", "Principal", "Status", "Tool or name"]
             .map(String::from)
             .to_vec(),
         rows: s
@@ -447,13 +447,13 @@ const STYLE: &str = "\
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#1b1b1b;background:#fff}\
 h1{font-size:1.4em;margin:0}h2{font-size:1.1em;margin:1.4em 0 .3em}\
 .note{color:#555;margin:.2em 0 .5em}\
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}\
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:break-word}\
 th{background:#f3f3f3}\
 #stale{display:none;background:#fde8e8;color:#8a1c1c;padding:.4em .6em;margin:.5em 0}\
 body.stale #stale{display:block}\
-svg{width:100%;height:auto;max-height:10em;border:1px solid #ddd;background:#fafafa}\
+svg{width:100%;height:auto;border:1px solid #ddd;background:#fafafa}\
 #chart-calls{fill:none;stroke:#1f5fbf;stroke-width:2}#chart-errors{fill:none;stroke:#c62828;stroke-width:2}\
-#chart-max{font-size:11px;fill:#555}\
+#chart-max{font-size:7px;fill:#555}\
 ";
 
 const SCRIPT: &str = r#""use strict";
