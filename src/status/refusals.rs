@@ -187,7 +187,7 @@ impl Refusals {
             }
         }
         by_reason.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(b.reason)));
-        limited.sort_by(|a, b| b.last_unix.cmp(&a.last_unix));
+        limited.sort_by_key(|l| std::cmp::Reverse(l.last_unix));
         let cutoff = (current + 1).saturating_sub(WINDOW_MINUTES) * 60;
         RefusalsView {
             window_seconds: WINDOW_MINUTES * 60,
