@@ -466,9 +466,12 @@ pub struct ToolCount {
 /// The tool-call counts recorded so far (read by the status page's sampler, off the
 /// request path: it encodes the one family, as a scrape does, and reads its counts).
 pub fn tool_call_counts() -> Vec<ToolCount> {
+    // A private registry holding the same family (not served: `/metrics` renders
+    // METRICS.registry), so only the tool-call histogram is encoded.
+    const FAMILY: &str = "tool_calls";
     static TOOLS: LazyLock<Registry> = LazyLock::new(|| {
         let mut registry = Registry::default();
-        registry.register("tool_calls", "", METRICS.tool_calls.clone());
+        registry.register(FAMILY, "", METRICS.tool_calls.clone());
         registry
     });
     let mut text = String::new();

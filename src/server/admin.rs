@@ -1,6 +1,8 @@
 //! Operations endpoints: `/metrics` (Prometheus text) and readiness, served on a
 //! separate plain-HTTP admin listener (default 127.0.0.1:9464) or, with
 //! `metrics.mode = "main"`, as `/metrics` on the HTTPS port behind API-key auth.
+//! The admin listener also serves the status page (`/status`, `/status.json`; its
+//! figures are `crate::status`'s), behind its token when one is configured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
