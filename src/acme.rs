@@ -184,6 +184,7 @@ pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, A
     let domains = settings.domains.join(",");
     let directory = settings.directory.clone();
     tracing::info!(%domains, %directory, cache = %settings.cache_dir.display(), "ACME: starting");
+    status.acme_event("ordering", None);
     let task = Box::pin(async move {
         while let Some(event) = state.next().await {
             match event {
@@ -195,18 +196,24 @@ pub fn start(settings: &AcmeSettings, status: Arc<CertStatus>) -> Result<Acme, A
                         status.set_from_pem("acme", &pem);
                     }
                     tracing::info!(%domains, "ACME: serving the cached certificate");
+                    status.acme_event("serving_cached", None);
                 }
                 Ok(EventOk::DeployedNewCert) => {
                     tracing::info!(%domains, %directory, "ACME: new certificate issued and deployed");
                     crate::metrics::secret_reload("acme_certificate", true);
+                    status.acme_event("issued", None);
                 }
                 Ok(EventOk::CertCacheStore) => tracing::debug!("ACME: certificate cached"),
                 Ok(EventOk::AccountCacheStore) => tracing::debug!("ACME: account key cached"),
                 Err(e @ (EventError::Order(_) | EventError::NewCertParse(_))) => {
                     tracing::warn!(%domains, error = %e, "ACME: order failed; retrying with backoff");
                     crate::metrics::secret_reload("acme_certificate", false);
+                    status.acme_event("order_failed", Some(e.to_string()));
                 }
-                Err(e) => tracing::warn!(%domains, error = %e, "ACME: cache problem"),
+                Err(e) => {
+                    tracing::warn!(%domains, error = %e, "ACME: cache problem");
+                    status.acme_event("cache_problem", Some(e.to_string()));
+                }
             }
         }
     });

@@ -13,6 +13,20 @@ use rustls_pki_types::pem::PemObject;
 pub struct CertStatus {
     /// notAfter in Unix seconds; 0 = no certificate yet.
     not_after: AtomicI64,
+    /// Where the served certificate came from (`files`, `acme`, `self-signed`).
+    source: std::sync::Mutex<Option<&'static str>>,
+    /// The ACME client's last event, with `tls.mode = "acme"`.
+    acme: std::sync::Mutex<Option<AcmeEvent>>,
+}
+
+/// What the ACME client did last: `state` is one of `ordering` (started, nothing
+/// served yet), `serving_cached`, `issued`, `order_failed`, `cache_problem`;
+/// `detail` is the error of a failure.
+#[derive(Debug, Clone)]
+pub struct AcmeEvent {
+    pub state: &'static str,
+    pub at: SystemTime,
+    pub detail: Option<String>,
 }
 
 impl CertStatus {
@@ -23,7 +37,27 @@ impl CertStatus {
     /// A certificate from `source` (`files`, `acme`, `self-signed`) is being served.
     pub fn set(&self, source: &'static str, not_after_unix: i64) {
         self.not_after.store(not_after_unix, Ordering::Release);
+        *crate::sync::lock(&self.source) = Some(source);
         crate::metrics::set_certificate_expiry(source, not_after_unix);
+    }
+
+    /// Where the served certificate came from, once there is one.
+    pub fn source(&self) -> Option<&'static str> {
+        *crate::sync::lock(&self.source)
+    }
+
+    /// Record the ACME client's latest event (see [`AcmeEvent`]).
+    pub fn acme_event(&self, state: &'static str, detail: Option<String>) {
+        *crate::sync::lock(&self.acme) = Some(AcmeEvent {
+            state,
+            at: SystemTime::now(),
+            detail,
+        });
+    }
+
+    /// The ACME client's latest event; `None` without ACME.
+    pub fn acme(&self) -> Option<AcmeEvent> {
+        crate::sync::lock(&self.acme).clone()
     }
 
     /// Record the leaf of a PEM chain; false when it holds no parsable certificate.

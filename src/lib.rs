@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod redirect;
 pub mod reload;
 pub mod server;
+pub mod status;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;

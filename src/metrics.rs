@@ -454,6 +454,82 @@ pub fn set_certificate_expiry(source: &'static str, not_after_unix: i64) {
         .set(not_after_unix);
 }
 
+/// Finished `tools/call`s so far of one (tool, backend, outcome).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCount {
+    pub tool: String,
+    pub backend: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// The tool-call counts recorded so far (read by the status page's sampler, off the
+/// request path: it encodes the one family, as a scrape does, and reads its counts).
+pub fn tool_call_counts() -> Vec<ToolCount> {
+    // A private registry holding the same family (not served: `/metrics` renders
+    // METRICS.registry), so only the tool-call histogram is encoded.
+    const FAMILY: &str = "tool_calls";
+    static TOOLS: LazyLock<Registry> = LazyLock::new(|| {
+        let mut registry = Registry::default();
+        registry.register(FAMILY, "", METRICS.tool_calls.clone());
+        registry
+    });
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &TOOLS).is_err() {
+        return Vec::new();
+    }
+    text.lines()
+        .filter_map(|line| line.strip_prefix("tool_calls_count{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let labels = parse_labels(labels)?;
+            let get = |name: &str| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            Some(ToolCount {
+                tool: get("tool"),
+                backend: get("backend"),
+                outcome: get("outcome"),
+                count: value.trim().parse::<f64>().ok()? as u64,
+            })
+        })
+        .collect()
+}
+
+/// `a="x",b="y\"z"` → pairs, with the text format's escapes undone.
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() {
+            return Some(out);
+        }
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((name.trim_start_matches(',').to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+}
+
 /// All metrics in the Prometheus text exposition format.
 pub fn render() -> String {
     let mut out = String::new();
@@ -573,5 +649,35 @@ mod tests {
             .collect();
         assert!(tools.len() <= MAX_TOOL_LABELS + 1, "{}", tools.len());
         assert!(tools.contains("_other"));
+
+        // The status page reads the same counts, label values unescaped.
+        tool_call(
+            "we\"ird\\tool",
+            "docs",
+            ToolOutcome::ToolError,
+            Duration::ZERO,
+        );
+        let counts = tool_call_counts();
+        assert!(counts.iter().any(|c| c.tool == "unit_test_tool"
+            && c.backend == "docs"
+            && c.outcome == "ok"
+            && c.count >= 1));
+        assert!(
+            counts
+                .iter()
+                .any(|c| c.tool == "_other" || c.tool == "we\"ird\\tool"),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn label_sets_are_parsed_with_escapes() {
+        assert_eq!(
+            parse_labels(r#"tool="a\"b\\c\nd",outcome="ok""#).unwrap(),
+            [
+                ("tool".to_owned(), "a\"b\\c\nd".to_owned()),
+                ("outcome".to_owned(), "ok".to_owned())
+            ]
+        );
     }
 }

@@ -21,6 +21,8 @@ pub struct Loaded {
     pub ring: KeyRing,
     /// `auth.oauth.signing_key_file` (random when `[auth.oauth]` names none).
     pub oauth_keys: Option<crate::auth::SigningKeys>,
+    /// `metrics.status_token_file`, when the status page has one.
+    pub status_token: Option<secrecy::SecretString>,
     /// One line per thing loaded, for `check-config`.
     pub notes: Vec<String>,
 }
@@ -106,6 +108,20 @@ fn check_with(config: &Config, serving: bool) -> Result<Loaded, Problems> {
     check_docs(config, &mut problems);
     check_audit(config, &mut problems);
     let oauth_keys = check_oauth(config, &mut problems, &mut notes);
+    let status_token = config
+        .status_page
+        .as_ref()
+        .and_then(|page| page.token_file.as_ref())
+        .and_then(|path| match crate::status::token::read(path) {
+            Ok(token) => {
+                notes.push(format!("status page: token from {}", path.display()));
+                Some(token)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        });
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -115,6 +131,7 @@ fn check_with(config: &Config, serving: bool) -> Result<Loaded, Problems> {
         jwt_keys,
         ring,
         oauth_keys,
+        status_token,
         notes,
     })
 }

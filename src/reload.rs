@@ -81,11 +81,39 @@ impl ReloadError {
 /// A reloadable thing, as the watcher holds it.
 pub type Reloadable = Arc<dyn Reload>;
 
-/// Reload outcomes for one kind, for tests and metrics.
+/// Reload outcomes for one kind, for tests, metrics and the status page.
 #[derive(Debug, Default)]
 pub struct ReloadCounts {
     pub ok: AtomicU64,
     pub failed: AtomicU64,
+    /// The last outcome (none since start: what was loaded at start is in force).
+    pub last: Mutex<Option<LastReload>>,
+}
+
+/// One reload's outcome: when, whether it was published, and the log's summary or
+/// error (which name files and lines, never secret values).
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: std::time::SystemTime,
+    pub ok: bool,
+    pub message: String,
+}
+
+impl ReloadCounts {
+    /// The last outcome, if any.
+    pub fn last(&self) -> Option<LastReload> {
+        crate::sync::lock(&self.last).clone()
+    }
+
+    fn record(&self, ok: bool, message: String) {
+        let counter = if ok { &self.ok } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *crate::sync::lock(&self.last) = Some(LastReload {
+            at: std::time::SystemTime::now(),
+            ok,
+            message,
+        });
+    }
 }
 
 /// Where the outcomes of one kind's reloads go: the one place that counts them,
@@ -102,14 +130,14 @@ impl Report {
         let kind = self.kind;
         match outcome {
             Ok(summary) => {
-                self.counts.ok.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::secret_reload(kind, true);
                 tracing::info!(kind, %summary, "secret reloaded");
+                self.counts.record(true, summary);
             }
             Err(error) => {
-                self.counts.failed.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::secret_reload(kind, false);
                 tracing::error!(kind, %error, "secret reload failed; keeping the last good value");
+                self.counts.record(false, error.to_string());
             }
         }
     }
@@ -215,6 +243,11 @@ impl Reloader {
             .iter()
             .find(|(k, _)| *k == kind)
             .map(|(_, c)| c.clone())
+    }
+
+    /// Every kind with its outcomes, in the order they were given.
+    pub fn all(&self) -> Vec<(&'static str, Arc<ReloadCounts>)> {
+        self.counts.clone()
     }
 
     /// Reload every kind now, as SIGHUP does.

@@ -12,7 +12,8 @@
 #   4. a markdown table of every figure and its ratio to nginx at the same concurrency;
 #   5. memory: idle RSS of a fresh edge, then RSS with BENCH_SESSIONS open sessions and
 #      the cost of one session;
-#   3b. (between 3 and 4) the cost of the audit trail and of traces at sample_ratio 1.0.
+#   3b. (between 3 and 4) the cost of the audit trail and of traces at sample_ratio 1.0;
+#   3c. (with BENCH_STATUS=1) throughput with the status page open and polling.
 # All load is wrk -t2 (HTTP/1.1 keep-alive over TLS) with Lua scripts from tests/bench/
 # that check every response (status 200; JSON-RPC `result`, no `"error"`, no
 # `"isError":true`); any failed response makes the script exit 1 after the table.
@@ -24,7 +25,9 @@
 #   BENCH_THREADS=2     wrk threads (-t)
 #   BENCH_OTEL=0        skip the tracing / audit cost runs (3b)
 #   BENCH_OBS_ROUNDS=3  alternating rounds of the 3b variants (their costs are medians)
-#   BENCH_OBS_DURATION=5s  each 3b run
+#   BENCH_OBS_DURATION=5s  each 3b and 3c run
+#   BENCH_STATUS=1      also 3c: throughput with the status page open and polling every
+#                       second, as a ratio to the same edge with the page closed
 # Not part of the test suite: timings on a shared 2-core machine (client and server on the
 # same cores) are noisy; compare numbers taken in one run.
 set -euo pipefail
@@ -332,6 +335,58 @@ if [ "${BENCH_OTEL:-1}" != 0 ]; then
         l, m, (1 - m) * 100, r, mc, (mc - 1) * 100, rc }'
   done
   kill "$(cat "$sink/nginx.pid")" 2>/dev/null || true
+fi
+
+# --- 3c. the status page open and polling --------------------------------------------------
+# BENCH_STATUS=1: stateless tools/call at c=$check_c on one edge, in BENCH_OBS_ROUNDS
+# alternating rounds of BENCH_OBS_DURATION without and with the status page polled
+# every second (as an open page does: status.json?view=page, plus status.json as a
+# script would), on the admin listener. Prints the median ratio with/without of
+# throughput and of the edge's CPU per request (which includes answering the polls).
+# Not in the table of section 4. The request path should be unchanged within noise.
+if [ "${BENCH_STATUS:-0}" != 0 ]; then
+  status_rounds=${BENCH_OBS_ROUNDS:-3}
+  median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  echo
+  echo "## 3c. the status page open and polling every second: stateless tools/call c=$check_c, $status_rounds alternating rounds"
+  table_rows=("${rows[@]}")
+  main_duration=$duration
+  duration=${BENCH_OBS_DURATION:-5s}
+  start_edge status
+  export MCP_BENCH_KEY=$key WRK_KEY=$key
+  status_url=http://127.0.0.1:$edge_metrics
+  curl -sf -o /dev/null "$status_url/status.json" || { echo "bench-path: no status page at $status_url" >&2; exit 1; }
+  poller=
+  for r in $(seq "$status_rounds"); do
+    for variant in closed open; do
+      if [ "$variant" = open ]; then
+        (while :; do
+          curl -s -o /dev/null "$status_url/status.json?view=page"
+          curl -s -o /dev/null "$status_url/status.json"
+          sleep 1
+        done) &
+        poller=$!
+        pids+=("$poller")
+      fi
+      cpu_pid=$edge_pid WRK_MCP_METHOD=tools/call run_wrk "tools/call: status page $variant #$r" "$check_c" stateless.lua "https://localhost:$edge_port/mcp"
+      if [ -n "$poller" ]; then
+        kill "$poller" 2>/dev/null || true
+        wait "$poller" 2>/dev/null || true
+        poller=
+      fi
+    done
+  done
+  stop_edge
+  duration=$main_duration
+  rows=("${table_rows[@]}")
+  ratios=() cpus=()
+  for r in $(seq "$status_rounds"); do
+    base="tools/call: status page closed #$r|$check_c" this="tools/call: status page open #$r|$check_c"
+    ratios+=("$(awk -v a="${RPS[$this]}" -v b="${RPS[$base]}" 'BEGIN { printf "%.2f", a / b }')")
+    cpus+=("$(awk -v a="${CPU[$this]}" -v b="${CPU[$base]}" 'BEGIN { printf "%.2f", a / b }')")
+  done
+  m=$(printf '%s\n' "${ratios[@]}" | median) mc=$(printf '%s\n' "${cpus[@]}" | median)
+  echo "  status page open/closed: throughput $m (rounds ${ratios[*]}), edge CPU per request $mc (rounds ${cpus[*]})"
 fi
 
 # --- 4. table ---------------------------------------------------------------------------

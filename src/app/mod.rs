@@ -136,14 +136,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (backend, docs) = backend(&config, Some(cluster.clone())).await?;
     let mut background = Background::new();
     let routes = McpRoutes::build(&config, &backend, &cluster, &background.cancel);
-    let state = shared_state(
+    let refusals = config
+        .status_page
+        .is_some()
+        .then(crate::status::Refusals::new);
+    let (state, redis) = shared_state(
         &config,
         auth,
         &routes.parts,
         tls.cert.clone(),
         cluster,
         edge_tokens,
+        refusals,
     )?;
+    let status = status_page(&state, redis, loaded.status_token);
     let side = SideListeners::bind(&config)?;
 
     let (mut listeners, dev_cert_pem, rustls) =
@@ -152,19 +158,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     background
         .tasks
         .extend(mcp::backends::process::start_pid1_reaper());
-    (listeners.admin, listeners.redirect) = side.serve(&state, &mut background);
+    (listeners.admin, listeners.redirect) = side.serve(&state, status.clone(), &mut background);
+    if let Some(status) = &status {
+        status.history.sample();
+        background.tasks.push(status.history.spawn());
+    }
     background.tasks.push(routes.parts.spawn_session_sweeps());
     background.tasks.push(state.limits.spawn_sweeps());
     if let Some(oauth) = &state.oauth {
         background.tasks.extend(oauth.follow_revocations());
     }
-    let reloadables = reloadables(&state, &routes.parts, rustls, docs);
+    let mut reloadables = reloadables(&state, &routes.parts, rustls, docs);
+    if let Some(token) = status.as_ref().and_then(|s| s.token.clone()) {
+        reloadables.push(Arc::new(crate::status::token::TokenFile(token)));
+    }
     background.reloads = (!reloadables.is_empty())
         .then(|| Reloader::spawn(reloadables, config.secrets_poll_interval));
+    if let Some(status) = &status {
+        let _ = status.reloads.set(
+            background
+                .reloads
+                .as_ref()
+                .map(Reloader::all)
+                .unwrap_or_default(),
+        );
+    }
 
     state.ready.store(true, Ordering::Release);
     tracing::info!(addr = %listeners.addr, tls = listeners.tls, "listening");
     Ok(Running {
+        status,
         listeners,
         dev: DevCredentials {
             key: dev_key,
@@ -306,8 +329,35 @@ impl McpRoutes {
     }
 }
 
-/// The state every handler shares. The Redis store (limits, session caps) connects
-/// lazily, so a replica starts on its fallback while Redis is still coming up.
+/// The status page's sources, when `metrics.status_page` is on (see [`crate::status`]).
+fn status_page(
+    state: &AppState,
+    redis: Option<Arc<crate::ratelimit::redis::RedisStore>>,
+    token: Option<SecretString>,
+) -> Option<Arc<crate::status::Status>> {
+    let page = state.config.status_page.as_ref()?;
+    let token = match (&page.token_file, token) {
+        (Some(path), Some(token)) => Some(crate::status::StatusToken::new(path.clone(), &token)),
+        _ => None,
+    };
+    Some(Arc::new(crate::status::Status {
+        config: state.config.clone(),
+        sessions: state.sessions.clone(),
+        cert: state.cert.clone(),
+        cluster: state.cluster.clone(),
+        redis,
+        refusals: state.refusals.clone().unwrap_or_default(),
+        history: crate::status::History::new(),
+        reloads: std::sync::OnceLock::new(),
+        token,
+        started: std::time::SystemTime::now(),
+    }))
+}
+
+/// The state every handler shares (and the Redis store, if any). The Redis store
+/// (limits, session caps) connects lazily, so a replica starts on its fallback while
+/// Redis is still coming up.
+#[allow(clippy::too_many_arguments)]
 fn shared_state(
     config: &Arc<Config>,
     auth: Arc<Authenticator>,
@@ -315,7 +365,8 @@ fn shared_state(
     cert: Arc<crate::certs::CertStatus>,
     cluster: Arc<crate::cluster::Cluster>,
     edge_tokens: Option<Arc<crate::auth::EdgeTokens>>,
-) -> Result<AppState, StartError> {
+    refusals: Option<Arc<crate::status::Refusals>>,
+) -> Result<(AppState, Option<Arc<crate::ratelimit::redis::RedisStore>>), StartError> {
     let redis = match &config.redis {
         Some(settings) => Some(crate::ratelimit::redis::RedisStore::connect(settings)?),
         None => None,
@@ -357,7 +408,7 @@ fn shared_state(
         }
         _ => None,
     };
-    Ok(server::app_state(server::StateParts {
+    let state = server::app_state(server::StateParts {
         config: config.clone(),
         auth,
         limits,
@@ -366,7 +417,9 @@ fn shared_state(
         cluster,
         audit,
         oauth,
-    }))
+        refusals,
+    });
+    Ok((state, redis))
 }
 
 /// The admin (`/metrics`) and redirect listeners, bound but not yet served.
@@ -388,12 +441,13 @@ impl SideListeners {
     fn serve(
         self,
         state: &AppState,
+        status: Option<Arc<crate::status::Status>>,
         background: &mut Background,
     ) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let admin = self.admin.map(|(addr, listener)| {
             background
                 .tasks
-                .push(crate::server::admin::serve(addr, listener, state));
+                .push(crate::server::admin::serve(addr, listener, state, status));
             addr
         });
         let redirect = self.redirect.map(|(addr, listener)| {

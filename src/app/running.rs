@@ -16,6 +16,8 @@ use crate::server::AppState;
 
 /// A running edge server.
 pub struct Running {
+    /// The status page's sources, when it is on.
+    pub(super) status: Option<std::sync::Arc<crate::status::Status>>,
     pub(super) listeners: Listeners,
     pub(super) dev: DevCredentials,
     pub(super) state: AppState,
@@ -91,6 +93,11 @@ impl Running {
     /// The admin listener's address (`/metrics`), when `metrics.mode = "admin"`.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.listeners.admin
+    }
+
+    /// The status page's sources (`/status` on the admin listener), when it is on.
+    pub fn status(&self) -> Option<&crate::status::Status> {
+        self.status.as_deref()
     }
 
     /// The plain-HTTP redirect listener's address, when configured.

@@ -34,7 +34,26 @@ pub struct Cluster {
     advertise: Option<String>,
     id_ttl: Duration,
     client: Option<peer::PeerClient>,
+    /// The other replicas this one has exchanged requests with (the status page's
+    /// "replicas seen"), by address.
+    peers: std::sync::Mutex<std::collections::BTreeMap<String, PeerSeen>>,
 }
+
+/// Another replica as this one saw it: requests forwarded to it (it owned their
+/// session) and received from it, and the last failure to reach it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PeerSeen {
+    pub forwarded_to: u64,
+    pub unreachable: u64,
+    pub received_from: u64,
+    pub last_seen_unix: u64,
+    pub last_error: Option<String>,
+    pub last_error_unix: Option<u64>,
+}
+
+/// At most this many replicas are remembered (addresses come from sealed ids and
+/// authenticated peer requests, so they are few; bounded anyway).
+const MAX_PEERS: usize = 64;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,6 +70,14 @@ pub fn load_ring(config: &Config) -> Result<KeyRing, RingError> {
         Some(path) => KeyRing::load_file(path),
         None => Ok(KeyRing::random()),
     }
+}
+
+/// What happened with another replica (see [`Cluster::saw_peer`]).
+#[derive(Debug, Clone, Copy)]
+pub enum PeerEvent<'a> {
+    Forwarded,
+    Received,
+    Unreachable(&'a str),
 }
 
 /// Truncated SHA-256 of the principal's name: what a sealed id binds its session to.
@@ -78,7 +105,47 @@ impl Cluster {
             advertise,
             id_ttl,
             client,
+            peers: Default::default(),
         })
+    }
+
+    /// A request exchanged with another replica (at `address`: the owner's
+    /// advertised address, or the IP a peer request came from). Only on the hop
+    /// between replicas, which already costs a round trip; no allocation once known.
+    pub fn saw_peer(&self, address: &str, outcome: PeerEvent<'_>) {
+        let mut peers = crate::sync::lock(&self.peers);
+        if !peers.contains_key(address) {
+            if peers.len() >= MAX_PEERS {
+                return;
+            }
+            peers.insert(address.to_owned(), PeerSeen::default());
+        }
+        let Some(seen) = peers.get_mut(address) else {
+            return;
+        };
+        match outcome {
+            PeerEvent::Forwarded => {
+                seen.forwarded_to += 1;
+                seen.last_seen_unix = now();
+            }
+            PeerEvent::Received => {
+                seen.received_from += 1;
+                seen.last_seen_unix = now();
+            }
+            PeerEvent::Unreachable(error) => {
+                seen.unreachable += 1;
+                seen.last_error = Some(error.to_owned());
+                seen.last_error_unix = Some(now());
+            }
+        }
+    }
+
+    /// The other replicas seen so far, by address.
+    pub fn peers_seen(&self) -> Vec<(String, PeerSeen)> {
+        crate::sync::lock(&self.peers)
+            .iter()
+            .map(|(a, s)| (a.clone(), s.clone()))
+            .collect()
     }
 
     pub fn ring(&self) -> arc_swap::Guard<Arc<KeyRing>> {

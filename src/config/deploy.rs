@@ -73,6 +73,14 @@ pub enum MetricsConfig {
 
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
+/// The operators' status page (`/status`, `/status.json`) on the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusPageConfig {
+    /// A secret file holding the token the page asks for (HTTP Basic password or
+    /// `Authorization: Bearer`); `None`: no token (a loopback admin listener only).
+    pub token_file: Option<PathBuf>,
+}
+
 pub(super) fn acme(
     e: &mut Errors<'_>,
     raw: &RawConfig,
@@ -227,6 +235,47 @@ pub(super) fn metrics(e: &mut Errors<'_>, raw: &RawConfig) -> MetricsConfig {
     }
 }
 
+/// `metrics.status_page` and `metrics.status_token_file`: on by default when the admin
+/// listener is on loopback (or a token is set); beyond loopback only with a token.
+pub(super) fn status_page(
+    e: &mut Errors<'_>,
+    raw: &RawConfig,
+    metrics: &MetricsConfig,
+) -> Option<StatusPageConfig> {
+    let m = &raw.metrics;
+    let token_file = path_of(&m.status_token_file);
+    let MetricsConfig::Admin { listen } = metrics else {
+        if m.status_page == Some(true) {
+            e.push(
+                "metrics.status_page",
+                "needs metrics.mode = \"admin\": the page is served on the admin listener only",
+            );
+        } else if token_file.is_some() && m.status_page.is_none() {
+            e.push(
+                "metrics.status_token_file",
+                "is set but the status page needs metrics.mode = \"admin\"",
+            );
+        }
+        return None;
+    };
+    let loopback = listen.ip().is_loopback();
+    if !m.status_page.unwrap_or(loopback || token_file.is_some()) {
+        return None;
+    }
+    if !loopback && token_file.is_none() {
+        e.push(
+            "metrics.status_page",
+            format!(
+                "the admin listener {listen} is reachable beyond loopback: set \
+                 metrics.status_token_file (MCP_STATUS_TOKEN_FILE) to protect the page, or \
+                 turn it off"
+            ),
+        );
+        return None;
+    }
+    Some(StatusPageConfig { token_file })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -320,5 +369,39 @@ mod tests {
                 "metrics.admin_listen"
             ]
         );
+    }
+
+    #[test]
+    fn the_status_page_is_on_for_loopback_and_needs_a_token_beyond_it() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.status_page, Some(StatusPageConfig { token_file: None }));
+        let c = env(&[("MCP_STATUS_PAGE", "false")]).unwrap();
+        assert_eq!(c.status_page, None);
+        // Beyond loopback: off unless asked for, and then only with a token.
+        let c = env(&[("MCP_METRICS_LISTEN", "0.0.0.0:9464")]).unwrap();
+        assert_eq!(c.status_page, None);
+        let err = env(&[
+            ("MCP_METRICS_LISTEN", "0.0.0.0:9464"),
+            ("MCP_STATUS_PAGE", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0[0].key, "metrics.status_page");
+        assert!(err.to_string().contains("MCP_STATUS_PAGE"), "{err}");
+        let c = env(&[
+            ("MCP_METRICS_LISTEN", "0.0.0.0:9464"),
+            ("MCP_STATUS_TOKEN_FILE", "/run/secrets/status_token"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.status_page,
+            Some(StatusPageConfig {
+                token_file: Some("/run/secrets/status_token".into())
+            })
+        );
+        // Not on the admin listener: not served, and asking for it is an error.
+        let c = env(&[("MCP_METRICS_MODE", "main")]).unwrap();
+        assert_eq!(c.status_page, None);
+        let err = env(&[("MCP_METRICS_MODE", "off"), ("MCP_STATUS_PAGE", "on")]).unwrap_err();
+        assert_eq!(err.0[0].key, "metrics.status_page");
     }
 }

@@ -34,7 +34,7 @@ pub use backends::{
 };
 pub use cluster::ClusterConfig;
 pub use connections::ConnectionsConfig;
-pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig, MetricsMode};
+pub use deploy::{AcmeSettings, HttpsConfig, MetricsConfig, MetricsMode, StatusPageConfig};
 pub use limits::{
     Rate, RateLimitConfig, RateLimitStore, RedisConfig, RedisUnavailable, SessionsConfig,
     redacted_url,
@@ -170,6 +170,8 @@ pub struct Config {
     pub legacy_sse: bool,
     pub https: HttpsConfig,
     pub metrics: MetricsConfig,
+    /// The operators' status page on the admin listener (`/status`, `/status.json`).
+    pub status_page: Option<StatusPageConfig>,
     /// Set when `redis.url` is: shared limits (with `rate_limit.store = "redis"`)
     /// and global per-principal session caps.
     pub redis: Option<RedisConfig>,
@@ -493,6 +495,7 @@ fn validate(
     let (backends, proxy, legacy_sse) = backends::validate(e, raw);
     let https = deploy::https(e, raw, server.listen.port());
     let metrics = deploy::metrics(e, raw);
+    let status_page = deploy::status_page(e, raw, &metrics);
     let cluster = cluster::validate(e, raw);
     let otel = observe::validate_otel(e, raw);
     let audit = observe::validate_audit(e, raw, server.transport == Transport::Stdio);
@@ -517,6 +520,7 @@ fn validate(
         legacy_sse,
         https,
         metrics,
+        status_page,
         cluster,
         redis,
         otel,

@@ -868,6 +868,12 @@ pub const KEYS: &[KeySpec] = &[
     key!(address, metrics.admin_listen, MCP_METRICS_LISTEN,
         "Address of the admin listener (/metrics, /health, /ready; no auth).")
         .default_is("127.0.0.1:9464"),
+    key!(bool, metrics.status_page, MCP_STATUS_PAGE,
+        "The operator status page (/status, /status.json) on the admin listener; beyond loopback it needs metrics.status_token_file.")
+        .derived("on when the admin listener is on loopback or a token file is set"),
+    key!(path, metrics.status_token_file, MCP_STATUS_TOKEN_FILE,
+        "Secret file with the status page's token (16+ characters): Bearer for scripts, HTTP Basic password for browsers.")
+        .reloads(FILE_RELOAD),
     // [proxy]
     key!(duration, proxy.call_timeout, MCP_CALL_TIMEOUT,
         "A forwarded request that takes longer is cancelled upstream and answered with an error.")
@@ -1216,7 +1222,8 @@ mod tests {
                     || k.ends_with("sign_in")
                     || k.ends_with("registration")
                     || k.ends_with("documents")
-                    || k.ends_with("allow_private") =>
+                    || k.ends_with("allow_private")
+                    || k.ends_with("status_page") =>
                 {
                     "true"
                 }

@@ -258,6 +258,16 @@ impl SessionRegistry {
         self.lock().owners.len()
     }
 
+    /// Sessions held by each principal (for the status page: one copy of the
+    /// per-principal counts under the lock, no walk over the sessions).
+    pub fn per_principal(&self) -> Vec<(Arc<str>, usize)> {
+        self.lock()
+            .per_principal
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -126,6 +126,17 @@ pub async fn log_requests(
     let status = response.status().as_u16();
     write_line(&seen, status, &fields);
     let reason = fields.auth.or(fields.refusal);
+    // Refused requests only (and only with the status page on): a served one pays nothing.
+    if let (Some(reason), Some(refusals)) = (reason, &state.refusals) {
+        // What the call named (a tool, a prompt, a resource), noted as its body was read.
+        let named = fields.tool.as_deref().or_else(|| {
+            fields
+                .call
+                .as_ref()
+                .and_then(|(_, call)| call.name.as_deref())
+        });
+        refusals.record(reason, fields.principal.as_ref(), status, named);
+    }
     super::trace::answered(&root.span, status, reason, fields.principal.as_deref());
     // A request forwarded by a peer was counted (and audited) by the replica that
     // took it from the client (and that streams the answer back), so a cluster-wide

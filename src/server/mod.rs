@@ -71,6 +71,8 @@ pub struct StateParts {
     pub audit: Arc<crate::telemetry::audit::Audit>,
     /// The edge's own authorization server, with `[auth.oauth]`.
     pub oauth: Option<Arc<crate::oauth::OAuth>>,
+    /// Refusals counted for the status page (only when it is on).
+    pub refusals: Option<Arc<crate::status::Refusals>>,
 }
 
 /// The state every handler shares; not ready until `ready` is set.
@@ -84,6 +86,7 @@ pub fn app_state(parts: StateParts) -> AppState {
         cluster,
         audit,
         oauth,
+        refusals,
     } = parts;
     let policy = Arc::new(ToolPolicy::new(&config.access));
     let (metadata, challenge) = auth_metadata(&config, &policy);
@@ -104,6 +107,7 @@ pub fn app_state(parts: StateParts) -> AppState {
         cluster,
         audit,
         oauth,
+        refusals,
     })
 }
 

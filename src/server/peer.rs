@@ -15,6 +15,7 @@ use super::error::EdgeError;
 use super::request::{client_ip, host_name};
 use super::state::AppState;
 use crate::auth::Principal;
+use crate::cluster::PeerEvent;
 use crate::cluster::peer::{self, Forwarded, Outgoing, PeerClient};
 use crate::host::HostName;
 
@@ -50,11 +51,17 @@ pub async fn forward(
         body,
     };
     match client.forward(&state.cluster.ring(), outgoing).await {
-        Ok(response) => match in_flight {
-            Some(token) => response.map(|body| Body::new(TrackedBody::new(body, token))),
-            None => response,
-        },
+        Ok(response) => {
+            state.cluster.saw_peer(owner, PeerEvent::Forwarded);
+            match in_flight {
+                Some(token) => response.map(|body| Body::new(TrackedBody::new(body, token))),
+                None => response,
+            }
+        }
         Err(e) => {
+            state
+                .cluster
+                .saw_peer(owner, PeerEvent::Unreachable(&e.to_string()));
             tracing::warn!(owner, error = %e, refusal = unreachable.reason(), "owner replica unreachable");
             unreachable.into_response()
         }
@@ -78,6 +85,15 @@ pub async fn verified(
             EdgeError::PeerUnauthorized
         })?;
     peer::strip_peer_headers(&mut parts.headers);
+    if let Some(axum::extract::ConnectInfo(from)) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        // The hop already decoded a body and a principal; one short string more.
+        state
+            .cluster
+            .saw_peer(&from.ip().to_string(), PeerEvent::Received);
+    }
     let principal = Arc::new(principal);
     parts
         .extensions

@@ -59,4 +59,6 @@ pub struct Shared {
     pub credential_headers: Arc<crate::mcp::backends::credentials::CredentialHeaders>,
     /// The edge's own authorization server (`[auth.oauth]`).
     pub oauth: Option<Arc<crate::oauth::OAuth>>,
+    /// Refusals counted for the status page (only when it is on).
+    pub refusals: Option<Arc<crate::status::Refusals>>,
 }

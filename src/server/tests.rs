@@ -106,6 +106,7 @@ dir = "{docs}"
         ),
         audit: Arc::new(crate::telemetry::audit::Audit::off()),
         oauth: None,
+        refusals: None,
     });
     state
         .ready

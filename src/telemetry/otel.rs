@@ -272,6 +272,15 @@ impl SpanProcessor for Batcher {
 static EXPORT_QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 static TRACE_BUDGET: OnceLock<Arc<TraceBudget>> = OnceLock::new();
 
+/// The trace exporter now, for the status page: spans waiting to be sent, and
+/// whether exports are failing (new traces paused until the collector answers).
+/// `None` when traces are not exported.
+pub fn exporter_state() -> Option<(usize, bool)> {
+    EXPORT_QUEUE
+        .get()
+        .map(|q| (q.len.load(Ordering::Relaxed), q.paused()))
+}
+
 /// Would a new trace be shed (the export queue nearly full, the collector failing,
 /// or the trace budget spent)? The edge asks before it opens a request's first span: a trace shed by
 /// the sampler still costs the spans opened before the body names its parent, and

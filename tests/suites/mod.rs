@@ -26,5 +26,6 @@ mod replicas;
 mod rotation;
 mod sessions;
 mod shutdown;
+mod status;
 mod stdio;
 mod structure;

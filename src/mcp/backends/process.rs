@@ -33,6 +33,8 @@ struct Children {
     /// supervisor that reaped its first owner has taken it off this list).
     pids: HashMap<i32, usize>,
     count: usize,
+    /// (backend, principal it was started for; empty for a shared one) → live children.
+    owners: BTreeMap<(Arc<str>, Arc<str>), usize>,
 }
 
 fn children() -> std::sync::MutexGuard<'static, Children> {
@@ -45,6 +47,16 @@ pub fn live_children() -> usize {
     children().count
 }
 
+/// Live children by (backend, principal they were started for; empty when started
+/// for nobody in particular: a pool's, the start-up probe's), for the status page.
+pub fn children_by_owner() -> Vec<(Arc<str>, Arc<str>, usize)> {
+    children()
+        .owners
+        .iter()
+        .map(|((backend, principal), n)| (backend.clone(), principal.clone(), *n))
+        .collect()
+}
+
 fn is_ours(pid: i32) -> bool {
     children().pids.contains_key(&pid)
 }
@@ -55,16 +67,22 @@ fn is_ours(pid: i32) -> bool {
 struct Counted {
     pid: i32,
     supervisor: Arc<AtomicUsize>,
+    owner: (Arc<str>, Arc<str>),
 }
 
 impl Counted {
-    fn new(pid: i32, supervisor: Arc<AtomicUsize>) -> Counted {
+    fn new(pid: i32, supervisor: Arc<AtomicUsize>, owner: (Arc<str>, Arc<str>)) -> Counted {
         let mut all = children();
         *all.pids.entry(pid).or_default() += 1;
         all.count += 1;
+        *all.owners.entry(owner.clone()).or_default() += 1;
         supervisor.fetch_add(1, Ordering::Relaxed);
         crate::metrics::set_child_processes(all.count);
-        Counted { pid, supervisor }
+        Counted {
+            pid,
+            supervisor,
+            owner,
+        }
     }
 }
 
@@ -78,6 +96,12 @@ impl Drop for Counted {
             }
         }
         all.count -= 1;
+        if let Some(n) = all.owners.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                all.owners.remove(&self.owner);
+            }
+        }
         self.supervisor.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::set_child_processes(all.count);
     }
@@ -136,10 +160,12 @@ impl Supervisor {
         self.tasks.reopen();
     }
 
-    /// Start `spec` in its own process group. `label` tags its stderr lines in the log.
+    /// Start `spec` in its own process group, for `principal` (empty: for nobody in
+    /// particular). `label` tags its stderr lines in the log.
     pub fn spawn(
         &self,
         backend: &str,
+        principal: &str,
         spec: &StdioSpec,
         credentials: &Credentials,
         label: Arc<Mutex<String>>,
@@ -160,10 +186,10 @@ impl Supervisor {
         let stdout = child.stdout.take().expect("stdout piped");
         let stdin = child.stdin.take().expect("stdin piped");
         let stderr = child.stderr.take().expect("stderr piped");
-        let counted = Counted::new(pid, self.live.clone());
-        tracing::info!(backend, pid, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), command = %program, "backend process started");
-
         let backend: Arc<str> = backend.into();
+        let counted = Counted::new(pid, self.live.clone(), (backend.clone(), principal.into()));
+        tracing::info!(backend = %backend, pid, session = %label.lock().map(|l| l.clone()).unwrap_or_default(), command = %program, "backend process started");
+
         self.tasks
             .spawn(log_stderr(stderr, backend.clone(), pid, label.clone()));
         // Garbage on stdout (anything but JSON-RPC lines) means the child is broken:

@@ -11,9 +11,11 @@ use super::super::link::{Conn, Forwarder, Ordered};
 use super::super::process::{StdioSpec, Supervisor};
 use super::error::CallError;
 
-/// Start a child for `spec` and do the MCP handshake with it within `timeout`.
+/// Start a child for `spec` (for `principal`; empty for nobody in particular) and do
+/// the MCP handshake with it within `timeout`.
 pub async fn connect(
     backend: &Arc<str>,
+    principal: &str,
     spec: &StdioSpec,
     credentials: &Credentials,
     supervisor: &Supervisor,
@@ -22,7 +24,7 @@ pub async fn connect(
 ) -> Result<Conn, CallError> {
     let link = forwarder.link.clone();
     let (child, stdout, stdin) = supervisor
-        .spawn(backend, spec, credentials, link.label.clone())
+        .spawn(backend, principal, spec, credentials, link.label.clone())
         .map_err(|source| CallError::Spawn {
             backend: backend.clone(),
             source,

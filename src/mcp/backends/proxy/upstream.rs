@@ -206,6 +206,7 @@ impl Upstream {
             UpstreamSpec::Stdio(spec) => {
                 super::stdio::connect(
                     dial.backend,
+                    principal,
                     spec,
                     credentials,
                     dial.supervisor,
