@@ -1,7 +1,8 @@
 //! The documentation book (`docs/`, built by mdBook in `.ci/run`): every internal link in
 //! `docs/src/**/*.md` points at a page of the book that exists and is listed in
 //! `SUMMARY.md`, and every `#anchor` at a heading of that page. mdBook itself checks
-//! neither; a broken link fails here, naming the file, the line and the link.
+//! neither; a broken link fails here, naming the file, the line and the link. The
+//! README's links into the repository and the book are checked the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -345,4 +346,28 @@ fn the_link_check_names_the_file_and_the_link_it_cannot_follow() {
             "guide/setup.md:4: extra.md: docs/src/guide/extra.md is not listed in SUMMARY.md, so the book has no such page",
         ]
     );
+}
+
+#[test]
+fn the_readme_links_only_to_files_and_headings_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut broken = Vec::new();
+    for (line_no, line) in prose_lines(&readme) {
+        for target in link_targets(&line) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target.as_str(), ""));
+            let file = root.join(path);
+            if path.is_empty() || !file.exists() {
+                broken.push(format!("README.md:{line_no}: {target}: no such file"));
+            } else if !anchor.is_empty()
+                && !anchors(&std::fs::read_to_string(&file).unwrap()).contains(anchor)
+            {
+                broken.push(format!("README.md:{line_no}: {target}: no such heading"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
