@@ -13,7 +13,7 @@
 #   3. a fresh edge holding BENCH_KEEP sessions (initialize + notifications/initialized,
 #      kept open, as tests/bench-path.sh section 5): the cost of one idle session.
 # Targets (issue 23): RSS within 15 MB of idle within 60 s of the burst's expiry; idle RSS
-# and the cost per session not above the figures before the change (README, Benchmark).
+# and the cost per session not above the figures before the change (docs/src/benchmarks/memory.md).
 # Usage: tests/bench-memory.sh
 #   MCP_EDGE_BIN=path     use this binary (default: cargo build --release, target/release/mcp-edge)
 #   BENCH_SESSIONS=1000   sessions per burst
@@ -67,7 +67,7 @@ start_edge() {
   shift
   local dir=$work/$name
   mkdir -p "$dir"
-  cp README.md "$dir/" && cp -r config "$dir/"
+  cp tests/bench/corpus.md.in "$dir/README.md" && cp -r config "$dir/"
   edge_port=$(free_port)
   edge_metrics=$(free_port)
   # exec: $! is the server itself, so cleanup stops it.

@@ -32,7 +32,7 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localho
 printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$work/leaf.ext"
 openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca_key" -CAcreateserial \
   -days 2 -extfile "$work/leaf.ext" -out "$work/tls_cert" 2>/dev/null
-mkdir -p "$work/docs" && cp README.md "$work/docs/"
+mkdir -p "$work/docs" && cp tests/bench/corpus.md.in "$work/docs/README.md"
 (cd "$work" && exec env MCP_HOST=127.0.0.1 MCP_PORT="$port" MCP_TLS_CERT_FILE=tls_cert MCP_TLS_KEY_FILE=tls_key \
   MCP_API_KEYS_FILE=api_keys MCP_DOCS_DIR=docs MCP_OAUTH=true MCP_OAUTH_SIGNING_KEY_FILE=oauth_signing_key \
   MCP_SESSION_KEYS_FILE=session_keys MCP_OAUTH_ACCESS_TOKEN_TTL=24h MCP_OAUTH_REFRESH_TOKEN_TTL=24h MCP_RESOURCE_URI="https://localhost:$port/mcp" \

@@ -84,7 +84,7 @@ start_edge() {
   shift
   edge_dir=$work/$name
   mkdir -p "$edge_dir"
-  cp README.md "$edge_dir/" && cp -r config "$edge_dir/"
+  cp tests/bench/corpus.md.in "$edge_dir/README.md" && cp -r config "$edge_dir/"
   edge_port=$(free_port)
   edge_metrics=$(free_port)
   # exec: $! is the server itself, so cleanup stops it.

@@ -15,7 +15,7 @@
 #   - system calls per call (strace -f -c on the edge during a c=16 run), with valgrind;
 #   - callgrind instructions per call (one call at a time, `mcp-edge bench`, counters
 #     zeroed before and dumped after BENCH_CG_CALLS calls).
-# Other gateways: none are built here; compare with the figures in the issue/README.
+# Other gateways: none are built here; compare with the figures in the issue and docs/src/benchmarks/proxy.md.
 # Before/after in one run: MCP_EDGE_BIN_BASE=path runs a second binary (`base`) beside
 # the first in every round, section and measure, and prints the ratios edge/base
 # (on a shared machine only ratios from one run mean anything).

@@ -10,7 +10,7 @@ cargo build --release --quiet
 bin=target/release/mcp-edge
 work=$(mktemp -d)
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
-cp README.md "$work/" && cp -r config "$work/"
+cp tests/bench/corpus.md.in "$work/README.md" && cp -r config "$work/"
 port=${BENCH_PORT:-18943}
 # exec: $! is the server itself, so the trap stops it.
 (cd "$work" && exec env MCP_PORT="$port" MCP_RATE_LIMIT=1000000/s MCP_RATE_BURST=1000000 \

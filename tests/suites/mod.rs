@@ -3,6 +3,7 @@ mod acme;
 mod audit;
 mod auth_edges;
 mod backends;
+mod book;
 mod cli;
 mod cluster;
 mod config_files;
