@@ -300,6 +300,8 @@ pub struct RawAcme {
 pub struct RawMetrics {
     pub mode: Option<Choice<MetricsMode>>,
     pub admin_listen: Option<String>,
+    pub status_page: Option<bool>,
+    pub status_token_file: Option<String>,
 }
 
 /// Sets one key of a [`RawConfig`] from a string (an environment variable or a flag).
