@@ -115,7 +115,11 @@ async fn admitted(
             Admission::Done(response) => return Ok(response),
         };
         // 8. rmcp (or the legacy transport), then the answer's session id and headers.
-        let response = next.run(request).await;
+        let post = request.method() == http::Method::POST;
+        let mut response = next.run(request).await;
+        if post {
+            response = super::priming::send_with_answer(response, super::priming::HOLD).await;
+        }
         Ok(session::finish(state, principal, ticket, response))
     };
     served.await.map_err(|e| trace::refused(&span, e))

@@ -28,6 +28,7 @@ pub mod metadata;
 pub mod origin;
 pub mod outcome;
 pub mod peer;
+pub mod priming;
 pub mod request;
 pub mod scope;
 pub mod session;
