@@ -11,6 +11,7 @@ pub mod conn;
 pub mod docs;
 pub mod healthcheck;
 pub mod host;
+pub mod html;
 pub mod init_secrets;
 pub mod mcp;
 pub mod memory;
