@@ -5,13 +5,14 @@
 // to that callback. Driven by the official TypeScript SDK over mcp-remote's stdio.
 // Env: MCP_EDGE_URL, MCP_EDGE_KEY, NODE_EXTRA_CA_CERTS, HOME (mcp-remote's state).
 // Prints one JSON line with the tools seen and the result of a call.
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { signIn } from "./browser_sign_in.mjs";
 
 const proxy = fileURLToPath(new URL("./node_modules/mcp-remote/dist/proxy.js", import.meta.url));
-const callbackPort = String(40000 + Math.floor(Math.random() * 20000));
+const callbackPort = await freeCallbackPort();
 let stderr = "";
 let signing = null;
 const transport = new StdioClientTransport({
@@ -48,3 +49,19 @@ try {
   process.exit(1);
 }
 clearTimeout(timer);
+
+// A port for mcp-remote's callback server, taken outside Linux's ephemeral range
+// (32768-60999), where every other test's sockets get theirs: a random port inside it
+// was once taken by another test before mcp-remote bound it (EADDRINUSE under load).
+async function freeCallbackPort() {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 61000 + Math.floor(Math.random() * 4500);
+    const free = await new Promise((resolve) => {
+      const probe = net.createServer();
+      probe.once("error", () => resolve(false));
+      probe.listen(port, () => probe.close(() => resolve(true)));
+    });
+    if (free) return String(port);
+  }
+  throw new Error("no free port for mcp-remote's callback in 61000-65499");
+}
