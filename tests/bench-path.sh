@@ -56,18 +56,8 @@ export WRK_LUA_DIR=$repo/tests/bench
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# shellcheck source=tests/bench/lib.sh
+source "$repo/tests/bench/lib.sh"
 wait_https() { # url ca: until it answers (any status) or 10 s
   for _ in $(seq 100); do
     curl -s -o /dev/null --cacert "$2" "$1" && return 0
@@ -143,8 +133,6 @@ run_wrk() {
   fi
   grep '^wrk: first failed reply' "$out" >&2 || true
 }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 record() { # target c rps p50_us p99_us failed requests
   local k="$1|$2"

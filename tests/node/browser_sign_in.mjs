@@ -12,16 +12,21 @@ import { chromium } from "playwright-core";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-export async function signIn(url, key, { follow = false, screenshot = null, idpLogin = null } = {}) {
-  const browser = await chromium.launch({
+/** Debian's chromium, headless, quiet (no background traffic), with `extra` flags. */
+export function launchChromium(extra = []) {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--ignore-certificate-errors",
+      ...extra,
     ],
   });
+}
+
+export async function signIn(url, key, { follow = false, screenshot = null, idpLogin = null } = {}) {
+  const browser = await launchChromium(["--ignore-certificate-errors"]);
   try {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();

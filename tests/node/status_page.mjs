@@ -6,19 +6,11 @@
 // `{"tables": {"<section id>": [[cell, ...], ...]}, "summary": "...", "polls": n}`.
 //
 // `node status_page.mjs <page-url> <token> <screenshot-file>`
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser_sign_in.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const [url, token, screenshot] = process.argv.slice(2);
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({
     httpCredentials: { username: "ops", password: token },
