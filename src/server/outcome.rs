@@ -157,6 +157,12 @@ fn outcome_of(message: &Value) -> Option<(ToolOutcome, Option<i64>)> {
     }
 }
 
+/// The outcome an SSE line (without its `\n`) carries, if it is a `data:` line with one.
+fn sse_line_outcome(line: &[u8]) -> Option<(ToolOutcome, Option<i64>)> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.strip_prefix(b"data:").and_then(outcome_in)
+}
+
 struct Watched {
     inner: Body,
     start: Instant,
@@ -190,31 +196,33 @@ impl Watched {
         });
     }
 
-    /// Feed SSE bytes; complete `data:` lines are parsed as they arrive.
-    fn feed_sse(&mut self, data: &[u8]) {
-        for &b in data {
-            if b == b'\n' {
-                if !self.overflow {
-                    let line = std::mem::take(&mut self.buf);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
-                    if let Some(payload) = line.strip_prefix(b"data:")
-                        && let Some(outcome) = outcome_in(payload)
-                    {
-                        self.saw(outcome);
-                        return;
-                    }
-                }
+    /// Feed SSE bytes; complete `data:` lines are parsed as they arrive. A line whole
+    /// in one piece (the usual case) is read in place; only the unfinished end of a
+    /// piece is kept until the next one.
+    fn feed_sse(&mut self, mut data: &[u8]) {
+        while let Some(i) = memchr::memchr(b'\n', data) {
+            let piece = &data[..i];
+            data = &data[i + 1..];
+            if self.buf.len() + piece.len() > MAX_INSPECTED {
+                // A huge result line: assume success rather than buffer it all.
+                return self.saw((ToolOutcome::Ok, None));
+            }
+            let outcome = if self.buf.is_empty() {
+                sse_line_outcome(piece)
+            } else {
+                self.buf.extend_from_slice(piece);
+                let outcome = sse_line_outcome(&self.buf);
                 self.buf.clear();
-                self.overflow = false;
-            } else if !self.overflow {
-                self.buf.push(b);
-                if self.buf.len() > MAX_INSPECTED {
-                    // A huge result line: assume success rather than buffer it all.
-                    self.saw((ToolOutcome::Ok, None));
-                    return;
-                }
+                outcome
+            };
+            if let Some(outcome) = outcome {
+                return self.saw(outcome);
             }
         }
+        if self.buf.len() + data.len() > MAX_INSPECTED {
+            return self.saw((ToolOutcome::Ok, None));
+        }
+        self.buf.extend_from_slice(data);
     }
 
     fn feed_json(&mut self, data: &[u8]) {
@@ -345,5 +353,47 @@ mod tests {
             outcome_of(&json!({"jsonrpc":"2.0","method":"notifications/progress"})),
             None
         );
+    }
+
+    /// However an SSE answer is cut into pieces, the same outcome is read from it.
+    #[test]
+    fn sse_outcome_read_whatever_the_pieces() {
+        let stream = b"id: 0\nretry: 3000\ndata:\n\nevent: message\nid: 1\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-32602,\"message\":\"x\"}}\r\n\n";
+        let watch = || Watched {
+            inner: Body::empty(),
+            start: Instant::now(),
+            sse: true,
+            buf: Vec::new(),
+            overflow: false,
+            seen: None,
+            bytes: 0,
+            done: None,
+        };
+        let expected = Some((ToolOutcome::RpcError, Some(-32602)));
+        for cut in 0..=stream.len() {
+            for second in cut..=stream.len() {
+                let mut w = watch();
+                w.feed_sse(&stream[..cut]);
+                w.feed_sse(&stream[cut..second]);
+                w.feed_sse(&stream[second..]);
+                assert_eq!(
+                    w.seen.map(|s| (s.0, s.1)),
+                    expected,
+                    "cut at {cut} and {second}"
+                );
+            }
+        }
+        // Without the line's end the answer is not read yet; with it, it is.
+        let mut w = watch();
+        w.feed_sse(&stream[..stream.len() - 3]);
+        assert_eq!(w.seen, None);
+        w.feed_sse(b"\r\n");
+        assert_eq!(w.seen.map(|s| (s.0, s.1)), expected);
+        // A data line over the inspection bound counts as a success, unread.
+        let mut w = watch();
+        let mut huge = b"data: ".to_vec();
+        huge.resize(MAX_INSPECTED + 10, b' ');
+        w.feed_sse(&huge);
+        assert_eq!(w.seen.map(|s| (s.0, s.1)), Some((ToolOutcome::Ok, None)));
     }
 }
