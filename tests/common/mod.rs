@@ -402,8 +402,11 @@ pub async fn spawn_edge(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut early = String::new();
     let port = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            early.push_str(&line);
+            early.push('\n');
             if let Some(log) = &log {
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
@@ -416,7 +419,7 @@ pub async fn spawn_edge(
                 return addr.port();
             }
         }
-        panic!("server exited before listening");
+        panic!("server exited before listening; its log:\n{early}");
     })
     .await
     .expect("server starts");
@@ -442,11 +445,27 @@ pub async fn metrics_text(admin: std::net::SocketAddr) -> String {
         .unwrap()
 }
 
-/// A port free on loopback right now (for servers the tests start).
+/// A port free on loopback right now (for servers the tests start). Taken below the
+/// kernel's ephemeral range (32768-60999 here), where no test's outgoing connection
+/// gets its source port: a port picked by binding port 0 came from that range, and
+/// under load another test's connection could take it before the server bound it
+/// (a replica then exited before listening). Each call hands out a different port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20000;
+    const COUNT: u32 = 12000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}-{}", FIRST + COUNT - 1);
 }

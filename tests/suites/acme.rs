@@ -3,7 +3,7 @@
 //! that trusts only Pebble's root, and after a restart serves the cached certificate
 //! without a new order.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -19,14 +19,6 @@ const DOMAIN: &str = "edge.mcp-edge.test";
 /// The metrics registry is process-wide, so the Pebble tests (which both publish the
 /// ACME certificate's expiry) run one at a time.
 static PEBBLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();

@@ -4,11 +4,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn plain_http_only_redirects_and_https_sends_hsts() {
-    let redirect_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let redirect_port = free_port();
     let edge = Edge::start_with(|env| {
         env.insert("MCP_HTTP_REDIRECT_PORT".into(), redirect_port.to_string());
         env.insert("MCP_PUBLIC_HTTPS_PORT".into(), "8443".into());
@@ -57,11 +53,7 @@ async fn plain_http_only_redirects_and_https_sends_hsts() {
 #[tokio::test]
 async fn the_redirect_port_drops_connections_that_send_nothing() {
     use tokio::io::AsyncReadExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let edge = Edge::start_with(|env| {
         env.insert("MCP_HTTP_REDIRECT_PORT".into(), port.to_string());
         env.insert("MCP_FIRST_REQUEST_TIMEOUT".into(), "1s".into());
@@ -826,11 +818,7 @@ async fn the_example_upstream_requires_its_token_and_serves_tools() {
     let token = "upstream-token-0123456789abcdef";
     let token_file = dir.path().join("upstream_token");
     std::fs::write(&token_file, token).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _server = tokio::process::Command::new("python3")
         .arg(root().join("examples/upstream/server.py"))
         .env("UPSTREAM_TOKEN_FILE", &token_file)
@@ -1202,11 +1190,7 @@ async fn start_redis_script(script: &str) -> Option<()> {
     std::fs::create_dir_all(&tmp).unwrap();
     let password = "0123abcd".repeat(8);
     std::fs::write(secrets.join("redis_password"), &password).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let script = format!(
         "{} --port {port} --bind 127.0.0.1",
         // /tmp first: the temporary folder is itself under /tmp.
