@@ -34,11 +34,17 @@ pub async fn send_with_answer(response: Response, hold: Duration) -> Response {
         return response;
     }
     let (parts, mut body) = response.into_parts();
-    let deadline = tokio::time::Instant::now() + hold;
+    // One timer for the whole hold (not one per frame awaited).
+    let mut deadline = std::pin::pin!(tokio::time::sleep(hold));
     let mut held = BytesMut::new();
     let mut then = None;
     loop {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
+        let next = tokio::select! {
+            biased;
+            frame = body.frame() => Ok(frame),
+            () = &mut deadline => Err(()),
+        };
+        match next {
             Ok(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
                     held.extend_from_slice(&data);
