@@ -385,7 +385,26 @@ pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool)
     }
 }
 
-/// Start the real binary and read its bound port from the JSON "listening" log line.
+/// The address of the server's "listening" log line, JSON or pretty (`addr=…`).
+fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return (v["message"] == "listening").then(|| v["addr"].as_str().unwrap().parse().unwrap());
+    }
+    if !line.contains(" listening ") {
+        return None;
+    }
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="));
+    Some(
+        addr.unwrap_or_else(|| panic!("no plain addr= in {line:?}"))
+            .parse()
+            .unwrap(),
+    )
+}
+
+/// Start the real binary and read its bound port from its "listening" log line (JSON
+/// unless `extra_env` sets `MCP_LOG_FORMAT`).
 pub async fn spawn_edge(
     fx: &Fixture,
     extra_env: &[(&str, &str)],
@@ -412,10 +431,7 @@ pub async fn spawn_edge(
                 log.push_str(&line);
                 log.push('\n');
             }
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "listening"
-            {
-                let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+            if let Some(addr) = listening_addr(&line) {
                 return addr.port();
             }
         }

@@ -354,38 +354,12 @@ fn check_config_warns_of_an_unreachable_identity_provider_and_checks_its_secret(
 /// formatting them cost about 5 % of the edge's instructions per proxied call).
 #[tokio::test]
 async fn pretty_logs_to_a_pipe_carry_no_colour_codes() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let fx = Fixture::new();
-    let mut child = tokio::process::Command::new(bin())
-        .env_clear()
-        .envs(fx.env())
-        .env("MCP_LOG_FORMAT", "pretty")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut text = String::new();
-    let port = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            text.push_str(&line);
-            text.push('\n');
-            if line.contains("listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-                let addr: std::net::SocketAddr = addr.parse().unwrap();
-                return addr.port();
-            }
-        }
-        panic!("server exited before listening:\n{text}");
-    })
-    .await
-    .expect("server starts");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (mut child, port) =
+        spawn_edge(&fx, &[("MCP_LOG_FORMAT", "pretty")], Some(log.clone())).await;
     // One request, so an access line follows.
-    let http = client_trusting(&fx.ca_pem);
-    let r = http
+    let r = client_trusting(&fx.ca_pem)
         .post(format!("https://localhost:{port}/mcp"))
         .header("content-type", "application/json")
         .body("{}")
@@ -393,22 +367,18 @@ async fn pretty_logs_to_a_pipe_carry_no_colour_codes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let access = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            text.push_str(&line);
-            text.push('\n');
-            if line.contains("status=401") {
-                return line;
-            }
-        }
-        panic!("no access line:\n{text}");
+    let logged = || log.lock().unwrap().clone();
+    let access = eventually(std::time::Duration::from_secs(10), async || {
+        logged()
+            .lines()
+            .any(|l| l.contains("mcp_edge::access") && l.contains(" status=401 "))
     })
-    .await
-    .unwrap_or_else(|_| panic!("no plain `status=401` access line within 10 s:\n{text:?}"));
+    .await;
     child.kill().await.unwrap();
-    assert!(access.contains("mcp_edge::access"), "{access}");
+    assert!(access, "no plain `status=401` access line:\n{:?}", logged());
     assert!(
-        !text.contains('\u{1b}'),
-        "terminal colour codes in a log written to a pipe:\n{text:?}"
+        !logged().contains('\u{1b}'),
+        "terminal colour codes in a log written to a pipe:\n{:?}",
+        logged()
     );
 }
