@@ -25,6 +25,9 @@
 #   BENCH_DURATION=5s   BENCH_ROUNDS=3   BENCH_BACKENDS="echo everything"
 #   BENCH_MODES="session stateless"  BENCH_CONCS="1 16 64"  BENCH_SESSIONS=64
 #   BENCH_KEEP=200      BENCH_CG_CALLS=300   BENCH_STRACE=1 (0 skips strace)
+#   BENCH_SECTIONS="throughput memory syscalls callgrind" (any of them, in that order)
+#   The callgrind section drives both binaries with MCP_EDGE_BIN's own `bench` client, so
+#   an older binary is counted with the current client as MCP_EDGE_BIN_BASE.
 # Not part of the test suite: record figures only from a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +52,8 @@ rounds=${BENCH_ROUNDS:-3}
 read -r -a backends <<<"${BENCH_BACKENDS:-echo everything}"
 read -r -a modes <<<"${BENCH_MODES:-session stateless}"
 read -r -a concs <<<"${BENCH_CONCS:-1 16 64}"
+sections=" ${BENCH_SECTIONS:-throughput memory syscalls callgrind} "
+section() { [[ "$sections" == *" $1 "* ]]; }
 nsessions=${BENCH_SESSIONS:-64}
 keep=${BENCH_KEEP:-200}
 cg_calls=${BENCH_CG_CALLS:-300}
@@ -143,77 +148,81 @@ med() { # FIELD-ARRAY-NAME name mode c
 for sys in "${systems[@]}"; do echo "bench-proxy: $sys binary ${BIN[$sys]}"; done
 echo "bench-proxy: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tools/call echo through a stdio backend; wrk -t2 HTTPS/1.1, $duration per run, $rounds alternating rounds; $nsessions sessions in session mode"
-for sys in "${systems[@]}"; do
-  for b in "${backends[@]}"; do
-    start_edge "$sys-$b" "$b" "$sys"
-    [[ " ${modes[*]} " != *" session "* ]] || open_sessions "$sys-$b" "$nsessions" "$work/$sys-$b.sessions"
-  done
-done
-for r in $(seq "$rounds"); do
-  for c in "${concs[@]}"; do
+if section throughput; then
+  for sys in "${systems[@]}"; do
     for b in "${backends[@]}"; do
-      for m in "${modes[@]}"; do
-        for sys in "${systems[@]}"; do
-          run "$sys-$b" "$m" "$c" "$r"
+      start_edge "$sys-$b" "$b" "$sys"
+      [[ " ${modes[*]} " != *" session "* ]] || open_sessions "$sys-$b" "$nsessions" "$work/$sys-$b.sessions"
+    done
+  done
+  for r in $(seq "$rounds"); do
+    for c in "${concs[@]}"; do
+      for b in "${backends[@]}"; do
+        for m in "${modes[@]}"; do
+          for sys in "${systems[@]}"; do
+            run "$sys-$b" "$m" "$c" "$r"
+          done
         done
       done
     done
   done
-done
-echo
-echo "| binary | backend | mode | c | calls/s (rounds) | p50 | p99 | edge CPU per call |"
-echo "|---|---|---|---|---|---|---|---|"
-for b in "${backends[@]}"; do
-  for m in "${modes[@]}"; do
-    for c in "${concs[@]}"; do
-      for sys in "${systems[@]}"; do
-        n=$sys-$b
-        all=$(for r in $(seq "$rounds"); do printf '%.0f ' "${RPS[$n|$m|$c|$r]}"; done)
-        printf '| %s | %s | %s | %d | %.0f (%s) | %.2f ms | %.2f ms | %s µs |\n' "$sys" "$b" "$m" "$c" \
-          "$(med RPS "$n" "$m" "$c")" "${all% }" \
-          "$(awk -v u="$(med P50 "$n" "$m" "$c")" 'BEGIN { print u / 1000 }')" \
-          "$(awk -v u="$(med P99 "$n" "$m" "$c")" 'BEGIN { print u / 1000 }')" "$(med CPU "$n" "$m" "$c")"
-      done
-    done
-  done
-done
-if [ "${#systems[@]}" = 2 ]; then
   echo
-  echo "| backend | mode | c | calls/s edge/base (per round) | CPU per call edge/base (per round) |"
-  echo "|---|---|---|---|---|"
+  echo "| binary | backend | mode | c | calls/s (rounds) | p50 | p99 | edge CPU per call |"
+  echo "|---|---|---|---|---|---|---|---|"
   for b in "${backends[@]}"; do
     for m in "${modes[@]}"; do
       for c in "${concs[@]}"; do
-        rr=() cr=()
-        for r in $(seq "$rounds"); do
-          rr+=("$(awk -v a="${RPS[edge-$b|$m|$c|$r]}" -v z="${RPS[base-$b|$m|$c|$r]}" 'BEGIN { printf "%.2f", a / z }')")
-          cr+=("$(awk -v a="${CPU[edge-$b|$m|$c|$r]}" -v z="${CPU[base-$b|$m|$c|$r]}" 'BEGIN { printf "%.2f", a / z }')")
+        for sys in "${systems[@]}"; do
+          n=$sys-$b
+          all=$(for r in $(seq "$rounds"); do printf '%.0f ' "${RPS[$n|$m|$c|$r]}"; done)
+          printf '| %s | %s | %s | %d | %.0f (%s) | %.2f ms | %.2f ms | %s µs |\n' "$sys" "$b" "$m" "$c" \
+            "$(med RPS "$n" "$m" "$c")" "${all% }" \
+            "$(awk -v u="$(med P50 "$n" "$m" "$c")" 'BEGIN { print u / 1000 }')" \
+            "$(awk -v u="$(med P99 "$n" "$m" "$c")" 'BEGIN { print u / 1000 }')" "$(med CPU "$n" "$m" "$c")"
         done
-        printf '| %s | %s | %d | %.2f (%s) | %.2f (%s) |\n' "$b" "$m" "$c" \
-          "$(printf '%s\n' "${rr[@]}" | median)" "${rr[*]}" "$(printf '%s\n' "${cr[@]}" | median)" "${cr[*]}"
       done
     done
   done
+  if [ "${#systems[@]}" = 2 ]; then
+    echo
+    echo "| backend | mode | c | calls/s edge/base (per round) | CPU per call edge/base (per round) |"
+    echo "|---|---|---|---|---|"
+    for b in "${backends[@]}"; do
+      for m in "${modes[@]}"; do
+        for c in "${concs[@]}"; do
+          rr=() cr=()
+          for r in $(seq "$rounds"); do
+            rr+=("$(awk -v a="${RPS[edge-$b|$m|$c|$r]}" -v z="${RPS[base-$b|$m|$c|$r]}" 'BEGIN { printf "%.2f", a / z }')")
+            cr+=("$(awk -v a="${CPU[edge-$b|$m|$c|$r]}" -v z="${CPU[base-$b|$m|$c|$r]}" 'BEGIN { printf "%.2f", a / z }')")
+          done
+          printf '| %s | %s | %d | %.2f (%s) | %.2f (%s) |\n' "$b" "$m" "$c" \
+            "$(printf '%s\n' "${rr[@]}" | median)" "${rr[*]}" "$(printf '%s\n' "${cr[@]}" | median)" "${cr[*]}"
+        done
+      done
+    done
+  fi
+  for sys in "${systems[@]}"; do for b in "${backends[@]}"; do stop_edge "$sys-$b"; done; done
 fi
-for sys in "${systems[@]}"; do for b in "${backends[@]}"; do stop_edge "$sys-$b"; done; done
 
 # --- memory per proxied session ------------------------------------------------------------
-echo
-for sys in "${systems[@]}"; do
-  start_edge "mem-$sys" echo "$sys"
-  open_sessions "mem-$sys" 4 "$work/warm.sessions" --call
-  sleep 1
-  before=$(rss_kb "${PID[mem-$sys]}")
-  open_sessions "mem-$sys" "$keep" "$work/mem.sessions" --call
-  sleep 1
-  after=$(rss_kb "${PID[mem-$sys]}")
-  awk -v s="$sys" -v b="$before" -v a="$after" -v n="$keep" 'BEGIN {
-    printf "%s: memory per proxied session (echo, %d sessions, one call each; children not counted): %.1f KiB (RSS %.1f -> %.1f MB)\n", s, n, (a - b) / n, b / 1024, a / 1024 }'
-  stop_edge "mem-$sys"
-done
+if section memory; then
+  echo
+  for sys in "${systems[@]}"; do
+    start_edge "mem-$sys" echo "$sys"
+    open_sessions "mem-$sys" 4 "$work/warm.sessions" --call
+    sleep 1
+    before=$(rss_kb "${PID[mem-$sys]}")
+    open_sessions "mem-$sys" "$keep" "$work/mem.sessions" --call
+    sleep 1
+    after=$(rss_kb "${PID[mem-$sys]}")
+    awk -v s="$sys" -v b="$before" -v a="$after" -v n="$keep" 'BEGIN {
+      printf "%s: memory per proxied session (echo, %d sessions, one call each; children not counted): %.1f KiB (RSS %.1f -> %.1f MB)\n", s, n, (a - b) / n, b / 1024, a / 1024 }'
+    stop_edge "mem-$sys"
+  done
+fi
 
 # --- system calls per call ------------------------------------------------------------------
-if [ "${BENCH_STRACE:-1}" != 0 ] && command -v strace >/dev/null; then
+if section syscalls && [ "${BENCH_STRACE:-1}" != 0 ] && command -v strace >/dev/null; then
   echo
   for sys in "${systems[@]}"; do
     start_edge "sys-$sys" echo "$sys"
@@ -245,7 +254,7 @@ if [ "${BENCH_STRACE:-1}" != 0 ] && command -v strace >/dev/null; then
 fi
 
 # --- instructions per call ------------------------------------------------------------------
-if command -v valgrind >/dev/null; then
+if section callgrind && command -v valgrind >/dev/null; then
   echo
   for sys in "${systems[@]}"; do
     cg=cg-$sys
